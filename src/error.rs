@@ -1,0 +1,91 @@
+//! One error type for everything a caller can get wrong or a machine can lack.
+//!
+//! Every variant carries the values that caused it, so a message is actionable
+//! without a debugger.
+
+use crate::tensor::{DType, Shape};
+
+/// Result alias used throughout the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Every failure the crate reports. Nothing on a user-reachable path panics.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backend's library, driver or device is not present on this machine.
+    #[error("backend `{backend}` is unavailable: {reason}")]
+    BackendUnavailable { backend: &'static str, reason: String },
+
+    /// A backend name (argument or `DIFFINV_BACKEND`) that is not one we know.
+    #[error("unknown backend {name:?}: expected one of cpu, wgpu, cuda, auto")]
+    UnknownBackend { name: String },
+
+    /// The backend cannot store or compute in this dtype.
+    #[error("backend `{backend}` does not support dtype {dtype:?}")]
+    UnsupportedDType { backend: &'static str, dtype: DType },
+
+    /// Two tensors that must agree in shape do not.
+    #[error("shape mismatch for {what}: expected {expected}, got {got}")]
+    ShapeMismatch {
+        what: &'static str,
+        expected: Shape,
+        got: Shape,
+    },
+
+    /// Two tensors that must agree in dtype do not.
+    #[error("dtype mismatch for {what}: expected {expected:?}, got {got:?}")]
+    DTypeMismatch {
+        what: &'static str,
+        expected: DType,
+        got: DType,
+    },
+
+    /// A host slice or device buffer has the wrong number of elements.
+    #[error("length mismatch for {what}: expected {expected} elements, got {got}")]
+    LengthMismatch {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+
+    /// A shape with a zero-sized dimension or too many elements for a kernel index.
+    #[error("invalid shape {shape}: {reason}")]
+    InvalidShape { shape: Shape, reason: &'static str },
+
+    /// The number of sampling steps is outside `1..=train_steps`.
+    #[error("invalid number of steps {steps}: must be in 1..={train_steps}")]
+    InvalidSteps { steps: usize, train_steps: usize },
+
+    /// A user-given timestep list is not strictly decreasing or out of range.
+    #[error("invalid timestep {value} at position {index}: {reason}")]
+    InvalidTimesteps {
+        index: usize,
+        value: f64,
+        reason: &'static str,
+    },
+
+    /// A numeric option outside its valid range (or NaN).
+    #[error("invalid parameter `{name}` = {value}: {reason}")]
+    InvalidParameter {
+        name: &'static str,
+        value: f64,
+        reason: &'static str,
+    },
+
+    /// A non-finite value was found where finite values are required
+    /// (reported only when the sampler's finiteness check is on).
+    #[error("non-finite value {value} in {what} at step {step}, element {index} ({count} non-finite in total)")]
+    NonFinite {
+        what: &'static str,
+        step: usize,
+        index: usize,
+        value: f32,
+        count: usize,
+    },
+
+    /// A failure inside a backend: driver call, kernel compilation, device loss.
+    #[error("backend `{backend}` failed: {message}")]
+    Device {
+        backend: &'static str,
+        message: String,
+    },
+}
