@@ -13,7 +13,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub enum Error {
     /// The backend's library, driver or device is not present on this machine.
     #[error("backend `{backend}` is unavailable: {reason}")]
-    BackendUnavailable { backend: &'static str, reason: String },
+    BackendUnavailable {
+        backend: &'static str,
+        reason: String,
+    },
 
     /// A backend name (argument or `DIFFINV_BACKEND`) that is not one we know.
     #[error("unknown backend {name:?}: expected one of cpu, wgpu, cuda, auto")]

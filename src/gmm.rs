@@ -24,7 +24,13 @@ pub struct GmmDenoiser {
 
 impl GmmDenoiser {
     /// `means` holds `weights.len()` rows of `dim` values; weights must be positive.
-    pub fn new(means: Vec<f64>, stds: Vec<f64>, weights: Vec<f64>, dim: usize, schedule: NoiseSchedule) -> Result<Self> {
+    pub fn new(
+        means: Vec<f64>,
+        stds: Vec<f64>,
+        weights: Vec<f64>,
+        dim: usize,
+        schedule: NoiseSchedule,
+    ) -> Result<Self> {
         let k = weights.len();
         if k == 0 || stds.len() != k || dim == 0 {
             return Err(Error::LengthMismatch {
@@ -40,7 +46,11 @@ impl GmmDenoiser {
                 got: means.len(),
             });
         }
-        for (name, v) in weights.iter().map(|&w| ("weight", w)).chain(stds.iter().map(|&s| ("std", s))) {
+        for (name, v) in weights
+            .iter()
+            .map(|&w| ("weight", w))
+            .chain(stds.iter().map(|&s| ("std", s)))
+        {
             if !(v.is_finite() && v > 0.0) {
                 return Err(Error::InvalidParameter {
                     name,
@@ -73,7 +83,9 @@ impl GmmDenoiser {
             .map(|k| {
                 let mu = &self.means[k * self.dim..(k + 1) * self.dim];
                 let dist2: f64 = x.iter().zip(mu).map(|(xi, m)| (xi - a * m).powi(2)).sum();
-                self.log_weights[k] - 0.5 * d * (2.0 * std::f64::consts::PI * vs[k]).ln() - dist2 / (2.0 * vs[k])
+                self.log_weights[k]
+                    - 0.5 * d * (2.0 * std::f64::consts::PI * vs[k]).ln()
+                    - dist2 / (2.0 * vs[k])
             })
             .collect();
         let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -100,7 +112,9 @@ impl GmmDenoiser {
             });
         }
         let alpha_bar = self.schedule.alpha_bar(tau);
-        Ok(x.chunks(self.dim).flat_map(|item| self.eps_item(item, alpha_bar)).collect())
+        Ok(x.chunks(self.dim)
+            .flat_map(|item| self.eps_item(item, alpha_bar))
+            .collect())
     }
 }
 

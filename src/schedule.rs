@@ -66,7 +66,11 @@ impl BetaSchedule {
                     .collect()
             }
             BetaSchedule::SquaredCosCapV2 => {
-                let f = |u: f64| (((u + 0.008) / 1.008) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                let f = |u: f64| {
+                    (((u + 0.008) / 1.008) * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
                 (0..n)
                     .map(|k| {
                         let (t1, t2) = (k as f64 / n as f64, (k + 1) as f64 / n as f64);
@@ -306,7 +310,10 @@ pub enum FinalSigma {
 #[derive(Clone, Debug, PartialEq)]
 pub enum GridSpec {
     /// A diffusers integer spacing with `steps_offset`.
-    Diffusers { spacing: Spacing, steps_offset: usize },
+    Diffusers {
+        spacing: Spacing,
+        steps_offset: usize,
+    },
     /// Karras/EDM sigmas with exponent ρ (7 in the paper), integer τ for the net.
     Karras { rho: f64 },
     /// Uniform in log-SNR (diffusers `use_lu_lambdas`), integer τ for the net.
@@ -368,11 +375,17 @@ pub fn diffusers_timesteps(
         }
         (Spacing::Leading, SpacingFlavor::Ddim) => {
             let ratio = n / steps;
-            (0..steps).rev().map(|k| (k * ratio + steps_offset) as f64).collect()
+            (0..steps)
+                .rev()
+                .map(|k| (k * ratio + steps_offset) as f64)
+                .collect()
         }
         (Spacing::Leading, SpacingFlavor::Multistep) => {
             let ratio = n / (steps + 1);
-            (1..=steps).rev().map(|k| (k * ratio + steps_offset) as f64).collect()
+            (1..=steps)
+                .rev()
+                .map(|k| (k * ratio + steps_offset) as f64)
+                .collect()
         }
         (Spacing::Trailing, _) => {
             // numpy.arange(n, 0, -n/steps): length ceil(n / (n/steps)), values n − k·step.
@@ -459,7 +472,11 @@ impl NoiseSchedule {
                 let (lo, hi) = (s_min.powf(1.0 / rho), s_max.powf(1.0 / rho));
                 let sigmas: Vec<f64> = (0..steps)
                     .map(|i| {
-                        let r = if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 };
+                        let r = if steps == 1 {
+                            0.0
+                        } else {
+                            i as f64 / (steps - 1) as f64
+                        };
                         (hi + r * (lo - hi)).powf(*rho)
                     })
                     .collect();
@@ -483,7 +500,12 @@ impl NoiseSchedule {
 
     /// diffusers DDIM transitions: model call at τ_i, step to `τ_i − N/steps`
     /// (ᾱ = 1 below 0), which is not always the next listed timestep.
-    pub fn ddim_transitions(&self, spacing: Spacing, steps: usize, steps_offset: usize) -> Result<Vec<(Point, Point)>> {
+    pub fn ddim_transitions(
+        &self,
+        spacing: Spacing,
+        steps: usize,
+        steps_offset: usize,
+    ) -> Result<Vec<(Point, Point)>> {
         let n = self.train_steps();
         let ts = diffusers_timesteps(spacing, SpacingFlavor::Ddim, steps, n, steps_offset)?;
         let ratio = n / steps;
@@ -513,5 +535,98 @@ impl NoiseSchedule {
             .iter()
             .map(|&s| Point::from_ve_sigma(round_half_even(self.sigma_to_t(&log_sigmas, s)), s))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ddpm() -> NoiseSchedule {
+        NoiseSchedule::ddpm_linear()
+    }
+
+    #[test]
+    fn linear_schedule_reference_values() {
+        let s = ddpm();
+        let a = s.alphas_cumprod();
+        assert!((a[0] - 0.9999).abs() < 1e-15);
+        assert!((a[999] - 4.0358e-5).abs() < 1e-8);
+        assert!((s.point(0).lambda() - 4.6051).abs() < 1e-4);
+        assert!((s.point(999).lambda() + 5.0588).abs() < 1e-4);
+    }
+
+    #[test]
+    fn diffusers_spacings_match_math_md() {
+        let ms = |sp, n| diffusers_timesteps(sp, SpacingFlavor::Multistep, n, 1000, 0).unwrap();
+        assert_eq!(ms(Spacing::Linspace, 5), [999, 799, 599, 400, 200]);
+        assert_eq!(
+            ms(Spacing::Linspace, 10),
+            [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]
+        );
+        assert_eq!(ms(Spacing::Leading, 5), [830, 664, 498, 332, 166]);
+        assert_eq!(ms(Spacing::Trailing, 5), [999, 799, 599, 399, 199]);
+        let ddim = |sp, n| diffusers_timesteps(sp, SpacingFlavor::Ddim, n, 1000, 1).unwrap();
+        assert_eq!(ddim(Spacing::Leading, 5), [801, 601, 401, 201, 1]);
+        // Trailing with a step that is not an integer (1000/7) keeps exactly 7 steps.
+        assert_eq!(ms(Spacing::Trailing, 7).len(), 7);
+    }
+
+    #[test]
+    fn ddim_targets_step_by_train_over_steps() {
+        let t = ddpm().ddim_transitions(Spacing::Linspace, 5, 0).unwrap();
+        let taus: Vec<(f64, f64)> = t.iter().map(|(a, b)| (a.tau, b.tau)).collect();
+        // diffusers steps to t − 200, not to the next listed timestep (749).
+        assert_eq!(taus[0], (999.0, 799.0));
+        assert!(t[4].1.is_clean());
+    }
+
+    #[test]
+    fn karras_grid_is_decreasing_and_spans_the_table() {
+        let s = ddpm();
+        let g = s
+            .grid(&GridSpec::Karras { rho: 7.0 }, 10, FinalSigma::Zero)
+            .unwrap();
+        let ve: Vec<f64> = g.points.iter().map(|p| p.sigma / p.alpha).collect();
+        let (lo, hi) = s.sigma_range();
+        assert!((ve[0] - hi).abs() < 1e-9 * hi && (ve[9] - lo).abs() < 1e-12);
+        assert!(ve.windows(2).all(|w| w[0] > w[1]));
+        assert_eq!(g.points[0].tau, 999.0);
+        assert_eq!(g.points[9].tau, 0.0);
+        assert!(g.points[10].is_clean());
+    }
+
+    #[test]
+    fn log_snr_grid_is_uniform_in_lambda() {
+        let g = ddpm()
+            .grid(&GridSpec::LogSnr, 6, FinalSigma::SigmaMin)
+            .unwrap();
+        let l: Vec<f64> = g.points[..6].iter().map(Point::lambda).collect();
+        let d: Vec<f64> = l.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(d.iter().all(|x| (x - d[0]).abs() < 1e-9 && *x > 0.0));
+        assert!(!g.points[6].is_clean());
+    }
+
+    #[test]
+    fn other_beta_schedules_are_valid() {
+        for b in [
+            BetaSchedule::ScaledLinear {
+                start: 0.00085,
+                end: 0.012,
+            },
+            BetaSchedule::SquaredCosCapV2,
+        ] {
+            let s = NoiseSchedule::new(b, 1000).unwrap();
+            let a = s.alphas_cumprod();
+            assert!(a.windows(2).all(|w| w[1] < w[0] && w[1] > 0.0), "{b:?}");
+        }
+        let cos = NoiseSchedule::new(BetaSchedule::SquaredCosCapV2, 1000).unwrap();
+        // ᾱ_0 = f(1/N)/f(0) for the cosine schedule.
+        let f = |u: f64| {
+            (((u + 0.008) / 1.008) * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
+        assert!((cos.alphas_cumprod()[0] - f(0.001) / f(0.0)).abs() < 1e-15);
     }
 }

@@ -8,12 +8,12 @@
 
 mod common;
 
-use common::fixtures::{sched_manifest, Fixture};
 use common::compare;
+use common::fixtures::{sched_manifest, Fixture};
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::{
-    sample, BetaSchedule, DType, FinalSigma, GmmDenoiser, GridSpec, HostSlice, NoiseSchedule, Plan, PlanConfig,
-    Prediction, SamplerOptions, SecondOrder, Shape, Solver, SolverRun, Spacing, Tensor,
+    sample, BetaSchedule, DType, FinalSigma, GmmDenoiser, GridSpec, HostSlice, NoiseSchedule, Plan,
+    PlanConfig, Prediction, SamplerOptions, SecondOrder, Shape, Solver, SolverRun, Spacing, Tensor,
 };
 use serde_json::Value;
 
@@ -26,25 +26,41 @@ struct Case {
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or_else(|| panic!("config key {key} is not a string: {}", v[key]))
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("config key {key} is not a string: {}", v[key]))
 }
 
 fn f(v: &Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or_else(|| panic!("config key {key} is not a number: {}", v[key]))
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("config key {key} is not a number: {}", v[key]))
 }
 
 fn b(v: &Value, key: &str) -> bool {
-    v[key].as_bool().unwrap_or_else(|| panic!("config key {key} is not a bool: {}", v[key]))
+    v[key]
+        .as_bool()
+        .unwrap_or_else(|| panic!("config key {key} is not a bool: {}", v[key]))
 }
 
 fn case(c: &Value) -> Case {
     let name = s(c, "name").to_owned();
     let cfg = &c["scheduler_config"];
-    let beta = BetaSchedule::from_diffusers(s(cfg, "beta_schedule"), f(cfg, "beta_start"), f(cfg, "beta_end"))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(cfg["trained_betas"].is_null(), "{name}: trained_betas is not supported by this replay");
-    let schedule = NoiseSchedule::new(beta, f(cfg, "num_train_timesteps") as usize).expect("schedule");
-    let steps = c["num_inference_steps"].as_u64().expect("num_inference_steps") as usize;
+    let beta = BetaSchedule::from_diffusers(
+        s(cfg, "beta_schedule"),
+        f(cfg, "beta_start"),
+        f(cfg, "beta_end"),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(
+        cfg["trained_betas"].is_null(),
+        "{name}: trained_betas is not supported by this replay"
+    );
+    let schedule =
+        NoiseSchedule::new(beta, f(cfg, "num_train_timesteps") as usize).expect("schedule");
+    let steps = c["num_inference_steps"]
+        .as_u64()
+        .expect("num_inference_steps") as usize;
     let prediction = match s(cfg, "prediction_type") {
         "epsilon" => Prediction::Epsilon,
         "v_prediction" => Prediction::V,
@@ -58,24 +74,40 @@ fn case(c: &Value) -> Case {
     } else if flag("use_lu_lambdas") {
         GridSpec::LogSnr
     } else {
-        GridSpec::Diffusers { spacing, steps_offset }
+        GridSpec::Diffusers {
+            spacing,
+            steps_offset,
+        }
     };
-    let final_sigma = match cfg.get("final_sigmas_type").and_then(Value::as_str).unwrap_or("zero") {
+    let final_sigma = match cfg
+        .get("final_sigmas_type")
+        .and_then(Value::as_str)
+        .unwrap_or("zero")
+    {
         "zero" => FinalSigma::Zero,
         "sigma_min" => FinalSigma::SigmaMin,
         other => panic!("{name}: final_sigmas_type {other}"),
     };
     let solver = match s(c, "scheduler") {
         "DDIMScheduler" => {
-            assert!(!b(cfg, "clip_sample"), "{name}: clip_sample is not supported");
-            assert!(b(cfg, "set_alpha_to_one"), "{name}: set_alpha_to_one=false is not supported");
+            assert!(
+                !b(cfg, "clip_sample"),
+                "{name}: clip_sample is not supported"
+            );
+            assert!(
+                b(cfg, "set_alpha_to_one"),
+                "{name}: set_alpha_to_one=false is not supported"
+            );
             Solver::Ddim {
                 eta: c["step_kwargs"]["eta"].as_f64().unwrap_or(0.0),
             }
         }
         "DPMSolverMultistepScheduler" => {
             assert_eq!(s(cfg, "algorithm_type"), "dpmsolver++", "{name}");
-            assert!(!b(cfg, "thresholding"), "{name}: thresholding is not supported");
+            assert!(
+                !b(cfg, "thresholding"),
+                "{name}: thresholding is not supported"
+            );
             Solver::DpmSolverPP {
                 order: cfg["solver_order"].as_u64().expect("solver_order") as u8,
                 second_order: match s(cfg, "solver_type") {
@@ -90,7 +122,10 @@ fn case(c: &Value) -> Case {
         "UniPCMultistepScheduler" => {
             assert_eq!(s(cfg, "solver_type"), "bh2", "{name}");
             assert_eq!(cfg["solver_order"].as_u64(), Some(2), "{name}");
-            assert!(b(cfg, "predict_x0") && b(cfg, "lower_order_final"), "{name}");
+            assert!(
+                b(cfg, "predict_x0") && b(cfg, "lower_order_final"),
+                "{name}"
+            );
             Solver::UniPc
         }
         other => panic!("{name}: scheduler {other} has no mapping"),
@@ -117,7 +152,12 @@ fn case(c: &Value) -> Case {
 
 fn cases() -> Vec<Case> {
     let m = sched_manifest();
-    m["configs"].as_array().expect("configs").iter().map(case).collect()
+    m["configs"]
+        .as_array()
+        .expect("configs")
+        .iter()
+        .map(case)
+        .collect()
 }
 
 fn gmm(stock: &Fixture, schedule: &NoiseSchedule) -> GmmDenoiser {
@@ -130,7 +170,12 @@ fn gmm(stock: &Fixture, schedule: &NoiseSchedule) -> GmmDenoiser {
 
 fn sample_shape() -> Shape {
     let m = sched_manifest();
-    let d: Vec<usize> = m["shape"].as_array().expect("shape").iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let d: Vec<usize> = m["shape"]
+        .as_array()
+        .expect("shape")
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
     Shape::new(d[0], d[1], d[2], d[3])
 }
 
@@ -138,8 +183,18 @@ fn sample_shape() -> Shape {
 fn manifest_lists_every_scheduler_family() {
     let names: Vec<String> = cases().into_iter().map(|c| c.name).collect();
     assert!(names.len() >= 54, "{} configurations", names.len());
-    for family in ["dpmpp2m_midpoint", "dpmpp2m_heun", "dpmpp3m_midpoint", "dpmpp3m_heun", "ddim_eta0", "unipc_bh2"] {
-        assert!(names.iter().any(|n| n.starts_with(family)), "{family} missing");
+    for family in [
+        "dpmpp2m_midpoint",
+        "dpmpp2m_heun",
+        "dpmpp3m_midpoint",
+        "dpmpp3m_heun",
+        "ddim_eta0",
+        "unipc_bh2",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(family)),
+            "{family} missing"
+        );
     }
 }
 
@@ -155,14 +210,19 @@ fn alphas_cumprod_match_the_f64_table() {
 fn timesteps_and_sigmas_match_diffusers() {
     let f64s = Fixture::open("sched/schedulers_f64.safetensors");
     for c in cases() {
-        let plan = Plan::new(&c.schedule, &c.plan_config).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let plan =
+            Plan::new(&c.schedule, &c.plan_config).unwrap_or_else(|e| panic!("{}: {e}", c.name));
         let taus: Vec<f64> = plan.steps.iter().map(|s| s.point.tau).collect();
         assert_eq!(taus, c.timesteps, "{}: timesteps", c.name);
         let key = format!("{}.sigmas", c.name);
         if f64s.has(&key) {
             // diffusers' sigmas are VE: s = σ/α, with the final 0 appended.
             let (want, _) = f64s.f64(&key);
-            let mut got: Vec<f64> = plan.steps.iter().map(|s| s.point.sigma / s.point.alpha).collect();
+            let mut got: Vec<f64> = plan
+                .steps
+                .iter()
+                .map(|s| s.point.sigma / s.point.alpha)
+                .collect();
             let last = plan.steps.last().unwrap().target;
             got.push(last.sigma / last.alpha);
             compare(&format!("{}: sigmas", c.name), &got, &want, 1e-13, 1e-12);
@@ -177,7 +237,15 @@ fn run_f64(c: &Case, stock: &Fixture) -> Vec<f64> {
     let (x_t, _) = stock.f64("x_T");
     let mut x = Tensor::from_host(&cpu, sample_shape(), DType::F64, HostSlice::F64(&x_t)).unwrap();
     let mut model = gmm(stock, &c.schedule);
-    sample(&cpu, &plan, &mut model, &mut x, SamplerOptions::default(), |_| {}).unwrap();
+    sample(
+        &cpu,
+        &plan,
+        &mut model,
+        &mut x,
+        SamplerOptions::default(),
+        |_| {},
+    )
+    .unwrap();
     x.to_f64(&cpu).unwrap()
 }
 
@@ -189,12 +257,28 @@ fn full_loops_match_diffusers_f64_and_stock() {
     for c in cases() {
         let got = run_f64(&c, &stock);
         let (want64, _) = f64s.f64(&format!("{}.x_final", c.name));
-        let max64 = got.iter().zip(&want64).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(max64 <= 1e-9, "{}: f64 loop vs diffusers f64: max abs {max64:.3e}", c.name);
+        let max64 = got
+            .iter()
+            .zip(&want64)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            max64 <= 1e-9,
+            "{}: f64 loop vs diffusers f64: max abs {max64:.3e}",
+            c.name
+        );
         let (xs, shape) = stock.f64(&format!("{}.x", c.name));
         let last = &xs[(shape[0] - 1) * got.len()..];
-        let max32 = got.iter().zip(last).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(max32 <= 1e-5, "{}: f64 loop vs stock diffusers: max abs {max32:.3e}", c.name);
+        let max32 = got
+            .iter()
+            .zip(last)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            max32 <= 1e-5,
+            "{}: f64 loop vs stock diffusers: max abs {max32:.3e}",
+            c.name
+        );
         worst64 = worst64.max(max64);
         worst32 = worst32.max(max32);
     }
@@ -211,20 +295,38 @@ fn teacher_forced_steps_match_stock_diffusers() {
         let (xs, _) = stock.f64(&format!("{}.x", c.name));
         let (eps, _) = stock.f64(&format!("{}.eps", c.name));
         let n = sample_shape().checked_len().unwrap();
-        let mut run = SolverRun::new(&cpu, &plan, sample_shape(), DType::F64, SamplerOptions::default()).unwrap();
+        let mut run = SolverRun::new(
+            &cpu,
+            &plan,
+            sample_shape(),
+            DType::F64,
+            SamplerOptions::default(),
+        )
+        .unwrap();
         let mut x = Tensor::zeros(&cpu, sample_shape(), DType::F64).unwrap();
         let mut worst = 0.0f64;
         for k in 0..plan.len() {
-            x.upload(&cpu, HostSlice::F64(&xs[k * n..(k + 1) * n])).unwrap();
-            run.model_out_mut().upload(&cpu, HostSlice::F64(&eps[k * n..(k + 1) * n])).unwrap();
+            x.upload(&cpu, HostSlice::F64(&xs[k * n..(k + 1) * n]))
+                .unwrap();
+            run.model_out_mut()
+                .upload(&cpu, HostSlice::F64(&eps[k * n..(k + 1) * n]))
+                .unwrap();
             run.step(&cpu, k, &mut x).unwrap();
             let got = x.to_f64(&cpu).unwrap();
             let want = &xs[(k + 1) * n..(k + 2) * n];
-            let err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let err = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
             worst = worst.max(err);
         }
         // Stock diffusers builds its tables and steps in f32 (MATH.md §2.3: ≤ 1.5e-6 observed).
-        assert!(worst <= 5e-6, "{}: teacher-forced max abs {worst:.3e}", c.name);
+        assert!(
+            worst <= 5e-6,
+            "{}: teacher-forced max abs {worst:.3e}",
+            c.name
+        );
         overall = overall.max(worst);
     }
     eprintln!("teacher forcing: max abs vs stock {overall:.3e}");

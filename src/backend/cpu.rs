@@ -48,7 +48,10 @@ trait Math:
     + Send
     + Sync
     + PartialEq
-    + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Sub<Output = Self> {
+    + std::ops::Add<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Sub<Output = Self>
+{
     const ZERO: Self;
     fn from_f64(v: f64) -> Self;
     fn normal(seed: u64, step: u32, index: u32) -> Self;
@@ -148,7 +151,10 @@ struct ChunkViews<'a, S> {
 
 /// Split `state` into its slots of `n` elements (the stride padding is never touched).
 fn split_slots<S>(state: &mut [S], n: usize, stride: usize) -> Vec<Option<&mut [S]>> {
-    state.chunks_mut(stride).map(|c| Some(&mut c[..n])).collect()
+    state
+        .chunks_mut(stride)
+        .map(|c| Some(&mut c[..n]))
+        .collect()
 }
 
 fn take_mut<'a, S>(slots: &mut [Option<&'a mut [S]>], slot: Option<u32>) -> Option<&'a mut [S]> {
@@ -208,7 +214,13 @@ fn step_chunk<S: Storage>(k: &Scalars<S::M>, launch: StepLaunch, c: ChunkViews<'
     let mut h1 = [zero; CHUNK];
     let mut h2 = [zero; CHUNK];
     let mut xc = [zero; CHUNK];
-    let (x, m, h1, h2, xc) = (&mut x[..len], &mut m[..len], &mut h1[..len], &mut h2[..len], &mut xc[..len]);
+    let (x, m, h1, h2, xc) = (
+        &mut x[..len],
+        &mut m[..len],
+        &mut h1[..len],
+        &mut h2[..len],
+        &mut xc[..len],
+    );
     S::load(c.x, x);
     S::load(c.m, m);
     load_opt(c.h1, h1);
@@ -251,7 +263,6 @@ fn step_chunk<S: Storage>(k: &Scalars<S::M>, launch: StepLaunch, c: ChunkViews<'
     }
     S::store(out, c.x);
 }
-
 
 fn check_dtype(buf: &CpuBuffer, dtype: DType) -> Result<()> {
     let actual = match buf {

@@ -58,7 +58,13 @@ pub struct SolverRun<'p, B: Backend> {
 
 impl<'p, B: Backend> SolverRun<'p, B> {
     /// Allocate the run's buffers for samples of `shape` and `dtype`.
-    pub fn new(backend: &B, plan: &'p Plan, shape: Shape, dtype: DType, options: SamplerOptions) -> Result<Self> {
+    pub fn new(
+        backend: &B,
+        plan: &'p Plan,
+        shape: Shape,
+        dtype: DType,
+        options: SamplerOptions,
+    ) -> Result<Self> {
         let n = shape.checked_len()?;
         let model_out = Tensor::zeros(backend, shape, dtype)?;
         // At least one slot so a backend never sees a zero-sized buffer.
@@ -91,15 +97,33 @@ impl<'p, B: Backend> SolverRun<'p, B> {
             step: k as u32,
             seed: self.options.seed,
         };
-        solver_step(backend, &planned.update, launch, x, &self.model_out, &mut self.state)
+        solver_step(
+            backend,
+            &planned.update,
+            launch,
+            x,
+            &self.model_out,
+            &mut self.state,
+        )
     }
 
     /// Call the denoiser at step `k`'s point, then apply the update.
-    pub fn predict_and_step<D: Denoiser<B>>(&mut self, backend: &B, k: usize, denoiser: &mut D, x: &mut Tensor<B>) -> Result<()> {
-        let tau = self.plan.steps.get(k).map(|s| s.point.tau).ok_or(Error::InvalidSteps {
-            steps: k + 1,
-            train_steps: self.plan.len(),
-        })?;
+    pub fn predict_and_step<D: Denoiser<B>>(
+        &mut self,
+        backend: &B,
+        k: usize,
+        denoiser: &mut D,
+        x: &mut Tensor<B>,
+    ) -> Result<()> {
+        let tau = self
+            .plan
+            .steps
+            .get(k)
+            .map(|s| s.point.tau)
+            .ok_or(Error::InvalidSteps {
+                steps: k + 1,
+                train_steps: self.plan.len(),
+            })?;
         if x.shape() != self.model_out.shape() || x.dtype() != self.model_out.dtype() {
             return Err(Error::ShapeMismatch {
                 what: "sample",

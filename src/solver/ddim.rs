@@ -16,7 +16,8 @@ pub(super) fn plan(transitions: &[(Point, Point)], eta: f64) -> Result<Vec<PlanS
         .iter()
         .map(|&(s, t)| {
             // σ_η² = η²·(σ_t²/σ_s²)·(1 − ᾱ_s/ᾱ_t)
-            let var = (t.sigma * t.sigma / (s.sigma * s.sigma)) * (1.0 - (s.alpha * s.alpha) / (t.alpha * t.alpha));
+            let var = (t.sigma * t.sigma / (s.sigma * s.sigma))
+                * (1.0 - (s.alpha * s.alpha) / (t.alpha * t.alpha));
             let sigma_eta = eta * var.max(0.0).sqrt();
             // Direction coefficient √(1 − ᾱ_t − σ_η²) on ε = (x − α_s D)/σ_s.
             let dir = (t.sigma * t.sigma - sigma_eta * sigma_eta).max(0.0).sqrt();

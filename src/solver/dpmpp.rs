@@ -47,7 +47,9 @@ pub(super) fn plan(transitions: &[(Point, Point)], o: Options) -> Vec<PlanStep> 
                     let r0 = (lambdas[i] - lambdas[i - 1]) / h;
                     if order == 2 {
                         let (b0, b1) = match o.second_order {
-                            SecondOrder::Midpoint => (-at * phi * (1.0 + 0.5 / r0), at * phi * 0.5 / r0),
+                            SecondOrder::Midpoint => {
+                                (-at * phi * (1.0 + 0.5 / r0), at * phi * 0.5 / r0)
+                            }
                             SecondOrder::Heun => {
                                 let psi = phi / h + 1.0;
                                 (-at * phi + at * psi / r0, -at * psi / r0)

@@ -158,7 +158,11 @@ impl Plan {
             s.update.cx = cx;
             s.update.ce = ce;
         }
-        let state_slots = steps.iter().map(|s| s.update.slots_used()).max().unwrap_or(0);
+        let state_slots = steps
+            .iter()
+            .map(|s| s.update.slots_used())
+            .max()
+            .unwrap_or(0);
         Ok(Plan { steps, state_slots })
     }
 
@@ -176,7 +180,14 @@ impl Plan {
 /// reproduces diffusers' `t − N/steps` targets; everything else steps to the
 /// next grid point.
 fn transitions(schedule: &NoiseSchedule, config: &PlanConfig) -> Result<Vec<(Point, Point)>> {
-    if let (Solver::Ddim { .. }, GridSpec::Diffusers { spacing, steps_offset }) = (config.solver, &config.grid) {
+    if let (
+        Solver::Ddim { .. },
+        GridSpec::Diffusers {
+            spacing,
+            steps_offset,
+        },
+    ) = (config.solver, &config.grid)
+    {
         return schedule.ddim_transitions(*spacing, config.steps, *steps_offset);
     }
     let grid = schedule.grid(&config.grid, config.steps, config.final_sigma)?;
@@ -196,5 +207,112 @@ fn simple_step(a: f64, b0: f64) -> SolverStep {
         a,
         b: [b0, 0.0, 0.0],
         noise: 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Spacing;
+
+    fn plan_of(solver: Solver, spacing: Spacing, steps: usize) -> Plan {
+        let config = PlanConfig {
+            solver,
+            grid: GridSpec::Diffusers {
+                spacing,
+                steps_offset: 0,
+            },
+            steps,
+            ..PlanConfig::default()
+        };
+        Plan::new(&NoiseSchedule::ddpm_linear(), &config).unwrap()
+    }
+
+    #[test]
+    fn unipc_coefficients_match_the_math_md_table() {
+        // MATH.md §2.3, leading.n5: (UniC a, UniC c, UniP a, UniP b) per step.
+        let p = plan_of(Solver::UniPc, Spacing::Leading, 5);
+        let close = |a: f64, b: f64| (a - b).abs() < 5e-6;
+        let want_pred = [
+            (0.994800, [0.076059, 0.0]),
+            (0.964947, [0.251242, -0.071990]),
+            (0.858943, [0.460752, -0.136382]),
+            (0.611626, [0.795120, -0.277869]),
+            (0.0, [1.0, 0.0]),
+        ];
+        for (k, (a, b)) in want_pred.iter().enumerate() {
+            let u = &p.steps[k].update;
+            assert!(
+                close(u.a, *a) && close(u.b[0], b[0]) && close(u.b[1], b[1]),
+                "step {k}: {u:?}"
+            );
+        }
+        let want_corr = [
+            (0.994800, [0.038029, 0.038029, 0.0]),
+            (0.964947, [0.091392, 0.098370, -0.010511]),
+            (0.858943, [0.160494, 0.184395, -0.020520]),
+        ];
+        for (k, (a, c)) in want_corr.iter().enumerate() {
+            let corr = p.steps[k + 1].update.corrector.unwrap();
+            assert_eq!(corr.base, CorrectorBase::Slot);
+            assert!(
+                close(corr.a, *a) && (0..3).all(|j| close(corr.c[j], c[j])),
+                "step {}: {corr:?}",
+                k + 1
+            );
+        }
+        // Step 0 seeds x^c with x̃_0; the last step's corrector is dead work (σ_N = 0).
+        assert_eq!(p.steps[0].update.corrector.unwrap().base, CorrectorBase::X);
+        assert!(p.steps[4].update.corrector.is_none());
+        assert_eq!(p.state_slots, 4);
+    }
+
+    #[test]
+    fn every_step_integrates_a_constant_exactly() {
+        // Σb (+ Σc for the corrector) = α_t(1 − e^{−h}) for every order.
+        for solver in [
+            Solver::DPMPP_2M,
+            Solver::DPMPP_3M,
+            Solver::UniPc,
+            Solver::Ddim { eta: 0.0 },
+        ] {
+            let p = plan_of(solver, Spacing::Trailing, 12);
+            for s in &p.steps[..p.len() - 1] {
+                let (from, to) = (s.point, s.target);
+                let h = to.lambda() - from.lambda();
+                let want = to.alpha * -(-h).exp_m1();
+                let got: f64 = s.update.b.iter().sum();
+                assert!((got - want).abs() < 1e-12, "{solver:?}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn history_slots_never_alias_within_a_step() {
+        for solver in [Solver::DPMPP_2M, Solver::DPMPP_3M, Solver::UniPc] {
+            for s in plan_of(solver, Spacing::Linspace, 20).steps {
+                let u = s.update;
+                let used: Vec<u32> = [u.d_slot, u.h1, u.h2, u.xc_slot]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let mut dedup = used.clone();
+                dedup.sort_unstable();
+                dedup.dedup();
+                assert_eq!(used.len(), dedup.len(), "{solver:?}: {u:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn v_prediction_uses_alpha_and_sigma() {
+        let config = PlanConfig {
+            prediction: Prediction::V,
+            steps: 4,
+            ..PlanConfig::default()
+        };
+        let p = Plan::new(&NoiseSchedule::ddpm_linear(), &config).unwrap();
+        let s = &p.steps[1];
+        assert_eq!((s.update.cx, s.update.ce), (s.point.alpha, s.point.sigma));
     }
 }

@@ -70,7 +70,11 @@ pub(super) fn plan(transitions: &[(Point, Point)]) -> Vec<PlanStep> {
                     let rho0 = (b1 - b2) / (1.0 - r);
                     let rho1 = (b2 - r * b1) / (1.0 - r);
                     update.h2 = Some(slot(k - 2));
-                    [-ak * phi * rho1, -ak * phi * (1.0 - rho1 - rho0 / r), -ak * phi * rho0 / r]
+                    [
+                        -ak * phi * rho1,
+                        -ak * phi * (1.0 - rho1 - rho0 / r),
+                        -ak * phi * rho0 / r,
+                    ]
                 };
                 update.h1 = Some(slot(k - 1));
                 update.corrector = Some(Corrector {

@@ -6,7 +6,9 @@ use safetensors::{Dtype, SafeTensors};
 
 /// Path of a file under `tests/fixtures/`.
 pub fn path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 /// A safetensors file held in memory.
@@ -32,10 +34,15 @@ impl Fixture {
     /// A tensor widened to f64, with its shape.
     pub fn f64(&self, name: &str) -> (Vec<f64>, Vec<usize>) {
         let st = self.tensors();
-        let t = st.tensor(name).unwrap_or_else(|e| panic!("tensor {name}: {e}"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
         let d = t.data();
         let v = match t.dtype() {
-            Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+            Dtype::F64 => d
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
             Dtype::F32 => d
                 .chunks_exact(4)
                 .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
@@ -53,9 +60,13 @@ impl Fixture {
 /// `tests/fixtures/sched/manifest.json`.
 pub fn sched_manifest() -> serde_json::Value {
     let p = path("sched/manifest.json");
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
     // Python's json writes non-finite numbers as bare tokens (e.g. `lambda_min_clipped: -Infinity`),
     // which strict JSON rejects; none of them is read by the tests.
-    let text = text.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null");
+    let text = text
+        .replace("-Infinity", "null")
+        .replace("Infinity", "null")
+        .replace("NaN", "null");
     serde_json::from_str(&text).expect("manifest is JSON")
 }

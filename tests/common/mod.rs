@@ -45,7 +45,11 @@ pub fn compare(what: &str, got: &[f64], want: &[f64], rel_tol: f64, abs_tol: f64
             worst = i;
         }
     }
-    let rel = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
+    let rel = if den > 0.0 {
+        (num / den).sqrt()
+    } else {
+        num.sqrt()
+    };
     assert!(
         rel <= rel_tol && max_abs <= abs_tol,
         "{what}: normalised error {rel:.3e} (tol {rel_tol:.1e}), max abs {max_abs:.3e} at {worst} \
@@ -60,10 +64,14 @@ pub const SIZES: [usize; 7] = [1, 7, 255, 256, 257, 4097, 3 * 256 * 256];
 
 /// Deterministic pseudo-random values in [-amp, amp] (a tiny LCG, no dependency).
 pub fn values(seed: u64, n: usize, amp: f64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * amp
         })
         .collect()

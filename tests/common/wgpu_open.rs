@@ -21,7 +21,13 @@ pub fn wgpu(force_packed_f16: bool) -> Option<&'static WgpuBackend> {
         match WgpuBackend::with_options(opts) {
             Ok(b) => {
                 if !force_packed_f16 && !b.uses_native_f16() {
-                    skip("wgpu", format!("adapter {} lacks SHADER_F16", diffinv::Backend::device_name(&b)));
+                    skip(
+                        "wgpu",
+                        format!(
+                            "adapter {} lacks SHADER_F16",
+                            diffinv::Backend::device_name(&b)
+                        ),
+                    );
                     return None;
                 }
                 Some(b)

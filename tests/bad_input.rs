@@ -1,0 +1,312 @@
+//! Every way a caller can get it wrong gives a typed error with the offending
+//! values, never a panic.
+
+mod common;
+
+use diffinv::backend::solver_step;
+use diffinv::solver::{SolverStep, StepLaunch};
+use diffinv::{
+    sample, select, Backend, DType, Error, GmmDenoiser, GridSpec, HostSlice, NoiseSchedule, Plan,
+    PlanConfig, SamplerOptions, Shape, Solver, Spacing, Tensor,
+};
+
+fn step_with_history() -> SolverStep {
+    SolverStep {
+        cx: 1.0,
+        ce: 0.5,
+        d_slot: Some(1),
+        h1: Some(0),
+        h2: None,
+        xc_slot: None,
+        corrector: None,
+        a: 0.9,
+        b: [0.2, 0.1, 0.0],
+        noise: 0.0,
+    }
+}
+
+fn launch() -> StepLaunch {
+    StepLaunch { step: 0, seed: 0 }
+}
+
+fn wrong_buffers_are_rejected<B: Backend>(b: &B) {
+    let dtype = DType::F32;
+    let mut x = Tensor::zeros(b, Shape::new(1, 3, 4, 4), dtype).unwrap();
+    let mut state = Tensor::zeros(b, Shape::flat(2 * 64), dtype).unwrap();
+    let step = step_with_history();
+
+    let m_shape = Tensor::zeros(b, Shape::new(1, 3, 4, 5), dtype).unwrap();
+    match solver_step(b, &step, launch(), &mut x, &m_shape, &mut state) {
+        Err(Error::ShapeMismatch { expected, got, .. }) => {
+            assert_eq!(expected, Shape::new(1, 3, 4, 4));
+            assert_eq!(got, Shape::new(1, 3, 4, 5));
+        }
+        other => panic!("expected ShapeMismatch, got {:?}", other.err()),
+    }
+
+    let m_dtype = Tensor::zeros(b, Shape::new(1, 3, 4, 4), DType::F16).unwrap();
+    assert!(matches!(
+        solver_step(b, &step, launch(), &mut x, &m_dtype, &mut state),
+        Err(Error::DTypeMismatch {
+            expected: DType::F32,
+            got: DType::F16,
+            ..
+        })
+    ));
+
+    let m = Tensor::zeros(b, Shape::new(1, 3, 4, 4), dtype).unwrap();
+    let mut short_state = Tensor::zeros(b, Shape::flat(64), dtype).unwrap();
+    assert!(matches!(
+        solver_step(b, &step, launch(), &mut x, &m, &mut short_state),
+        Err(Error::LengthMismatch {
+            expected: 128,
+            got: 64,
+            ..
+        })
+    ));
+
+    assert!(matches!(
+        x.upload(b, HostSlice::F32(&[1.0; 47])),
+        Err(Error::LengthMismatch {
+            expected: 48,
+            got: 47,
+            ..
+        })
+    ));
+
+    assert!(matches!(
+        Tensor::zeros(b, Shape::new(1, 0, 4, 4), dtype),
+        Err(Error::InvalidShape { .. })
+    ));
+    assert!(matches!(
+        Tensor::zeros(b, Shape::new(usize::MAX, 2, 1, 1), dtype),
+        Err(Error::InvalidShape { .. })
+    ));
+    if !b.supports(DType::F64) {
+        assert!(matches!(
+            Tensor::zeros(b, Shape::flat(4), DType::F64),
+            Err(Error::UnsupportedDType {
+                dtype: DType::F64,
+                ..
+            })
+        ));
+    }
+}
+
+mod buffers {
+    crate::for_each_backend!(super::wrong_buffers_are_rejected);
+}
+
+fn plan(solver: Solver, grid: GridSpec, steps: usize) -> diffinv::Result<Plan> {
+    let config = PlanConfig {
+        solver,
+        grid,
+        steps,
+        ..PlanConfig::default()
+    };
+    Plan::new(&NoiseSchedule::ddpm_linear(), &config)
+}
+
+fn leading() -> GridSpec {
+    GridSpec::Diffusers {
+        spacing: Spacing::Leading,
+        steps_offset: 0,
+    }
+}
+
+#[test]
+fn step_counts_outside_the_schedule_are_rejected() {
+    for solver in [Solver::DPMPP_2M, Solver::UniPc, Solver::Ddim { eta: 0.0 }] {
+        assert!(matches!(
+            plan(solver, leading(), 0),
+            Err(Error::InvalidSteps {
+                steps: 0,
+                train_steps: 1000
+            })
+        ));
+        assert!(matches!(
+            plan(solver, leading(), 1001),
+            Err(Error::InvalidSteps {
+                steps: 1001,
+                train_steps: 1000
+            })
+        ));
+    }
+    // The boundaries themselves are valid.
+    assert_eq!(plan(Solver::DPMPP_2M, leading(), 1).unwrap().len(), 1);
+    assert_eq!(
+        plan(
+            Solver::Ddim { eta: 0.0 },
+            GridSpec::Diffusers {
+                spacing: Spacing::Trailing,
+                steps_offset: 0
+            },
+            1000
+        )
+        .unwrap()
+        .len(),
+        1000
+    );
+}
+
+#[test]
+fn custom_timesteps_are_validated() {
+    let custom = |ts: Vec<f64>| {
+        let steps = ts.len();
+        plan(Solver::DPMPP_2M, GridSpec::Custom(ts), steps)
+    };
+    match custom(vec![900.0, 500.0, 500.0]) {
+        Err(Error::InvalidTimesteps { index, value, .. }) => assert_eq!((index, value), (2, 500.0)),
+        other => panic!("expected InvalidTimesteps, got {:?}", other.err()),
+    }
+    assert!(matches!(
+        custom(vec![100.0, 500.0]),
+        Err(Error::InvalidTimesteps { index: 1, .. })
+    ));
+    assert!(matches!(
+        custom(vec![1000.0, 5.0]),
+        Err(Error::InvalidTimesteps { index: 0, .. })
+    ));
+    assert!(matches!(
+        custom(vec![500.0, -1.0]),
+        Err(Error::InvalidTimesteps { index: 1, .. })
+    ));
+    assert!(matches!(
+        custom(vec![f64::NAN]),
+        Err(Error::InvalidTimesteps { index: 0, .. })
+    ));
+    assert!(matches!(
+        custom(vec![]),
+        Err(Error::InvalidSteps { steps: 0, .. })
+    ));
+    let ok = custom(vec![999.0, 500.5, 10.0]).unwrap();
+    assert_eq!(
+        ok.steps.iter().map(|s| s.point.tau).collect::<Vec<_>>(),
+        [999.0, 500.5, 10.0]
+    );
+}
+
+#[test]
+fn solver_options_are_validated() {
+    assert!(matches!(
+        plan(Solver::Ddim { eta: 1.5 }, leading(), 10),
+        Err(Error::InvalidParameter { name: "eta", .. })
+    ));
+    assert!(matches!(
+        plan(Solver::Ddim { eta: f64::NAN }, leading(), 10),
+        Err(Error::InvalidParameter { name: "eta", .. })
+    ));
+    let order4 = Solver::DpmSolverPP {
+        order: 4,
+        second_order: Default::default(),
+        lower_order_final: true,
+        euler_at_final: false,
+    };
+    assert!(matches!(
+        plan(order4, leading(), 10),
+        Err(Error::InvalidParameter { name: "order", .. })
+    ));
+    assert!(matches!(
+        plan(Solver::DPMPP_2M, GridSpec::Karras { rho: -1.0 }, 10),
+        Err(Error::InvalidParameter { name: "rho", .. })
+    ));
+    assert!(matches!(
+        NoiseSchedule::new(
+            diffinv::BetaSchedule::Linear {
+                start: 0.0,
+                end: 0.02
+            },
+            1000
+        ),
+        Err(Error::InvalidParameter {
+            name: "beta_start",
+            ..
+        })
+    ));
+    assert!(matches!(
+        NoiseSchedule::from_alphas_cumprod(vec![0.9, 0.95]),
+        Err(Error::InvalidParameter {
+            name: "alphas_cumprod",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn unknown_backend_names_are_rejected() {
+    match select(Some("metal-ish")) {
+        Err(Error::UnknownBackend { name }) => assert_eq!(name, "metal-ish"),
+        Err(e) => panic!("expected UnknownBackend, got {e}"),
+        Ok(_) => panic!("expected UnknownBackend, got a backend"),
+    }
+    let sel = select(Some("cpu")).unwrap();
+    assert_eq!(sel.backend.kind(), diffinv::BackendKind::Cpu);
+}
+
+fn nan_in_model_output_is_reported<B: Backend>(b: &B) {
+    let p = plan(Solver::DPMPP_2M, leading(), 4).unwrap();
+    let shape = Shape::new(2, 1, 3, 3);
+    let poison_at = 13;
+    let mut model = |b: &B, x: &Tensor<B>, tau: f64, out: &mut Tensor<B>| {
+        let mut v = x.to_f32(b)?;
+        if tau < 500.0 {
+            v[poison_at] = f32::NAN;
+        }
+        out.upload(b, HostSlice::F32(&v))
+    };
+    let x0 = vec![0.5f32; 18];
+    let mut x = Tensor::from_host(b, shape, DType::F32, HostSlice::F32(&x0)).unwrap();
+    let checked = SamplerOptions {
+        seed: 0,
+        check_finite: true,
+    };
+    match sample(b, &p, &mut model, &mut x, checked, |_| {}) {
+        Err(Error::NonFinite {
+            step, index, count, ..
+        }) => {
+            assert_eq!(index, poison_at);
+            assert_eq!(count, 1);
+            assert!(p.steps[step].point.tau < 500.0);
+        }
+        other => panic!("expected NonFinite, got {:?}", other.err()),
+    }
+    // Without the check the NaN propagates to exactly that element.
+    let mut x = Tensor::from_host(b, shape, DType::F32, HostSlice::F32(&x0)).unwrap();
+    sample(b, &p, &mut model, &mut x, SamplerOptions::default(), |_| {}).unwrap();
+    let out = x.to_f32(b).unwrap();
+    assert!(out[poison_at].is_nan());
+    assert_eq!(out.iter().filter(|v| v.is_nan()).count(), 1);
+}
+
+mod non_finite {
+    crate::for_each_backend!(super::nan_in_model_output_is_reported);
+}
+
+#[test]
+fn gmm_rejects_mismatched_dimensions() {
+    let s = NoiseSchedule::ddpm_linear();
+    assert!(matches!(
+        GmmDenoiser::new(vec![0.0; 10], vec![0.1], vec![1.0], 4, s.clone()),
+        Err(Error::LengthMismatch {
+            what: "gmm means",
+            expected: 4,
+            got: 10
+        })
+    ));
+    assert!(matches!(
+        GmmDenoiser::new(vec![0.0; 4], vec![-0.1], vec![1.0], 4, s.clone()),
+        Err(Error::InvalidParameter { name: "std", .. })
+    ));
+    let cpu = diffinv::backend::cpu::CpuBackend::new();
+    let mut g = GmmDenoiser::new(vec![0.0; 4], vec![0.1], vec![1.0], 4, s).unwrap();
+    let p = plan(Solver::DPMPP_2M, leading(), 3).unwrap();
+    let mut x = Tensor::zeros(&cpu, Shape::new(1, 1, 1, 5), DType::F32).unwrap();
+    assert!(matches!(
+        sample(&cpu, &p, &mut g, &mut x, SamplerOptions::default(), |_| {}),
+        Err(Error::LengthMismatch {
+            expected: 4,
+            got: 5,
+            ..
+        })
+    ));
+}
