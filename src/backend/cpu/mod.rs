@@ -6,6 +6,9 @@
 //! converted a chunk at a time with `half`'s slice conversions (F16C on x86),
 //! which is several times faster than converting element by element.
 
+#[cfg(target_arch = "x86_64")]
+mod f16_avx2;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use half::f16;
@@ -19,8 +22,8 @@ use crate::solver::{CorrectorBase, SolverStep, StepLaunch};
 use crate::tensor::{DType, HostSlice, HostVec};
 
 /// Elements per work item: large enough to amortise scheduling, small enough
-/// that the six f32 scratch rows of one chunk stay in L1/L2.
-const CHUNK: usize = 1024;
+/// that the six scratch rows of one chunk stay in L1/L2.
+const CHUNK: usize = 4096;
 
 /// Storage of one CPU tensor.
 #[derive(Clone, Debug)]
@@ -82,6 +85,11 @@ trait Storage: Copy + Send + Sync {
     type M: Math;
     fn load(src: &[Self], dst: &mut [Self::M]);
     fn store(src: &[Self::M], dst: &mut [Self]);
+    /// A SIMD path that handles a prefix of the chunk bit-identically to the
+    /// generic one; returns how many elements it processed (0 if none).
+    fn fused_prefix(_k: &Scalars<Self::M>, _c: &mut ChunkViews<'_, Self>) -> usize {
+        0
+    }
 }
 
 impl Storage for f16 {
@@ -92,7 +100,20 @@ impl Storage for f16 {
     fn store(src: &[f32], dst: &mut [Self]) {
         dst.convert_from_f32_slice(src);
     }
+    #[cfg(target_arch = "x86_64")]
+    fn fused_prefix(k: &Scalars<f32>, c: &mut ChunkViews<'_, Self>) -> usize {
+        // Noise needs the per-element Philox draw; leave it to the generic path.
+        if k.noise != 0.0 || !*AVX2_F16C {
+            return 0;
+        }
+        // SAFETY: AVX2 and F16C were detected on this CPU.
+        unsafe { f16_avx2::fused_prefix(k, c) }
+    }
 }
+
+/// Detected once: `is_x86_feature_detected!` is cheap but not free per chunk.
+#[cfg(target_arch = "x86_64")]
+static AVX2_F16C: std::sync::LazyLock<bool> = std::sync::LazyLock::new(f16_avx2::available);
 
 impl Storage for f32 {
     type M = f32;
@@ -149,6 +170,21 @@ struct ChunkViews<'a, S> {
     h2: Option<&'a [S]>,
 }
 
+impl<'a, S> ChunkViews<'a, S> {
+    /// The views from element `at` of the chunk on.
+    fn tail(self, at: usize) -> Self {
+        ChunkViews {
+            start: self.start + at,
+            x: &mut self.x[at..],
+            m: &self.m[at..],
+            d: self.d.map(|s| &mut s[at..]),
+            xc: self.xc.map(|s| &mut s[at..]),
+            h1: self.h1.map(|s| &s[at..]),
+            h2: self.h2.map(|s| &s[at..]),
+        }
+    }
+}
+
 /// Split `state` into its slots of `n` elements (the stride padding is never touched).
 fn split_slots<S>(state: &mut [S], n: usize, stride: usize) -> Vec<Option<&mut [S]>> {
     state
@@ -196,47 +232,66 @@ fn solver_step_typed<S: Storage>(
     }
     chunks
         .into_par_iter()
-        .for_each(|c| step_chunk::<S>(&k, launch, c));
+        .for_each_init(Scratch::new, |scratch, c| step_chunk::<S>(&k, launch, c, scratch));
 }
 
-fn load_opt<S: Storage>(src: Option<&[S]>, dst: &mut [S::M]) {
-    match src {
-        Some(s) => S::load(s, dst),
-        None => dst.fill(S::M::ZERO),
+/// Per-thread scratch rows in the math type, reused across chunks so the hot
+/// loop neither allocates nor clears memory.
+struct Scratch<M> {
+    x: Vec<M>,
+    d: Vec<M>,
+    h1: Vec<M>,
+    h2: Vec<M>,
+    xc: Vec<M>,
+    out: Vec<M>,
+    /// Never written: stands in for an absent history slot (the kernels read 0 there).
+    zeros: Vec<M>,
+}
+
+impl<M: Math> Scratch<M> {
+    fn new() -> Self {
+        let row = || vec![M::ZERO; CHUNK];
+        Scratch {
+            x: row(),
+            d: row(),
+            h1: row(),
+            h2: row(),
+            xc: row(),
+            out: row(),
+            zeros: row(),
+        }
     }
 }
 
-fn step_chunk<S: Storage>(k: &Scalars<S::M>, launch: StepLaunch, c: ChunkViews<'_, S>) {
+fn step_chunk<S: Storage>(k: &Scalars<S::M>, launch: StepLaunch, mut c: ChunkViews<'_, S>, s: &mut Scratch<S::M>) {
+    let done = S::fused_prefix(k, &mut c);
+    let c = c.tail(done);
     let len = c.x.len();
-    let zero = S::M::ZERO;
-    let mut x = [zero; CHUNK];
-    let mut m = [zero; CHUNK];
-    let mut h1 = [zero; CHUNK];
-    let mut h2 = [zero; CHUNK];
-    let mut xc = [zero; CHUNK];
-    let (x, m, h1, h2, xc) = (
-        &mut x[..len],
-        &mut m[..len],
-        &mut h1[..len],
-        &mut h2[..len],
-        &mut xc[..len],
-    );
+    let x = &mut s.x[..len];
     S::load(c.x, x);
-    S::load(c.m, m);
-    load_opt(c.h1, h1);
-    load_opt(c.h2, h2);
-
-    // D = cx·x − ce·m, kept in `m` (the model output is not needed afterwards).
-    for (mi, &xi) in m.iter_mut().zip(x.iter()) {
-        *mi = k.cx * xi - k.ce * *mi;
+    // D = cx·x − ce·m, computed in place over the loaded model output.
+    let d = &mut s.d[..len];
+    S::load(c.m, d);
+    for (di, &xi) in d.iter_mut().zip(x.iter()) {
+        *di = k.cx * xi - k.ce * *di;
     }
-    let d = &*m;
     if let Some(dst) = c.d {
         S::store(d, dst);
     }
+    let load_row = |src: Option<&[S]>, row: &'_ mut Vec<S::M>| {
+        if let Some(src) = src {
+            S::load(src, &mut row[..len]);
+        }
+    };
+    load_row(c.h1, &mut s.h1);
+    load_row(c.h2, &mut s.h2);
+    let h1 = if c.h1.is_some() { &s.h1[..len] } else { &s.zeros[..len] };
+    let h2 = if c.h2.is_some() { &s.h2[..len] } else { &s.zeros[..len] };
 
+    // One pass per output, each sum left to right exactly as the kernels write it.
     let base: &[S::M] = match (k.corr, c.xc) {
         (Some((from, ac, cc)), Some(xc_buf)) => {
+            let xc = &mut s.xc[..len];
             match from {
                 CorrectorBase::Slot => S::load(xc_buf, xc),
                 CorrectorBase::X => xc.copy_from_slice(x),
@@ -250,12 +305,11 @@ fn step_chunk<S: Storage>(k: &Scalars<S::M>, launch: StepLaunch, c: ChunkViews<'
         _ => x,
     };
 
-    let mut out = [zero; CHUNK];
-    let out = &mut out[..len];
+    let out = &mut s.out[..len];
     for i in 0..len {
         out[i] = k.a * base[i] + k.b[0] * d[i] + k.b[1] * h1[i] + k.b[2] * h2[i];
     }
-    if k.noise != zero {
+    if k.noise != S::M::ZERO {
         for (i, o) in out.iter_mut().enumerate() {
             let idx = (c.start + i) as u32;
             *o = *o + k.noise * S::M::normal(launch.seed, launch.step, idx);
@@ -392,5 +446,63 @@ impl Backend for CpuBackend {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::solver::{slot_stride, Corrector};
+
+    /// f16 results must equal the f32 path's results rounded once to f16: both
+    /// compute the same f32 expression, whatever the f16 code path (SIMD prefix
+    /// or generic tail).
+    #[test]
+    fn f16_path_is_the_f32_path_rounded_once() {
+        let step = SolverStep {
+            cx: 1.1,
+            ce: 0.7,
+            d_slot: Some(0),
+            h1: Some(1),
+            h2: Some(2),
+            xc_slot: Some(3),
+            corrector: Some(Corrector {
+                base: CorrectorBase::Slot,
+                a: 0.93,
+                c: [0.1, 0.2, -0.05],
+            }),
+            a: 0.8,
+            b: [0.3, -0.2, 0.1],
+            noise: 0.0,
+        };
+        let variants = [
+            step,
+            SolverStep { corrector: None, xc_slot: None, h2: None, ..step },
+            SolverStep { noise: 0.25, ..step },
+        ];
+        let cpu = CpuBackend::new();
+        for n in [1, 7, 8, 9, 1023, 1024, 1025, 5000] {
+            let stride = slot_stride(n);
+            let vals = |seed: usize, len: usize| -> Vec<f16> {
+                (0..len).map(|i| f16::from_f32((((i * 37 + seed * 11) % 97) as f32 - 48.0) / 24.0)).collect()
+            };
+            for v in &variants {
+                let launch = StepLaunch { step: 1, seed: 9 };
+                let (x, m, st) = (vals(1, n), vals(2, n), vals(3, 4 * stride));
+                let mut bufs16 = (CpuBuffer::F16(x.clone()), CpuBuffer::F16(st.clone()));
+                let widen = |h: &[f16]| h.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
+                let mut bufs32 = (CpuBuffer::F32(widen(&x)), CpuBuffer::F32(widen(&st)));
+                cpu.solver_step_raw(v, launch, DType::F16, n, stride, &mut bufs16.0, &CpuBuffer::F16(m.clone()), &mut bufs16.1)
+                    .unwrap();
+                cpu.solver_step_raw(v, launch, DType::F32, n, stride, &mut bufs32.0, &CpuBuffer::F32(widen(&m)), &mut bufs32.1)
+                    .unwrap();
+                for (b16, b32) in [(&bufs16.0, &bufs32.0), (&bufs16.1, &bufs32.1)] {
+                    let (CpuBuffer::F16(h), CpuBuffer::F32(f)) = (b16, b32) else { unreachable!() };
+                    for (i, (a, b)) in h.iter().zip(f).enumerate() {
+                        assert_eq!(a.to_bits(), f16::from_f32(*b).to_bits(), "n={n} element {i} of {v:?}");
+                    }
+                }
+            }
+        }
     }
 }
