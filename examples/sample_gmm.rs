@@ -10,8 +10,8 @@
 use std::process::ExitCode;
 
 use diffinv::{
-    rng, sample, select, AnyBackend, Backend, DType, GmmDenoiser, HostSlice, NoiseSchedule, Plan, PlanConfig,
-    SamplerOptions, Shape, Solver, Tensor,
+    rng, sample, select, AnyBackend, Backend, DType, GmmDenoiser, HostSlice, NoiseSchedule, Plan,
+    PlanConfig, SamplerOptions, Shape, Solver, Tensor,
 };
 
 struct Args {
@@ -53,7 +53,11 @@ fn parse_args() -> Result<Args, String> {
         "dpmpp3m" => Solver::DPMPP_3M,
         "unipc" => Solver::UniPc,
         "ddim" => Solver::Ddim { eta },
-        other => return Err(format!("--solver {other}: expected dpmpp2m, dpmpp3m, unipc or ddim")),
+        other => {
+            return Err(format!(
+                "--solver {other}: expected dpmpp2m, dpmpp3m, unipc or ddim"
+            ))
+        }
     };
     Ok(args)
 }
@@ -78,20 +82,41 @@ fn run<B: Backend>(backend: &B, args: &Args) -> diffinv::Result<()> {
     let plan = Plan::new(&schedule, &config)?;
     let dim = shape.item_len();
     let means = demo_means(dim);
-    let mut model = GmmDenoiser::new(means.clone(), STDS.to_vec(), vec![0.5, 0.3, 0.2], dim, schedule.clone())?;
+    let mut model = GmmDenoiser::new(
+        means.clone(),
+        STDS.to_vec(),
+        vec![0.5, 0.3, 0.2],
+        dim,
+        schedule.clone(),
+    )?;
     let x_t = rng::normal_vec(2024, shape.checked_len()?);
     let mut x = Tensor::from_host(backend, shape, args.dtype, HostSlice::F32(&x_t))?;
-    println!("solver {:?}, {} steps, {:?}, shape {shape}", args.solver, plan.len(), args.dtype);
+    println!(
+        "solver {:?}, {} steps, {:?}, shape {shape}",
+        args.solver,
+        plan.len(),
+        args.dtype
+    );
     println!("{:>4} {:>7} {:>10}", "step", "tau", "sigma");
     let start = std::time::Instant::now();
     let launches = backend.launch_count();
-    sample(backend, &plan, &mut model, &mut x, SamplerOptions { seed: 1, check_finite: true }, |p| {
-        println!("{:>4} {:>7.1} {:>10.5}", p.step, p.tau, p.sigma)
-    })?;
+    sample(
+        backend,
+        &plan,
+        &mut model,
+        &mut x,
+        SamplerOptions {
+            seed: 1,
+            check_finite: true,
+        },
+        |p| println!("{:>4} {:>7.1} {:>10.5}", p.step, p.tau, p.sigma),
+    )?;
     let elapsed = start.elapsed();
     let out = x.to_f64(backend)?;
     let mean = out.iter().sum::<f64>() / out.len() as f64;
-    let (lo, hi) = out.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    let (lo, hi) = out
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
     println!(
         "done in {elapsed:.2?} ({} kernel launches): mean {mean:.4}, min {lo:.4}, max {hi:.4}",
         backend.launch_count() - launches
@@ -100,10 +125,22 @@ fn run<B: Backend>(backend: &B, args: &Args) -> diffinv::Result<()> {
     for (b, item) in out.chunks(dim).enumerate() {
         let rms = |k: usize| {
             let mu = &means[k * dim..(k + 1) * dim];
-            (item.iter().zip(mu).map(|(x, m)| (x - m).powi(2)).sum::<f64>() / dim as f64).sqrt()
+            (item
+                .iter()
+                .zip(mu)
+                .map(|(x, m)| (x - m).powi(2))
+                .sum::<f64>()
+                / dim as f64)
+                .sqrt()
         };
-        let k = (0..3).min_by(|&i, &j| rms(i).total_cmp(&rms(j))).unwrap_or(0);
-        println!("item {b}: nearest component {k}, rms distance {:.4} (component std {})", rms(k), STDS[k]);
+        let k = (0..3)
+            .min_by(|&i, &j| rms(i).total_cmp(&rms(j)))
+            .unwrap_or(0);
+        println!(
+            "item {b}: nearest component {k}, rms distance {:.4} (component std {})",
+            rms(k),
+            STDS[k]
+        );
     }
     Ok(())
 }
@@ -117,7 +154,12 @@ fn main() -> ExitCode {
         }
     };
     let outcome = select(None).and_then(|sel| {
-        println!("backend: {} on {} ({})", sel.backend.kind(), sel.backend.device_name(), sel.reason);
+        println!(
+            "backend: {} on {} ({})",
+            sel.backend.kind(),
+            sel.backend.device_name(),
+            sel.reason
+        );
         match &sel.backend {
             AnyBackend::Cpu(b) => run(b, &args),
             #[cfg(feature = "cuda")]
