@@ -58,6 +58,10 @@ pub enum Error {
     #[error("invalid number of steps {steps}: must be in 1..={train_steps}")]
     InvalidSteps { steps: usize, train_steps: usize },
 
+    /// A step index past the end of the plan being run.
+    #[error("step {step} is out of range: the plan has {steps} steps")]
+    StepOutOfRange { step: usize, steps: usize },
+
     /// A user-given timestep list is not strictly decreasing or out of range.
     #[error("invalid timestep {value} at position {index}: {reason}")]
     InvalidTimesteps {

@@ -167,7 +167,7 @@ pub struct Tensor<B: Backend> {
 }
 
 impl<B: Backend> Tensor<B> {
-    /// Allocate an uninitialised-contents tensor (zeroed on every backend).
+    /// Allocate a zero-filled tensor.
     pub fn zeros(backend: &B, shape: Shape, dtype: DType) -> Result<Self> {
         let len = shape.checked_len()?;
         let buf = backend.alloc(len, dtype)?;

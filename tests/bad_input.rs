@@ -283,6 +283,36 @@ mod non_finite {
 }
 
 #[test]
+fn runs_reject_foreign_samples_and_steps_past_the_end() {
+    let cpu = diffinv::backend::cpu::CpuBackend::new();
+    let p = plan(Solver::UniPc, leading(), 2).unwrap();
+    let shape = Shape::new(1, 1, 2, 2);
+    let mut run =
+        diffinv::SolverRun::new(&cpu, &p, shape, DType::F32, SamplerOptions::default()).unwrap();
+    let mut x = Tensor::zeros(&cpu, shape, DType::F32).unwrap();
+    assert!(matches!(
+        run.step(&cpu, 2, &mut x),
+        Err(Error::StepOutOfRange { step: 2, steps: 2 })
+    ));
+    let mut zero =
+        |_: &diffinv::backend::cpu::CpuBackend, _: &Tensor<_>, _: f64, _: &mut Tensor<_>| Ok(());
+    let mut wrong_dtype = Tensor::zeros(&cpu, shape, DType::F16).unwrap();
+    assert!(matches!(
+        run.predict_and_step(&cpu, 0, &mut zero, &mut wrong_dtype),
+        Err(Error::DTypeMismatch {
+            expected: DType::F32,
+            got: DType::F16,
+            ..
+        })
+    ));
+    let mut wrong_shape = Tensor::zeros(&cpu, Shape::new(1, 1, 2, 3), DType::F32).unwrap();
+    assert!(matches!(
+        run.predict_and_step(&cpu, 0, &mut zero, &mut wrong_shape),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
 fn gmm_rejects_mismatched_dimensions() {
     let s = NoiseSchedule::ddpm_linear();
     assert!(matches!(

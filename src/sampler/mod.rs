@@ -86,9 +86,9 @@ impl<'p, B: Backend> SolverRun<'p, B> {
     /// Apply the fused update of step `k` to `x`, with the model output
     /// already in [`SolverRun::model_out_mut`]. Steps must run in order.
     pub fn step(&mut self, backend: &B, k: usize, x: &mut Tensor<B>) -> Result<()> {
-        let planned = self.plan.steps.get(k).ok_or(Error::InvalidSteps {
-            steps: k + 1,
-            train_steps: self.plan.len(),
+        let planned = self.plan.steps.get(k).ok_or(Error::StepOutOfRange {
+            step: k,
+            steps: self.plan.len(),
         })?;
         if self.options.check_finite {
             check_finite(backend, &self.model_out, k)?;
@@ -120,15 +120,22 @@ impl<'p, B: Backend> SolverRun<'p, B> {
             .steps
             .get(k)
             .map(|s| s.point.tau)
-            .ok_or(Error::InvalidSteps {
-                steps: k + 1,
-                train_steps: self.plan.len(),
+            .ok_or(Error::StepOutOfRange {
+                step: k,
+                steps: self.plan.len(),
             })?;
-        if x.shape() != self.model_out.shape() || x.dtype() != self.model_out.dtype() {
+        if x.shape() != self.model_out.shape() {
             return Err(Error::ShapeMismatch {
                 what: "sample",
                 expected: self.model_out.shape(),
                 got: x.shape(),
+            });
+        }
+        if x.dtype() != self.model_out.dtype() {
+            return Err(Error::DTypeMismatch {
+                what: "sample",
+                expected: self.model_out.dtype(),
+                got: x.dtype(),
             });
         }
         denoiser.predict(backend, x, tau, &mut self.model_out)?;
