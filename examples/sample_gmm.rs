@@ -10,8 +10,8 @@
 use std::process::ExitCode;
 
 use diffinv::{
-    rng, sample, select, AnyBackend, Backend, DType, GmmDenoiser, HostSlice, NoiseSchedule, Plan,
-    PlanConfig, SamplerOptions, Shape, Solver, Tensor,
+    rng, sample, select, Backend, DType, GmmDenoiser, HostSlice, NoiseSchedule, Plan, PlanConfig,
+    SamplerOptions, Shape, Solver, Tensor,
 };
 
 struct Args {
@@ -160,13 +160,7 @@ fn main() -> ExitCode {
             sel.backend.device_name(),
             sel.reason
         );
-        match &sel.backend {
-            AnyBackend::Cpu(b) => run(b, &args),
-            #[cfg(feature = "cuda")]
-            AnyBackend::Cuda(b) => run(b, &args),
-            #[cfg(feature = "wgpu")]
-            AnyBackend::Wgpu(b) => run(b, &args),
-        }
+        run(&sel.backend, &args)
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

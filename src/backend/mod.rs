@@ -7,6 +7,7 @@
 //! Selection: explicitly by constructing one, or by name / `DIFFINV_BACKEND`
 //! through [`select`], which never fails silently: it returns why it chose.
 
+mod any;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -19,6 +20,8 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::solver::{SolverStep, StepLaunch};
 use crate::tensor::{DType, HostSlice, HostVec, Tensor};
+
+pub use any::{AnyBackend, AnyBuffer};
 
 /// Which implementation a backend is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,15 +147,6 @@ pub fn solver_step<B: Backend>(
     backend.solver_step_raw(step, launch, dtype, n, stride, &mut x.buf, &model_out.buf, &mut state.buf)
 }
 
-/// A backend chosen at run time.
-pub enum AnyBackend {
-    Cpu(cpu::CpuBackend),
-    #[cfg(feature = "cuda")]
-    Cuda(cuda::CudaBackend),
-    #[cfg(feature = "wgpu")]
-    Wgpu(wgpu::WgpuBackend),
-}
-
 /// What [`select`] chose and why.
 pub struct Selection {
     pub backend: AnyBackend,
@@ -247,26 +241,4 @@ fn open_wgpu(_allow_software: bool) -> Result<AnyBackend> {
         backend: "wgpu",
         reason: "built without the `wgpu` feature".into(),
     })
-}
-
-impl AnyBackend {
-    pub fn kind(&self) -> BackendKind {
-        match self {
-            AnyBackend::Cpu(b) => b.kind(),
-            #[cfg(feature = "cuda")]
-            AnyBackend::Cuda(b) => b.kind(),
-            #[cfg(feature = "wgpu")]
-            AnyBackend::Wgpu(b) => b.kind(),
-        }
-    }
-
-    pub fn device_name(&self) -> String {
-        match self {
-            AnyBackend::Cpu(b) => b.device_name(),
-            #[cfg(feature = "cuda")]
-            AnyBackend::Cuda(b) => b.device_name(),
-            #[cfg(feature = "wgpu")]
-            AnyBackend::Wgpu(b) => b.device_name(),
-        }
-    }
 }
