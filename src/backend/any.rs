@@ -9,6 +9,8 @@ use crate::solver::{SolverStep, StepLaunch};
 use crate::tensor::{DType, HostSlice, HostVec};
 
 /// One of the compiled-in backends.
+// One value per process: boxing the larger variants would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyBackend {
     Cpu(cpu::CpuBackend),
     #[cfg(feature = "cuda")]

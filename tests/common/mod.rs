@@ -7,6 +7,7 @@ pub mod fixtures;
 #[cfg(feature = "wgpu")]
 mod wgpu_open;
 #[cfg(feature = "wgpu")]
+#[allow(unused_imports)] // not every test binary runs a per-backend body
 pub use wgpu_open::wgpu;
 
 use std::fmt::Display;
