@@ -42,7 +42,13 @@ pub trait CudaDevice: Send + Sync {
     /// `args` must match the kernel's parameter list in count, order and type, and
     /// every device address in it must point at a live buffer at least as long as
     /// the kernel reads or writes for the launch's params.
-    unsafe fn launch(&self, module: &'static str, kernel: &str, cfg: LaunchConfig, args: &mut [*mut std::ffi::c_void]) -> Result<()>;
+    unsafe fn launch(
+        &self,
+        module: &'static str,
+        kernel: &str,
+        cfg: LaunchConfig,
+        args: &mut [*mut std::ffi::c_void],
+    ) -> Result<()>;
 
     /// Wait for all launched work.
     fn synchronize(&self) -> Result<()>;

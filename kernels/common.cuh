@@ -1,0 +1,73 @@
+// Shared device code of every kernel family: storage load/store, the params
+// blocks mirrored from src/backend/params.rs, and the counter-based noise of
+// src/rng.rs. Only cuda_fp16.h is included: NVRTC has no C++ standard headers.
+#pragma once
+
+#include <cuda_fp16.h>
+
+// Mirrors SolverStepParams (src/backend/params.rs): 10 × u32, 11 × f32, 3 × u32 padding.
+struct SolverStepParams {
+    unsigned int n;
+    unsigned int stride;
+    unsigned int d_slot;
+    unsigned int h1;
+    unsigned int h2;
+    unsigned int xc_slot;
+    unsigned int corr_mode;
+    unsigned int step;
+    unsigned int seed_lo;
+    unsigned int seed_hi;
+    float cx;
+    float ce;
+    float a;
+    float b0;
+    float b1;
+    float b2;
+    float ac;
+    float c0;
+    float c1;
+    float c2;
+    float noise;
+    unsigned int pad[3];
+};
+static_assert(sizeof(SolverStepParams) == 96, "SolverStepParams must match src/backend/params.rs");
+
+#define DIFFINV_NO_SLOT 0xffffffffu
+#define DIFFINV_CORR_OFF 0u
+#define DIFFINV_CORR_FROM_SLOT 1u
+
+// Storage → f32 math → storage; f16 rounds to nearest even, like the CPU reference.
+__device__ __forceinline__ float load_elem(const float* p, unsigned int i) { return p[i]; }
+__device__ __forceinline__ float load_elem(const __half* p, unsigned int i) { return __half2float(p[i]); }
+__device__ __forceinline__ void store_elem(float* p, unsigned int i, float v) { p[i] = v; }
+__device__ __forceinline__ void store_elem(__half* p, unsigned int i, float v) { p[i] = __float2half_rn(v); }
+
+// Philox4x32-10 of counter (index, step, 0, 0) under key (seed_lo, seed_hi),
+// then Box–Muller on two 24-bit uniforms: the normal of (seed, step, index).
+__device__ __forceinline__ float philox_normal(unsigned int seed_lo, unsigned int seed_hi, unsigned int step,
+                                               unsigned int index) {
+    unsigned int c0 = index, c1 = step, c2 = 0u, c3 = 0u;
+    unsigned int k0 = seed_lo, k1 = seed_hi;
+#pragma unroll
+    for (int round = 0; round < 10; ++round) {
+        if (round > 0) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        const unsigned int hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
+        const unsigned int hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
+        const unsigned int n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
+        c0 = n0;
+        c1 = lo1;
+        c2 = n2;
+        c3 = lo0;
+    }
+    const float u1 = (float)((c0 >> 8) + 1u) * (1.0f / 16777216.0f);
+    const float u2 = (float)(c1 >> 8) * (1.0f / 16777216.0f);
+    // Full-precision logf/cosf (not __logf/__cosf): the noise must match the CPU's to a few ulps.
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831855f * u2);
+}
+
+// First global thread index and the grid-stride step.
+__device__ __forceinline__ unsigned int grid_start() { return blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ unsigned int grid_step() { return blockDim.x * gridDim.x; }
