@@ -52,7 +52,11 @@ pub enum Error {
 
     /// A buffer larger than the device can bind.
     #[error("backend `{backend}` cannot bind {bytes} bytes (limit {limit})")]
-    TooLarge { backend: &'static str, bytes: u64, limit: u64 },
+    TooLarge {
+        backend: &'static str,
+        bytes: u64,
+        limit: u64,
+    },
 
     /// A shape with a zero-sized dimension or too many elements for a kernel index.
     #[error("invalid shape {shape}: {reason}")]

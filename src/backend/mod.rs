@@ -125,7 +125,10 @@ pub fn solver_step<B: Backend>(
             got: model_out.shape(),
         });
     }
-    for (what, t) in [("model output", model_out.dtype()), ("state", state.dtype())] {
+    for (what, t) in [
+        ("model output", model_out.dtype()),
+        ("state", state.dtype()),
+    ] {
         if t != dtype {
             return Err(Error::DTypeMismatch {
                 what,
@@ -144,7 +147,16 @@ pub fn solver_step<B: Backend>(
             got: state.len(),
         });
     }
-    backend.solver_step_raw(step, launch, dtype, n, stride, &mut x.buf, &model_out.buf, &mut state.buf)
+    backend.solver_step_raw(
+        step,
+        launch,
+        dtype,
+        n,
+        stride,
+        &mut x.buf,
+        &model_out.buf,
+        &mut state.buf,
+    )
 }
 
 /// What [`select`] chose and why.
@@ -162,7 +174,10 @@ pub struct Selection {
 /// was tried and why each candidate was skipped.
 pub fn select(name: Option<&str>) -> Result<Selection> {
     let env = std::env::var("DIFFINV_BACKEND").ok();
-    let name = name.map(str::to_owned).or(env).unwrap_or_else(|| "auto".into());
+    let name = name
+        .map(str::to_owned)
+        .or(env)
+        .unwrap_or_else(|| "auto".into());
     match name.trim().to_ascii_lowercase().as_str() {
         "cpu" => Ok(Selection {
             backend: AnyBackend::Cpu(cpu::CpuBackend::new()),
@@ -229,7 +244,10 @@ fn open_wgpu(allow_software: bool) -> Result<AnyBackend> {
     if !allow_software && b.is_software() {
         return Err(Error::BackendUnavailable {
             backend: "wgpu",
-            reason: format!("only a CPU (software) adapter is present: {}", b.device_name()),
+            reason: format!(
+                "only a CPU (software) adapter is present: {}",
+                b.device_name()
+            ),
         });
     }
     Ok(AnyBackend::Wgpu(b))

@@ -9,8 +9,9 @@
 //! bit-identical to the generic path (a unit test checks it).
 
 use std::arch::x86_64::{
-    __m128i, __m256, _mm256_add_ps, _mm256_cvtph_ps, _mm256_cvtps_ph, _mm256_mul_ps, _mm256_set1_ps,
-    _mm256_setzero_ps, _mm256_sub_ps, _mm_loadu_si128, _mm_storeu_si128, _MM_FROUND_TO_NEAREST_INT,
+    __m128i, __m256, _mm256_add_ps, _mm256_cvtph_ps, _mm256_cvtps_ph, _mm256_mul_ps,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_sub_ps, _mm_loadu_si128, _mm_storeu_si128,
+    _MM_FROUND_TO_NEAREST_INT,
 };
 
 use half::f16;
@@ -60,7 +61,9 @@ pub(super) unsafe fn fused_prefix(k: &Scalars<f32>, c: &mut ChunkViews<'_, f16>)
     let s = _mm256_set1_ps;
     let (cx, ce, a) = (s(k.cx), s(k.ce), s(k.a));
     let b = [s(k.b[0]), s(k.b[1]), s(k.b[2])];
-    let corr = k.corr.map(|(base, ac, cc)| (base, s(ac), [s(cc[0]), s(cc[1]), s(cc[2])]));
+    let corr = k
+        .corr
+        .map(|(base, ac, cc)| (base, s(ac), [s(cc[0]), s(cc[1]), s(cc[2])]));
     let add = _mm256_add_ps;
     let mul = _mm256_mul_ps;
     for i in (0..body).step_by(8) {
@@ -77,13 +80,19 @@ pub(super) unsafe fn fused_prefix(k: &Scalars<f32>, c: &mut ChunkViews<'_, f16>)
                     CorrectorBase::Slot => load8(xc_row, i),
                     CorrectorBase::X => x,
                 };
-                let xc = add(add(add(mul(ac, prev), mul(cc[0], d)), mul(cc[1], h1)), mul(cc[2], h2));
+                let xc = add(
+                    add(add(mul(ac, prev), mul(cc[0], d)), mul(cc[1], h1)),
+                    mul(cc[2], h2),
+                );
                 store8(xc_row, i, xc);
                 xc
             }
             _ => x,
         };
-        let out = add(add(add(mul(a, base), mul(b[0], d)), mul(b[1], h1)), mul(b[2], h2));
+        let out = add(
+            add(add(mul(a, base), mul(b[0], d)), mul(b[1], h1)),
+            mul(b[2], h2),
+        );
         store8(c.x, i, out);
     }
     body

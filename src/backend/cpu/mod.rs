@@ -232,7 +232,9 @@ fn solver_step_typed<S: Storage>(
     }
     chunks
         .into_par_iter()
-        .for_each_init(Scratch::new, |scratch, c| step_chunk::<S>(&k, launch, c, scratch));
+        .for_each_init(Scratch::new, |scratch, c| {
+            step_chunk::<S>(&k, launch, c, scratch)
+        });
 }
 
 /// Per-thread scratch rows in the math type, reused across chunks so the hot
@@ -263,7 +265,12 @@ impl<M: Math> Scratch<M> {
     }
 }
 
-fn step_chunk<S: Storage>(k: &Scalars<S::M>, launch: StepLaunch, mut c: ChunkViews<'_, S>, s: &mut Scratch<S::M>) {
+fn step_chunk<S: Storage>(
+    k: &Scalars<S::M>,
+    launch: StepLaunch,
+    mut c: ChunkViews<'_, S>,
+    s: &mut Scratch<S::M>,
+) {
     let done = S::fused_prefix(k, &mut c);
     let c = c.tail(done);
     let len = c.x.len();
@@ -285,8 +292,16 @@ fn step_chunk<S: Storage>(k: &Scalars<S::M>, launch: StepLaunch, mut c: ChunkVie
     };
     load_row(c.h1, &mut s.h1);
     load_row(c.h2, &mut s.h2);
-    let h1 = if c.h1.is_some() { &s.h1[..len] } else { &s.zeros[..len] };
-    let h2 = if c.h2.is_some() { &s.h2[..len] } else { &s.zeros[..len] };
+    let h1 = if c.h1.is_some() {
+        &s.h1[..len]
+    } else {
+        &s.zeros[..len]
+    };
+    let h2 = if c.h2.is_some() {
+        &s.h2[..len]
+    } else {
+        &s.zeros[..len]
+    };
 
     // One pass per output, each sum left to right exactly as the kernels write it.
     let base: &[S::M] = match (k.corr, c.xc) {
@@ -477,14 +492,24 @@ mod tests {
         };
         let variants = [
             step,
-            SolverStep { corrector: None, xc_slot: None, h2: None, ..step },
-            SolverStep { noise: 0.25, ..step },
+            SolverStep {
+                corrector: None,
+                xc_slot: None,
+                h2: None,
+                ..step
+            },
+            SolverStep {
+                noise: 0.25,
+                ..step
+            },
         ];
         let cpu = CpuBackend::new();
         for n in [1, 7, 8, 9, 1023, 1024, 1025, 5000] {
             let stride = slot_stride(n);
             let vals = |seed: usize, len: usize| -> Vec<f16> {
-                (0..len).map(|i| f16::from_f32((((i * 37 + seed * 11) % 97) as f32 - 48.0) / 24.0)).collect()
+                (0..len)
+                    .map(|i| f16::from_f32((((i * 37 + seed * 11) % 97) as f32 - 48.0) / 24.0))
+                    .collect()
             };
             for v in &variants {
                 let launch = StepLaunch { step: 1, seed: 9 };
@@ -492,14 +517,38 @@ mod tests {
                 let mut bufs16 = (CpuBuffer::F16(x.clone()), CpuBuffer::F16(st.clone()));
                 let widen = |h: &[f16]| h.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
                 let mut bufs32 = (CpuBuffer::F32(widen(&x)), CpuBuffer::F32(widen(&st)));
-                cpu.solver_step_raw(v, launch, DType::F16, n, stride, &mut bufs16.0, &CpuBuffer::F16(m.clone()), &mut bufs16.1)
-                    .unwrap();
-                cpu.solver_step_raw(v, launch, DType::F32, n, stride, &mut bufs32.0, &CpuBuffer::F32(widen(&m)), &mut bufs32.1)
-                    .unwrap();
+                cpu.solver_step_raw(
+                    v,
+                    launch,
+                    DType::F16,
+                    n,
+                    stride,
+                    &mut bufs16.0,
+                    &CpuBuffer::F16(m.clone()),
+                    &mut bufs16.1,
+                )
+                .unwrap();
+                cpu.solver_step_raw(
+                    v,
+                    launch,
+                    DType::F32,
+                    n,
+                    stride,
+                    &mut bufs32.0,
+                    &CpuBuffer::F32(widen(&m)),
+                    &mut bufs32.1,
+                )
+                .unwrap();
                 for (b16, b32) in [(&bufs16.0, &bufs32.0), (&bufs16.1, &bufs32.1)] {
-                    let (CpuBuffer::F16(h), CpuBuffer::F32(f)) = (b16, b32) else { unreachable!() };
+                    let (CpuBuffer::F16(h), CpuBuffer::F32(f)) = (b16, b32) else {
+                        unreachable!()
+                    };
                     for (i, (a, b)) in h.iter().zip(f).enumerate() {
-                        assert_eq!(a.to_bits(), f16::from_f32(*b).to_bits(), "n={n} element {i} of {v:?}");
+                        assert_eq!(
+                            a.to_bits(),
+                            f16::from_f32(*b).to_bits(),
+                            "n={n} element {i} of {v:?}"
+                        );
                     }
                 }
             }

@@ -21,8 +21,8 @@ use super::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::solver::{SolverStep, StepLaunch};
 use crate::tensor::{DType, HostSlice, HostVec};
-pub use variants::ShaderVariant;
 use variants::assemble;
+pub use variants::ShaderVariant;
 
 /// Most workgroups one dispatch dimension may have (WebGPU's default limit);
 /// kernels loop grid-stride over anything larger.
@@ -115,7 +115,8 @@ impl WgpuBackend {
 
     /// Open the best adapter: hardware first, a software adapter only if allowed.
     pub fn with_options(options: WgpuOptions) -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         adapters.retain(|a| {
             let info = a.get_info();
@@ -129,12 +130,16 @@ impl WgpuBackend {
             wgpu::DeviceType::VirtualGpu | wgpu::DeviceType::Other => 2,
             wgpu::DeviceType::Cpu => 3,
         });
-        let adapter = adapters
-            .into_iter()
-            .next()
-            .ok_or_else(|| unavailable(if options.allow_software { "no adapter found" } else { "no hardware adapter found" }))?;
+        let adapter = adapters.into_iter().next().ok_or_else(|| {
+            unavailable(if options.allow_software {
+                "no adapter found"
+            } else {
+                "no hardware adapter found"
+            })
+        })?;
         let info = adapter.get_info();
-        let native_f16 = adapter.features().contains(wgpu::Features::SHADER_F16) && !options.force_packed_f16;
+        let native_f16 =
+            adapter.features().contains(wgpu::Features::SHADER_F16) && !options.force_packed_f16;
         let required_features = if native_f16 {
             wgpu::Features::SHADER_F16
         } else {
@@ -262,36 +267,51 @@ impl WgpuBackend {
             DType::F32 => Ok(ShaderVariant::F32),
             DType::F16 if self.native_f16 => Ok(ShaderVariant::F16Native),
             DType::F16 => Ok(ShaderVariant::F16Packed),
-            DType::F64 => Err(Error::UnsupportedDType { backend: "wgpu", dtype }),
+            DType::F64 => Err(Error::UnsupportedDType {
+                backend: "wgpu",
+                dtype,
+            }),
         }
     }
 
     fn pipeline(&self, key: PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
-        let mut cache = self.pipelines.lock().map_err(|_| device_error("pipeline cache poisoned"))?;
+        let mut cache = self
+            .pipelines
+            .lock()
+            .map_err(|_| device_error("pipeline cache poisoned"))?;
         if let Some(p) = cache.get(&key) {
             return Ok(Arc::clone(p));
         }
         let source = match key.kernel {
-            Kernel::SolverStep => assemble(key.variant, SOLVER_WGSL, SOLVER_PACKED_WGSL).map_err(device_error)?,
+            Kernel::SolverStep => {
+                assemble(key.variant, SOLVER_WGSL, SOLVER_PACKED_WGSL).map_err(device_error)?
+            }
         };
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("diffinv solver step"),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("diffinv solver step"),
-            layout: Some(&self.pipeline_layout),
-            module: &module,
-            entry_point: Some("solver_step"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("WORKGROUP_SIZE", f64::from(key.workgroup_size))],
-                ..Default::default()
-            },
-            cache: None,
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("diffinv solver step"),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("diffinv solver step"),
+                layout: Some(&self.pipeline_layout),
+                module: &module,
+                entry_point: Some("solver_step"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("WORKGROUP_SIZE", f64::from(key.workgroup_size))],
+                    ..Default::default()
+                },
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(device_error(format!("creating the {:?} pipeline: {e}", key.variant)));
+            return Err(device_error(format!(
+                "creating the {:?} pipeline: {e}",
+                key.variant
+            )));
         }
         let pipeline = Arc::new(pipeline);
         cache.insert(key, Arc::clone(&pipeline));
@@ -334,7 +354,10 @@ impl Backend for WgpuBackend {
     }
 
     fn device_name(&self) -> String {
-        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
     }
 
     fn supports(&self, dtype: DType) -> bool {
@@ -357,7 +380,9 @@ impl Backend for WgpuBackend {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -397,7 +422,12 @@ impl Backend for WgpuBackend {
                 v.convert_from_f64_slice(s);
                 bytemuck::cast_slice(&v).to_vec()
             }
-            (DType::F64, _) => return Err(Error::UnsupportedDType { backend: "wgpu", dtype }),
+            (DType::F64, _) => {
+                return Err(Error::UnsupportedDType {
+                    backend: "wgpu",
+                    dtype,
+                })
+            }
         };
         // Copies must be a multiple of 4 bytes; the buffer was allocated with that padding.
         bytes.resize(bytes.len().div_ceil(4) * 4, 0);
@@ -441,7 +471,12 @@ impl Backend for WgpuBackend {
             match dtype {
                 DType::F32 => HostVec::F32(bytemuck::pod_collect_to_vec(bytes)),
                 DType::F16 => HostVec::F16(bytemuck::pod_collect_to_vec(bytes)),
-                DType::F64 => return Err(Error::UnsupportedDType { backend: "wgpu", dtype }),
+                DType::F64 => {
+                    return Err(Error::UnsupportedDType {
+                        backend: "wgpu",
+                        dtype,
+                    })
+                }
             }
         };
         staging.unmap();
@@ -475,8 +510,13 @@ impl Backend for WgpuBackend {
         })?;
         // n and stride fit u32: Shape::checked_len caps element counts at u32::MAX / 8.
         let params = SolverStepParams::new(step, launch, n as u32, stride as u32);
-        let items = if variant == ShaderVariant::F16Packed { n.div_ceil(2) } else { n };
-        let groups = (items.div_ceil(self.workgroup_size as usize) as u32).clamp(1, self.max_workgroups);
+        let items = if variant == ShaderVariant::F16Packed {
+            n.div_ceil(2)
+        } else {
+            n
+        };
+        let groups =
+            (items.div_ceil(self.workgroup_size as usize) as u32).clamp(1, self.max_workgroups);
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &self.layout,
@@ -506,9 +546,13 @@ impl Backend for WgpuBackend {
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups, 1, 1);
         }
-        let _guard = self.submit.lock().map_err(|_| device_error("submit lock poisoned"))?;
+        let _guard = self
+            .submit
+            .lock()
+            .map_err(|_| device_error("submit lock poisoned"))?;
         // The params write lands before this submission and after every earlier one.
-        self.queue.write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+        self.queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
         self.queue.submit([encoder.finish()]);
         self.launches.fetch_add(1, Ordering::Relaxed);
         self.take_uncaptured()

@@ -15,7 +15,11 @@ pub enum ShaderVariant {
 
 /// Every variant, for build-time validation (build.rs `include!`s this file).
 #[allow(dead_code)]
-pub const ALL_VARIANTS: [ShaderVariant; 3] = [ShaderVariant::F32, ShaderVariant::F16Native, ShaderVariant::F16Packed];
+pub const ALL_VARIANTS: [ShaderVariant; 3] = [
+    ShaderVariant::F32,
+    ShaderVariant::F16Native,
+    ShaderVariant::F16Packed,
+];
 
 /// The line (whole, at the start of a line) every element-wise source declares
 /// its storage type with.
@@ -25,13 +29,23 @@ const ENTRY_MARKER: &str = "// ---- ENTRY POINT";
 
 /// Build the source of `variant` from an element-wise source and its packed
 /// entry point. Fails if a source lacks the alias or the marker.
-pub fn assemble(variant: ShaderVariant, elementwise: &str, packed_entry: &str) -> Result<String, String> {
+pub fn assemble(
+    variant: ShaderVariant,
+    elementwise: &str,
+    packed_entry: &str,
+) -> Result<String, String> {
     if elementwise.matches(ELEM_ALIAS).count() != 1 {
-        return Err(format!("element-wise source must declare `{}` on one line, once", ELEM_ALIAS.trim()));
+        return Err(format!(
+            "element-wise source must declare `{}` on one line, once",
+            ELEM_ALIAS.trim()
+        ));
     }
     Ok(match variant {
         ShaderVariant::F32 => elementwise.to_string(),
-        ShaderVariant::F16Native => format!("enable f16;\n{}", elementwise.replacen(ELEM_ALIAS, "\nalias Elem = f16;\n", 1)),
+        ShaderVariant::F16Native => format!(
+            "enable f16;\n{}",
+            elementwise.replacen(ELEM_ALIAS, "\nalias Elem = f16;\n", 1)
+        ),
         ShaderVariant::F16Packed => {
             let shared = elementwise
                 .split(ENTRY_MARKER)
@@ -67,6 +81,11 @@ mod tests {
     #[test]
     fn sources_without_alias_or_marker_are_rejected() {
         assert!(assemble(ShaderVariant::F32, "fn f() {}", "").is_err());
-        assert!(assemble(ShaderVariant::F16Packed, "\nalias Elem = f32;\nfn f() {}", "").is_err());
+        assert!(assemble(
+            ShaderVariant::F16Packed,
+            "\nalias Elem = f32;\nfn f() {}",
+            ""
+        )
+        .is_err());
     }
 }
