@@ -10,6 +10,10 @@ use diffinv::backend::wgpu::{WgpuBackend, WgpuOptions};
 use diffinv::solver::{slot_stride, Corrector, CorrectorBase, SolverStep, StepLaunch};
 use diffinv::{Backend, DType, HostSlice, Shape, Tensor};
 use half::f16;
+use std::time::Instant;
+
+use common::{compare, values};
+use diffinv::{Error, HostVec};
 
 /// A step with every input and output in use, and noise.
 fn busy_step() -> SolverStep {
@@ -143,4 +147,411 @@ fn capped_dispatch_and_odd_workgroups_match_the_full_dispatch() {
     let mut b = WgpuBackend::new().unwrap();
     assert!(b.set_workgroup_size(0).is_err() && b.set_workgroup_size(257).is_err());
     assert!(b.set_max_workgroups(0).is_err() && b.set_max_workgroups(65_536).is_err());
+}
+
+const LAUNCH: StepLaunch = StepLaunch {
+    step: 5,
+    seed: 0x0123_4567_89ab_cdef,
+};
+
+/// Like `busy_step` with other scalars and a 64-bit seed (both key words used).
+fn full_step() -> SolverStep {
+    SolverStep {
+        cx: 1.25,
+        ce: 0.75,
+        d_slot: Some(0),
+        h1: Some(2),
+        h2: Some(1),
+        xc_slot: Some(3),
+        corrector: Some(Corrector {
+            base: CorrectorBase::Slot,
+            a: 0.97,
+            c: [0.09, 0.1, -0.01],
+        }),
+        a: 0.9,
+        b: [0.46, -0.14, 0.05],
+        noise: 0.35,
+    }
+}
+
+fn f16_bits(v: &HostVec) -> Vec<u16> {
+    match v {
+        HostVec::F16(v) => v.iter().map(|h| h.to_bits()).collect(),
+        other => panic!(
+            "expected f16, got {} elements of another dtype",
+            other.len()
+        ),
+    }
+}
+
+/// One step of `dtype` on `backend`; returns (x', the whole state) in the
+/// storage dtype, slot padding included.
+fn step_raw<B: Backend>(
+    backend: &B,
+    dtype: DType,
+    step: &SolverStep,
+    n: usize,
+) -> (HostVec, HostVec) {
+    let up = |len: usize, seed: u64| {
+        Tensor::from_host(
+            backend,
+            Shape::flat(len),
+            dtype,
+            HostSlice::F64(&values(seed, len, 2.0)),
+        )
+        .unwrap()
+    };
+    let mut x = up(n, 1);
+    let m = up(n, 2);
+    let mut state = up(4 * slot_stride(n), 3);
+    let before = backend.launch_count();
+    solver_step(backend, step, LAUNCH, &mut x, &m, &mut state).unwrap();
+    assert_eq!(
+        backend.launch_count() - before,
+        1,
+        "one launch per fused step"
+    );
+    (
+        x.download(backend).unwrap(),
+        state.download(backend).unwrap(),
+    )
+}
+
+#[test]
+fn backend_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<WgpuBackend>();
+    check::<diffinv::backend::wgpu::WgpuBuffer>();
+}
+
+#[test]
+fn adapter_details_and_f64_refusal() {
+    let Some(b) = common::wgpu(true) else { return };
+    let info = b.adapter_info();
+    eprintln!(
+        "wgpu adapter: {} | driver: {} {}",
+        b.device_name(),
+        info.driver,
+        info.driver_info
+    );
+    assert!(
+        !b.uses_native_f16(),
+        "force_packed_f16 selects the packed shaders"
+    );
+    assert!(b.supports(DType::F16) && b.supports(DType::F32));
+    assert!(matches!(
+        b.alloc(3, DType::F64),
+        Err(Error::UnsupportedDType {
+            backend: "wgpu",
+            ..
+        })
+    ));
+}
+
+/// Every f16 bit class (±0, subnormal, ±Inf, NaN payloads, max finite) at odd
+/// lengths, a prefix read, and odd-length f32 written from f64.
+#[test]
+fn odd_f16_bit_patterns_round_trip_exactly() {
+    for packed in [false, true] {
+        let Some(b) = common::wgpu(packed) else {
+            continue;
+        };
+        for n in [1usize, 3, 7, 255, 4097] {
+            let bits: Vec<u16> = (0..n as u32)
+                .map(|i| match i % 7 {
+                    0 => 0x8000,
+                    1 => 0x0001,
+                    2 => 0xfc00,
+                    3 => 0x7e01,
+                    4 => 0x7bff,
+                    _ => (i.wrapping_mul(40503) & 0xffff) as u16,
+                })
+                .collect();
+            let data: Vec<f16> = bits.iter().map(|&v| f16::from_bits(v)).collect();
+            let t =
+                Tensor::from_host(b, Shape::flat(n), DType::F16, HostSlice::F16(&data)).unwrap();
+            assert_eq!(
+                f16_bits(&t.download(b).unwrap()),
+                bits,
+                "packed {packed} n {n}"
+            );
+            let head = b.read(t.buffer(), DType::F16, n / 2).unwrap();
+            assert_eq!(
+                f16_bits(&head),
+                bits[..n / 2],
+                "packed {packed} n {n} (prefix)"
+            );
+        }
+        let v = values(9, 5, 3.0);
+        let t = Tensor::from_host(b, Shape::flat(5), DType::F32, HostSlice::F64(&v)).unwrap();
+        let want: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        assert_eq!(t.to_f32(b).unwrap(), want);
+    }
+}
+
+#[test]
+fn caller_errors_are_typed() {
+    let Some(b) = common::wgpu(true) else { return };
+    let mut t = Tensor::zeros(b, Shape::flat(7), DType::F16).unwrap();
+    let err = t.upload(b, HostSlice::F32(&[1.0; 6])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LengthMismatch {
+                expected: 7,
+                got: 6,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The backend checks too, not only Tensor.
+    let err = b
+        .write(t.buffer_mut(), DType::F16, HostSlice::F32(&[1.0; 8]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LengthMismatch {
+                expected: 7,
+                got: 8,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = b
+        .write(t.buffer_mut(), DType::F32, HostSlice::F32(&[1.0; 7]))
+        .unwrap_err();
+    assert!(matches!(err, Error::DTypeMismatch { .. }), "{err}");
+    let err = b.read(t.buffer(), DType::F16, 8).unwrap_err();
+    assert!(matches!(err, Error::LengthMismatch { .. }), "{err}");
+    // A state too short for the slots the step names: rejected before any launch.
+    let mut x = Tensor::zeros(b, Shape::flat(7), DType::F16).unwrap();
+    let m = Tensor::zeros(b, Shape::flat(7), DType::F16).unwrap();
+    let mut state = Tensor::zeros(b, Shape::flat(3 * 64), DType::F16).unwrap();
+    let before = b.launch_count();
+    let err = solver_step(b, &full_step(), LAUNCH, &mut x, &m, &mut state).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LengthMismatch {
+                expected: 256,
+                got: 192,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(b.launch_count(), before);
+}
+
+/// Both f16 variants on every step kind at odd n: bit-identical x and state
+/// (slot padding included), and both within the f16 tolerance of the CPU on
+/// the whole state, so the padding past n in each slot is left as it was.
+#[test]
+fn f16_variants_agree_on_every_step_kind() {
+    let (Some(native), Some(packed)) = (common::wgpu(false), common::wgpu(true)) else {
+        return;
+    };
+    let cpu = CpuBackend::new();
+    let corr_x = Corrector {
+        base: CorrectorBase::X,
+        a: 1.0,
+        c: [0.0; 3],
+    };
+    let steps = [
+        ("full", full_step()),
+        (
+            "no noise",
+            SolverStep {
+                noise: 0.0,
+                ..full_step()
+            },
+        ),
+        (
+            "corrector from x",
+            SolverStep {
+                corrector: Some(corr_x),
+                ..full_step()
+            },
+        ),
+        (
+            "first order",
+            SolverStep {
+                d_slot: None,
+                h1: None,
+                h2: None,
+                xc_slot: None,
+                corrector: None,
+                ..full_step()
+            },
+        ),
+    ];
+    for n in [1usize, 3, 63, 65, 257, 4097] {
+        for (name, step) in &steps {
+            let (nx, ns) = step_raw(native, DType::F16, step, n);
+            let (px, ps) = step_raw(packed, DType::F16, step, n);
+            assert_eq!(f16_bits(&nx), f16_bits(&px), "x, n {n}, {name}");
+            assert_eq!(f16_bits(&ns), f16_bits(&ps), "state, n {n}, {name}");
+            let (cx, cs) = step_raw(&cpu, DType::F16, step, n);
+            compare(
+                &format!("x vs cpu, n {n}, {name}"),
+                &nx.into_f64(),
+                &cx.into_f64(),
+                2e-3,
+                8e-3,
+            );
+            compare(
+                &format!("state vs cpu, n {n}, {name}"),
+                &ns.into_f64(),
+                &cs.into_f64(),
+                2e-3,
+                8e-3,
+            );
+        }
+    }
+}
+
+/// Grid-stride loop against the CPU, f16 and f32: with the workgroup cap
+/// lowered every element is still updated exactly once.
+#[test]
+fn grid_stride_matches_the_cpu_in_both_dtypes() {
+    let cpu = CpuBackend::new();
+    let step = SolverStep {
+        noise: 0.0,
+        ..full_step()
+    };
+    for packed in [false, true] {
+        let mut b = match WgpuBackend::with_options(WgpuOptions {
+            force_packed_f16: packed,
+            allow_software: true,
+        }) {
+            Ok(b) => b,
+            Err(e) => return common::skip("wgpu", e),
+        };
+        for (wg, groups) in [(64, 3), (256, 1), (96, 5)] {
+            b.set_workgroup_size(wg).unwrap();
+            b.set_max_workgroups(groups).unwrap();
+            for dtype in [DType::F16, DType::F32] {
+                for n in [1usize, 4097, 20_001] {
+                    let (gx, gs) = step_raw(&b, dtype, &step, n);
+                    let (cx, cs) = step_raw(&cpu, dtype, &step, n);
+                    let (rel, abs) = if dtype == DType::F16 {
+                        (2e-3, 8e-3)
+                    } else {
+                        (1e-6, 1e-5)
+                    };
+                    let what = format!("packed {packed} wg {wg}×{groups} {dtype:?} n {n}");
+                    compare(
+                        &format!("{what}: x"),
+                        &gx.into_f64(),
+                        &cx.into_f64(),
+                        rel,
+                        abs,
+                    );
+                    compare(
+                        &format!("{what}: state"),
+                        &gs.into_f64(),
+                        &cs.into_f64(),
+                        rel,
+                        abs,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// More elements than 65,535 workgroups of 256 cover: 65,535·256 + 3, so the
+/// last 3 are reached only by the grid-stride loop (f16 native and f32; the
+/// packed variant needs half as many invocations). Exact: the scalars are
+/// powers of two.
+#[test]
+fn more_elements_than_one_dispatch_covers() {
+    let n = 65_535 * 256 + 3;
+    let step = SolverStep {
+        cx: 1.0,
+        ce: 0.5,
+        d_slot: Some(0),
+        h1: None,
+        h2: None,
+        xc_slot: None,
+        corrector: None,
+        a: 0.5,
+        b: [0.25, 0.0, 0.0],
+        noise: 0.0,
+    };
+    for (packed, dtype) in [(false, DType::F16), (true, DType::F32)] {
+        let Some(b) = common::wgpu(packed) else {
+            continue;
+        };
+        let xs: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 0.001).collect();
+        let ms: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.125).collect();
+        let mut x = Tensor::from_host(b, Shape::flat(n), dtype, HostSlice::F32(&xs)).unwrap();
+        let m = Tensor::from_host(b, Shape::flat(n), dtype, HostSlice::F32(&ms)).unwrap();
+        let mut state = Tensor::zeros(b, Shape::flat(slot_stride(n)), dtype).unwrap();
+        let t = Instant::now();
+        solver_step(b, &step, LAUNCH, &mut x, &m, &mut state).unwrap();
+        b.synchronize().unwrap();
+        eprintln!(
+            "{dtype:?} n={n}: one step {:.1} ms (first dispatch, JIT included)",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        let got = x.to_f32(b).unwrap();
+        let d = state.to_f32(b).unwrap();
+        let round = |v: f32| {
+            if dtype == DType::F16 {
+                f16::from_f32(v).to_f32()
+            } else {
+                v
+            }
+        };
+        for i in (0..n).step_by(997).chain(n - 300..n) {
+            let (xv, mv) = (round(xs[i]), round(ms[i]));
+            let dv = xv - 0.5 * mv;
+            assert_eq!(d[i], round(dv), "{dtype:?} D[{i}]");
+            assert_eq!(got[i], round(0.5 * xv + 0.25 * dv), "{dtype:?} x[{i}]");
+        }
+    }
+}
+
+/// Time of one fused step at 3·256·256 f16 after warm-up (printed, not asserted).
+#[test]
+fn step_timing_3x256x256() {
+    let n = 3 * 256 * 256;
+    for packed in [false, true] {
+        let Some(b) = common::wgpu(packed) else {
+            continue;
+        };
+        let up = |seed| {
+            Tensor::from_host(
+                b,
+                Shape::flat(n),
+                DType::F16,
+                HostSlice::F64(&values(seed, n, 1.0)),
+            )
+            .unwrap()
+        };
+        let (mut x, m) = (up(1), up(2));
+        let mut state = Tensor::zeros(b, Shape::flat(4 * slot_stride(n)), DType::F16).unwrap();
+        solver_step(b, &full_step(), LAUNCH, &mut x, &m, &mut state).unwrap();
+        b.synchronize().unwrap();
+        let reps = 20;
+        let t = Instant::now();
+        for _ in 0..reps {
+            solver_step(b, &full_step(), LAUNCH, &mut x, &m, &mut state).unwrap();
+        }
+        b.synchronize().unwrap();
+        let ms = t.elapsed().as_secs_f64() * 1e3 / f64::from(reps);
+        let variant = if b.uses_native_f16() {
+            "native"
+        } else {
+            "packed"
+        };
+        eprintln!(
+            "{}: f16 {variant} step, n = {n} (noise + corrector): {ms:.2} ms",
+            b.device_name()
+        );
+    }
 }
