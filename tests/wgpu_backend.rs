@@ -204,17 +204,30 @@ fn step_raw<B: Backend>(
     let mut x = up(n, 1);
     let m = up(n, 2);
     let mut state = up(4 * slot_stride(n), 3);
-    let before = backend.launch_count();
     solver_step(backend, step, LAUNCH, &mut x, &m, &mut state).unwrap();
-    assert_eq!(
-        backend.launch_count() - before,
-        1,
-        "one launch per fused step"
-    );
     (
         x.download(backend).unwrap(),
         state.download(backend).unwrap(),
     )
+}
+
+/// One dispatch per fused step, on a backend no other test shares (the shared
+/// ones' counters move under concurrently running tests).
+#[test]
+fn one_launch_per_step() {
+    for packed in [false, true] {
+        let b = match WgpuBackend::with_options(WgpuOptions {
+            force_packed_f16: packed,
+            allow_software: true,
+        }) {
+            Ok(b) => b,
+            Err(e) => return common::skip("wgpu", e),
+        };
+        for (i, dtype) in [DType::F16, DType::F32].into_iter().enumerate() {
+            step_raw(&b, dtype, &full_step(), 1001);
+            assert_eq!(b.launch_count(), i as u64 + 1, "packed {packed} {dtype:?}");
+        }
+    }
 }
 
 #[test]
@@ -344,6 +357,19 @@ fn caller_errors_are_typed() {
         "{err}"
     );
     assert_eq!(b.launch_count(), before);
+    // More than the device can bind: refused before wgpu sees it.
+    let max = b.max_buffer_bytes();
+    eprintln!("max buffer: {max} bytes");
+    let len = usize::try_from(max / 4 + 1).unwrap_or(usize::MAX);
+    if len <= diffinv::tensor::MAX_ELEMENTS {
+        let err = Tensor::zeros(b, Shape::flat(len), DType::F32)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, Error::TooLarge { backend: "wgpu", limit, .. } if limit == max),
+            "{err}"
+        );
+    }
 }
 
 /// Both f16 variants on every step kind at odd n: bit-identical x and state

@@ -234,6 +234,15 @@ impl WgpuBackend {
         &self.info
     }
 
+    /// Largest buffer `alloc` accepts, in bytes: the device's storage-binding
+    /// and buffer-size limits (the adapter's own, not WebGPU's 128 MiB default).
+    pub fn max_buffer_bytes(&self) -> u64 {
+        let limits = self.device.limits();
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+    }
+
     /// Invocations per workgroup (default 256), e.g. to test sizes that are
     /// not a power of two. Must be in 1..=256 (WebGPU's guaranteed limit).
     pub fn set_workgroup_size(&mut self, size: u32) -> Result<()> {
@@ -367,16 +376,16 @@ impl Backend for WgpuBackend {
     fn alloc(&self, len: usize, dtype: DType) -> Result<WgpuBuffer> {
         self.variant(dtype)?;
         let size = byte_size(len, dtype);
-        let max = self.device.limits().max_storage_buffer_binding_size;
+        let max = self.max_buffer_bytes();
         if size > max {
-            // The most elements one binding of this dtype can hold.
-            return Err(Error::LengthMismatch {
-                what: "wgpu buffer (max_storage_buffer_binding_size)",
-                expected: (max as usize) / dtype.size(),
-                got: len,
+            return Err(Error::TooLarge {
+                backend: "wgpu",
+                bytes: size,
+                limit: max,
             });
         }
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size,
@@ -385,8 +394,11 @@ impl Backend for WgpuBackend {
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(device_error(format!("allocating {size} bytes: {e}")));
+        // Scopes pop innermost first.
+        for scope in [invalid, oom] {
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(device_error(format!("allocating {size} bytes: {e}")));
+            }
         }
         Ok(WgpuBuffer { buffer, len, dtype })
     }
