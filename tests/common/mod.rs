@@ -60,6 +60,14 @@ pub fn compare(what: &str, got: &[f64], want: &[f64], rel_tol: f64, abs_tol: f64
     );
 }
 
+/// Serialises the bodies `for_each_backend!` runs: the shared device backends
+/// count launches globally, and bodies assert exact launch counts.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed (panicked) body must not fail every later one.
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Sizes every element-wise kernel is swept over: 1, odd, around a workgroup, large.
 pub const SIZES: [usize; 7] = [1, 7, 255, 256, 257, 4097, 3 * 256 * 256];
 
@@ -92,6 +100,7 @@ macro_rules! for_each_backend {
         #[test]
         fn wgpu_native_f16() {
             if let Some(b) = $crate::common::wgpu(false) {
+                let _serial = $crate::common::serial();
                 $body(b);
             }
         }
@@ -99,6 +108,7 @@ macro_rules! for_each_backend {
         #[test]
         fn wgpu_packed_f16() {
             if let Some(b) = $crate::common::wgpu(true) {
+                let _serial = $crate::common::serial();
                 $body(b);
             }
         }
