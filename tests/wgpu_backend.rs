@@ -10,7 +10,6 @@ use diffinv::backend::wgpu::{WgpuBackend, WgpuOptions};
 use diffinv::solver::{slot_stride, Corrector, CorrectorBase, SolverStep, StepLaunch};
 use diffinv::{Backend, DType, HostSlice, Shape, Tensor};
 use half::f16;
-use std::time::Instant;
 
 use common::{compare, values};
 use diffinv::{Error, HostVec};
@@ -517,13 +516,7 @@ fn more_elements_than_one_dispatch_covers() {
         let mut x = Tensor::from_host(b, Shape::flat(n), dtype, HostSlice::F32(&xs)).unwrap();
         let m = Tensor::from_host(b, Shape::flat(n), dtype, HostSlice::F32(&ms)).unwrap();
         let mut state = Tensor::zeros(b, Shape::flat(slot_stride(n)), dtype).unwrap();
-        let t = Instant::now();
         solver_step(b, &step, LAUNCH, &mut x, &m, &mut state).unwrap();
-        b.synchronize().unwrap();
-        eprintln!(
-            "{dtype:?} n={n}: one step {:.1} ms (first dispatch, JIT included)",
-            t.elapsed().as_secs_f64() * 1e3
-        );
         let got = x.to_f32(b).unwrap();
         let d = state.to_f32(b).unwrap();
         let round = |v: f32| {
@@ -539,45 +532,5 @@ fn more_elements_than_one_dispatch_covers() {
             assert_eq!(d[i], round(dv), "{dtype:?} D[{i}]");
             assert_eq!(got[i], round(0.5 * xv + 0.25 * dv), "{dtype:?} x[{i}]");
         }
-    }
-}
-
-/// Time of one fused step at 3·256·256 f16 after warm-up (printed, not asserted).
-#[test]
-fn step_timing_3x256x256() {
-    let n = 3 * 256 * 256;
-    for packed in [false, true] {
-        let Some(b) = common::wgpu(packed) else {
-            continue;
-        };
-        let up = |seed| {
-            Tensor::from_host(
-                b,
-                Shape::flat(n),
-                DType::F16,
-                HostSlice::F64(&values(seed, n, 1.0)),
-            )
-            .unwrap()
-        };
-        let (mut x, m) = (up(1), up(2));
-        let mut state = Tensor::zeros(b, Shape::flat(4 * slot_stride(n)), DType::F16).unwrap();
-        solver_step(b, &full_step(), LAUNCH, &mut x, &m, &mut state).unwrap();
-        b.synchronize().unwrap();
-        let reps = 20;
-        let t = Instant::now();
-        for _ in 0..reps {
-            solver_step(b, &full_step(), LAUNCH, &mut x, &m, &mut state).unwrap();
-        }
-        b.synchronize().unwrap();
-        let ms = t.elapsed().as_secs_f64() * 1e3 / f64::from(reps);
-        let variant = if b.uses_native_f16() {
-            "native"
-        } else {
-            "packed"
-        };
-        eprintln!(
-            "{}: f16 {variant} step, n = {n} (noise + corrector): {ms:.2} ms",
-            b.device_name()
-        );
     }
 }
