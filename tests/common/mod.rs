@@ -3,7 +3,12 @@
 //! and the macro that runs one test body on every backend.
 #![allow(dead_code)]
 
+#[cfg(feature = "cuda")]
+mod cuda_open;
 pub mod fixtures;
+#[cfg(feature = "cuda")]
+#[allow(unused_imports)] // not every test binary runs a per-backend body
+pub use cuda_open::cuda;
 #[cfg(feature = "wgpu")]
 mod wgpu_open;
 #[cfg(feature = "wgpu")]
@@ -20,11 +25,15 @@ pub fn required(what: &str) -> bool {
 }
 
 /// Report an unreachable backend: a printed skip, or a failure if it is required.
+///
+/// Written straight to stderr, past the test harness's output capture, so a
+/// plain `cargo test` says what it skipped and why.
 pub fn skip(what: &str, reason: impl Display) {
     if required(what) {
         panic!("{what} is required by DIFFINV_REQUIRE but unavailable: {reason}");
     }
-    eprintln!("SKIPPED {what}: {reason}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {reason}");
 }
 
 /// Normalised error ‖a − b‖/‖b‖ and max |a − b|; NaN/Inf positions must match exactly.
@@ -87,8 +96,8 @@ pub fn values(seed: u64, n: usize, amp: f64) -> Vec<f64> {
 }
 
 /// Run a generic test body `fn(&B)` on every backend this build has: the CPU
-/// reference, wgpu with native f16 and with packed-u32 f16, and CUDA (real
-/// device when present, the CPU emulation harness otherwise lives in its own test).
+/// reference, wgpu with native f16 and with packed-u32 f16, and CUDA on a real
+/// device when one is present.
 #[macro_export]
 macro_rules! for_each_backend {
     ($body:path) => {
@@ -108,6 +117,14 @@ macro_rules! for_each_backend {
         #[test]
         fn wgpu_packed_f16() {
             if let Some(b) = $crate::common::wgpu(true) {
+                let _serial = $crate::common::serial();
+                $body(b);
+            }
+        }
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn cuda_device() {
+            if let Some(b) = $crate::common::cuda() {
                 let _serial = $crate::common::serial();
                 $body(b);
             }
