@@ -1,6 +1,8 @@
 // Shared device code of every kernel family: storage load/store, the params
 // blocks mirrored from src/backend/params.rs, and the counter-based noise of
 // src/rng.rs. Only cuda_fp16.h is included: NVRTC has no C++ standard headers.
+// Kernels are compiled with --fmad=false (src/backend/cuda/kernels.rs): every
+// a·b + c is written in the CPU reference's order and must not be contracted.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -35,6 +37,7 @@ static_assert(sizeof(SolverStepParams) == 96, "SolverStepParams must match src/b
 #define DIFFINV_NO_SLOT 0xffffffffu
 #define DIFFINV_CORR_OFF 0u
 #define DIFFINV_CORR_FROM_SLOT 1u
+#define DIFFINV_CORR_FROM_X 2u
 
 // Storage → f32 math → storage; f16 rounds to nearest even, like the CPU reference.
 __device__ __forceinline__ float load_elem(const float* p, unsigned int i) { return p[i]; }

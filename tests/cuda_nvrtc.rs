@@ -1,15 +1,28 @@
-//! Every CUDA kernel compiles with NVRTC (exactly the source the runtime
-//! compiles) for compute_80 and compute_90, and ptxas assembles each entry
-//! point without register spills. Needs no GPU; skips (or fails under
-//! `DIFFINV_REQUIRE=nvrtc`) when libnvrtc, cuda_fp16.h or ptxas is absent.
+//! Every CUDA kernel compiles with NVRTC (exactly the source and options the
+//! runtime compiles) for compute_80 and compute_90, and ptxas assembles each
+//! entry point without register spills; the runtime's cubin path works for
+//! sm_80 and sm_90. Needs no GPU; skips (or fails under `DIFFINV_REQUIRE=nvrtc`)
+//! when libnvrtc, cuda_fp16.h or ptxas is absent.
+//!
+//! Also the host launcher on a recording device (no kernel runs): argument
+//! packing, launch configuration, slot resolution and the buffer checks that
+//! make `solver_step_raw` safe to call directly.
 #![cfg(feature = "cuda")]
 
 mod common;
 
 use std::process::Command;
 
-use diffinv::backend::cuda::{compile_ptx, kernels, CudaBackend, MODULES};
-use diffinv::Error;
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+use diffinv::backend::cuda::{
+    compile_cubin, compile_ptx, kernels, launch_config, solver_params, CudaBackend, CudaDevice,
+    LaunchConfig, DEFAULT_BLOCK_SIZE, MAX_GRID_BLOCKS, MODULES,
+};
+use diffinv::backend::params::{SolverStepParams, CORR_FROM_SLOT, CORR_FROM_X, CORR_OFF, NO_SLOT};
+use diffinv::solver::{Corrector, CorrectorBase, SolverStep, StepLaunch};
+use diffinv::{Backend, DType, Error, HostSlice, HostVec};
 
 const ARCHES: [(&str, &str); 2] = [("compute_80", "sm_80"), ("compute_90", "sm_90")];
 
@@ -122,4 +135,283 @@ fn module_sources_splice_in_the_common_header() {
         assert!(src.contains("struct SolverStepParams"), "{module}");
     }
     assert!(kernels::module_source("nope").is_err());
+}
+
+#[test]
+fn the_runtime_cubin_path_compiles_for_sm80_and_sm90() {
+    if !kernels::nvrtc_available() || kernels::include_dirs().is_empty() {
+        common::skip("nvrtc", "libnvrtc or cuda_fp16.h unavailable");
+        return;
+    }
+    for (module, _) in MODULES {
+        for arch in ["sm_80", "sm_90"] {
+            let cubin =
+                compile_cubin(module, arch).unwrap_or_else(|e| panic!("{module} {arch}: {e}"));
+            assert_eq!(&cubin[..4], b"\x7fELF", "{module} {arch}: not an ELF cubin");
+        }
+    }
+    // A bad architecture is a Device error carrying NVRTC's message, not a panic.
+    match compile_ptx("solver", "compute_1") {
+        Err(Error::Device { message, .. }) => assert!(message.contains("compute_1"), "{message}"),
+        other => panic!("expected a Device error, got {other:?}"),
+    }
+}
+
+#[test]
+fn options_forbid_fma_contraction() {
+    let opts = kernels::nvrtc_options("sm_90", &["/inc".to_string()]);
+    assert!(opts.contains(&"--gpu-architecture=sm_90".to_string()));
+    assert!(opts.contains(&"--fmad=false".to_string()));
+    assert!(opts.contains(&"--include-path=/inc".to_string()));
+}
+
+#[test]
+fn launch_config_caps_the_grid_and_never_launches_zero_blocks() {
+    let c = launch_config(1000, 256, 65_535);
+    assert_eq!(
+        (c.grid, c.block, c.shared_bytes),
+        ((4, 1, 1), (256, 1, 1), 0)
+    );
+    assert_eq!(launch_config(1000, 96, 65_535).grid.0, 11);
+    assert_eq!(launch_config(0, 256, 65_535).grid.0, 1);
+    assert_eq!(launch_config(usize::MAX / 2, 160, 528).grid.0, 528);
+    // Degenerate arguments are clamped, not a division by zero.
+    assert_eq!(launch_config(10, 0, 0).grid, (1, 1, 1));
+    assert_eq!(launch_config(10, 0, 0).block, (1, 1, 1));
+}
+
+fn plain_step() -> SolverStep {
+    SolverStep {
+        cx: 1.5,
+        ce: 0.25,
+        d_slot: Some(0),
+        h1: Some(1),
+        h2: None,
+        xc_slot: None,
+        corrector: None,
+        a: 0.5,
+        b: [0.25, 0.125, 0.0],
+        noise: 0.0,
+    }
+}
+
+const LAUNCH: StepLaunch = StepLaunch {
+    step: 7,
+    seed: 0x1234_5678_9abc_def0,
+};
+
+#[test]
+fn solver_params_resolve_slots_like_the_cpu_reference() {
+    let p = solver_params(&plain_step(), LAUNCH, 100, 128);
+    assert_eq!(
+        (p.n, p.stride, p.d_slot, p.h1, p.h2, p.xc_slot, p.corr_mode),
+        (100, 128, 0, 1, NO_SLOT, NO_SLOT, CORR_OFF)
+    );
+    assert_eq!(
+        (p.step, p.seed_lo, p.seed_hi),
+        (7, 0x9abc_def0, 0x1234_5678)
+    );
+    // A slot named twice belongs to the first role in the order d, xc, h1, h2.
+    let aliased = SolverStep {
+        h1: Some(0),
+        h2: Some(0),
+        ..plain_step()
+    };
+    let p = solver_params(&aliased, LAUNCH, 100, 128);
+    assert_eq!((p.d_slot, p.h1, p.h2), (0, NO_SLOT, NO_SLOT));
+    let corr = Corrector {
+        base: CorrectorBase::Slot,
+        a: 1.0,
+        c: [0.5, 0.0, 0.0],
+    };
+    let with_xc = SolverStep {
+        xc_slot: Some(2),
+        h2: Some(2),
+        corrector: Some(corr),
+        ..plain_step()
+    };
+    let p = solver_params(&with_xc, LAUNCH, 100, 128);
+    assert_eq!((p.xc_slot, p.h2, p.corr_mode), (2, NO_SLOT, CORR_FROM_SLOT));
+    let from_x = SolverStep {
+        corrector: Some(Corrector {
+            base: CorrectorBase::X,
+            ..corr
+        }),
+        ..with_xc
+    };
+    assert_eq!(
+        solver_params(&from_x, LAUNCH, 100, 128).corr_mode,
+        CORR_FROM_X
+    );
+    // A corrector without its slot is off (the CPU skips it), never an index of NO_SLOT.
+    let no_slot = SolverStep {
+        corrector: Some(corr),
+        ..plain_step()
+    };
+    let p = solver_params(&no_slot, LAUNCH, 100, 128);
+    assert_eq!((p.xc_slot, p.corr_mode), (NO_SLOT, CORR_OFF));
+}
+
+/// One recorded launch: kernel, configuration, params and the three pointers.
+type Recorded = (String, LaunchConfig, SolverStepParams, [u64; 3]);
+
+/// A device that stores bytes in host memory and records launches without running them.
+#[derive(Default)]
+struct Recorder {
+    launches: Mutex<Vec<Recorded>>,
+}
+
+impl CudaDevice for Recorder {
+    type Mem = Vec<u8>;
+
+    fn name(&self) -> String {
+        "recorder".into()
+    }
+
+    fn alloc_zeroed(&self, bytes: usize) -> diffinv::Result<Vec<u8>> {
+        Ok(vec![0; bytes.max(1)])
+    }
+
+    fn write(&self, mem: &mut Vec<u8>, src: &[u8]) -> diffinv::Result<()> {
+        mem[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn read(&self, mem: &Vec<u8>, dst: &mut [u8]) -> diffinv::Result<()> {
+        dst.copy_from_slice(&mem[..dst.len()]);
+        Ok(())
+    }
+
+    fn device_ptr(&self, mem: &Vec<u8>) -> u64 {
+        mem.as_ptr() as u64
+    }
+
+    unsafe fn launch(
+        &self,
+        module: &'static str,
+        kernel: &str,
+        cfg: LaunchConfig,
+        args: &mut [*mut c_void],
+    ) -> diffinv::Result<()> {
+        assert_eq!(module, "solver");
+        assert_eq!(
+            args.len(),
+            4,
+            "solver kernels take (params, x, model_out, state)"
+        );
+        // SAFETY: the launcher packs a params block then three u64 device addresses.
+        let (params, ptrs) = unsafe {
+            (
+                *(args[0] as *const SolverStepParams),
+                [1, 2, 3].map(|i| *(args[i] as *const u64)),
+            )
+        };
+        self.launches
+            .lock()
+            .unwrap()
+            .push((kernel.to_string(), cfg, params, ptrs));
+        Ok(())
+    }
+
+    fn synchronize(&self) -> diffinv::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_launcher_packs_params_and_pointers_and_counts_launches() {
+    let mut b = CudaBackend::with_device(Recorder::default());
+    assert_eq!(b.block_size(), DEFAULT_BLOCK_SIZE);
+    assert_eq!(b.max_blocks(), MAX_GRID_BLOCKS);
+    assert!(!b.supports(DType::F64));
+    assert!(matches!(
+        b.alloc(4, DType::F64),
+        Err(Error::UnsupportedDType { .. })
+    ));
+    let step = plain_step();
+    for (dtype, n, kernel, work) in [
+        (DType::F16, 1001usize, "solver_step_f16", 501usize),
+        (DType::F32, 1001, "solver_step_f32", 1001),
+    ] {
+        for block in [DEFAULT_BLOCK_SIZE, 96] {
+            b.set_block_size(block).unwrap();
+            let stride = diffinv::solver::slot_stride(n);
+            let mut x = b.alloc(n, dtype).unwrap();
+            let m = b.alloc(n, dtype).unwrap();
+            let mut s = b.alloc(2 * stride, dtype).unwrap();
+            let before = b.launch_count();
+            b.solver_step_raw(&step, LAUNCH, dtype, n, stride, &mut x, &m, &mut s)
+                .unwrap();
+            assert_eq!(b.launch_count(), before + 1);
+            let (k, cfg, params, ptrs) = b.device().launches.lock().unwrap().pop().unwrap();
+            assert_eq!(k, kernel);
+            assert_eq!(cfg, launch_config(work, block, MAX_GRID_BLOCKS));
+            assert_eq!(
+                params,
+                solver_params(&step, LAUNCH, n as u32, stride as u32)
+            );
+            let dev = b.device();
+            assert_eq!(
+                ptrs,
+                [x.mem(), m.mem(), s.mem()].map(|mem| dev.device_ptr(mem))
+            );
+        }
+    }
+    assert!(b.set_block_size(0).is_err());
+    assert!(b.set_block_size(1025).is_err());
+    assert!(b.set_max_blocks(0).is_err());
+}
+
+#[test]
+fn the_launcher_rejects_buffers_the_kernel_would_overrun() {
+    let b = CudaBackend::with_device(Recorder::default());
+    let step = plain_step(); // slots 0 and 1
+    let n = 100;
+    let stride = 128;
+    let alloc = |len, dtype| b.alloc(len, dtype).unwrap();
+    let run = |x_len: usize, m_len: usize, s_len: usize, stride: usize, dtype: DType| {
+        let mut x = alloc(x_len, dtype);
+        let m = alloc(m_len, dtype);
+        let mut s = alloc(s_len, dtype);
+        b.solver_step_raw(&step, LAUNCH, DType::F16, n, stride, &mut x, &m, &mut s)
+    };
+    assert!(run(n, n, 2 * stride, stride, DType::F16).is_ok());
+    for (what, r) in [
+        ("short x", run(n - 1, n, 2 * stride, stride, DType::F16)),
+        (
+            "short model_out",
+            run(n, n - 1, 2 * stride, stride, DType::F16),
+        ),
+        ("short state", run(n, n, 2 * stride - 1, stride, DType::F16)),
+        ("odd stride", run(n, n, 2 * 130, 130, DType::F16)),
+        ("stride below n", run(n, n, 2 * 64, 64, DType::F16)),
+        ("wrong dtype", run(n, n, 2 * stride, stride, DType::F32)),
+    ] {
+        assert!(r.is_err(), "{what} was accepted");
+    }
+    assert_eq!(b.launch_count(), 1, "a rejected step must not launch");
+    assert!(b.device().launches.lock().unwrap().len() == 1);
+}
+
+#[test]
+fn host_round_trips_convert_once_and_check_lengths() {
+    let b = CudaBackend::with_device(Recorder::default());
+    let data = [1.0f32, -2.5, 65504.0, 1e-8];
+    let mut buf = b.alloc(4, DType::F16).unwrap();
+    b.write(&mut buf, DType::F16, HostSlice::F32(&data))
+        .unwrap();
+    match b.read(&buf, DType::F16, 4).unwrap() {
+        HostVec::F16(v) => {
+            let want: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+            assert_eq!(v, want);
+        }
+        other => panic!("expected f16, got {other:?}"),
+    }
+    assert!(b
+        .write(&mut buf, DType::F16, HostSlice::F32(&data[..3]))
+        .is_err());
+    assert!(b
+        .write(&mut buf, DType::F32, HostSlice::F32(&data))
+        .is_err());
+    assert!(b.read(&buf, DType::F16, 5).is_err());
 }

@@ -5,6 +5,7 @@ use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+use cudarc::nvrtc::Ptx;
 
 use super::device::{CudaDevice, LaunchConfig};
 use super::kernels;
@@ -18,7 +19,8 @@ pub struct DriverDevice {
     arch: String,
     multiprocessors: u32,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<String, CudaFunction>>,
+    /// Entry points by (module, kernel).
+    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
 }
 
 fn driver_error(e: impl std::fmt::Display) -> Error {
@@ -26,6 +28,18 @@ fn driver_error(e: impl std::fmt::Display) -> Error {
         backend: "cuda",
         message: e.to_string(),
     }
+}
+
+/// A host slice of `bytes` must fit the device buffer of `cap` bytes (cudarc panics otherwise).
+fn check_fits(what: &'static str, bytes: usize, cap: usize) -> Result<()> {
+    if bytes > cap {
+        return Err(Error::LengthMismatch {
+            what,
+            expected: cap,
+            got: bytes,
+        });
+    }
+    Ok(())
 }
 
 impl DriverDevice {
@@ -42,8 +56,12 @@ impl DriverDevice {
                 "libcuda (the NVIDIA driver) is not installed".into(),
             ));
         }
-        let ctx =
-            CudaContext::new(ordinal).map_err(|e| unavailable(format!("device {ordinal}: {e}")))?;
+        // cudarc also panics when the driver lacks a symbol it resolves lazily
+        // (a driver older than the CUDA version it was built for): that too is
+        // an unavailable backend, not a crash.
+        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| unavailable("the CUDA driver is too old for this build".into()))?
+            .map_err(|e| unavailable(format!("device {ordinal}: {e}")))?;
         let (major, minor) = ctx.compute_capability().map_err(driver_error)?;
         let multiprocessors = ctx
             .attribute(
@@ -66,12 +84,19 @@ impl DriverDevice {
         self.multiprocessors
     }
 
+    /// The device's architecture, `sm_XY`.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// The entry point `kernel` of `module`, compiling and loading the module
+    /// on first use (both cached for the device's lifetime).
     fn function(&self, module: &'static str, kernel: &str) -> Result<CudaFunction> {
         let mut functions = self
             .functions
             .lock()
             .map_err(|_| driver_error("function cache poisoned"))?;
-        if let Some(f) = functions.get(kernel) {
+        if let Some(f) = functions.get(&(module, kernel.to_string())) {
             return Ok(f.clone());
         }
         let mut modules = self
@@ -81,14 +106,17 @@ impl DriverDevice {
         let m = match modules.get(module) {
             Some(m) => Arc::clone(m),
             None => {
-                let ptx = kernels::compile_ptx(module, &self.arch)?;
-                let m = self.ctx.load_module(ptx.into()).map_err(driver_error)?;
+                let cubin = kernels::compile_cubin(module, &self.arch)?;
+                let m = self
+                    .ctx
+                    .load_module(Ptx::from_binary(cubin))
+                    .map_err(driver_error)?;
                 modules.insert(module, Arc::clone(&m));
                 m
             }
         };
         let f = m.load_function(kernel).map_err(driver_error)?;
-        functions.insert(kernel.to_string(), f.clone());
+        functions.insert((module, kernel.to_string()), f.clone());
         Ok(f)
     }
 }
@@ -108,6 +136,7 @@ impl CudaDevice for DriverDevice {
     }
 
     fn write(&self, mem: &mut CudaSlice<u8>, src: &[u8]) -> Result<()> {
+        check_fits("cuda device write", src.len(), mem.len())?;
         let mut view = mem.slice_mut(..src.len());
         self.stream
             .memcpy_htod(src, &mut view)
@@ -115,6 +144,7 @@ impl CudaDevice for DriverDevice {
     }
 
     fn read(&self, mem: &CudaSlice<u8>, dst: &mut [u8]) -> Result<()> {
+        check_fits("cuda device read", dst.len(), mem.len())?;
         let view = mem.slice(..dst.len());
         self.stream.memcpy_dtoh(&view, dst).map_err(driver_error)
     }
@@ -132,6 +162,9 @@ impl CudaDevice for DriverDevice {
         args: &mut [*mut c_void],
     ) -> Result<()> {
         let f = self.function(module, kernel)?;
+        // The raw launch does not make the context current (cudarc's safe calls do):
+        // without this, a launch from a thread that has not touched the context fails.
+        self.ctx.bind_to_thread().map_err(driver_error)?;
         // SAFETY: forwarded from the caller's contract (argument list and buffer lengths).
         unsafe {
             cudarc::driver::result::launch_kernel(

@@ -10,6 +10,7 @@ pub mod device;
 mod driver;
 pub mod kernels;
 
+use std::borrow::Cow;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,9 +19,9 @@ use half::slice::HalfFloatSliceExt;
 
 pub use device::{CudaDevice, LaunchConfig};
 pub use driver::DriverDevice;
-pub use kernels::{compile_ptx, MODULES};
+pub use kernels::{compile_cubin, compile_ptx, MODULES};
 
-use super::params::SolverStepParams;
+use super::params::{SolverStepParams, CORR_OFF, NO_SLOT};
 use super::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::solver::{SolverStep, StepLaunch};
@@ -44,10 +45,23 @@ pub struct CudaBackend<D: CudaDevice = DriverDevice> {
     max_blocks: u32,
 }
 
-/// Blocks for `work` items at `block` threads each, capped at `max_blocks`
-/// (kernels loop grid-stride over the rest); at least one block.
+/// Most blocks one launch may have (the x-dimension limit is higher on every
+/// GPU since sm_30, but this keeps the emulation harness and old limits happy;
+/// kernels loop grid-stride over the rest).
+pub const MAX_GRID_BLOCKS: u32 = 65_535;
+
+/// Largest element index range a launch may cover: kernels index with u32 and
+/// step `i += blockDim·gridDim` (≤ 2^26), which must not wrap.
+pub const MAX_LAUNCH_ELEMENTS: usize = (u32::MAX / 2) as usize;
+
+/// The launch for `work` independent items at `block` threads per block:
+/// `ceil(work / block)` blocks capped at `max_blocks` (kernels loop
+/// grid-stride over the rest), at least one block. `block` and `max_blocks`
+/// of 0 are treated as 1.
 pub fn launch_config(work: usize, block: u32, max_blocks: u32) -> LaunchConfig {
-    let blocks = work.div_ceil(block as usize).clamp(1, max_blocks as usize) as u32;
+    let block = block.max(1);
+    let cap = max_blocks.max(1) as usize;
+    let blocks = work.div_ceil(block as usize).clamp(1, cap) as u32;
     LaunchConfig {
         grid: (blocks, 1, 1),
         block: (block, 1, 1),
@@ -55,12 +69,51 @@ pub fn launch_config(work: usize, block: u32, max_blocks: u32) -> LaunchConfig {
     }
 }
 
+/// The params block of one fused step, exactly as the kernel receives it.
+///
+/// Beyond [`SolverStepParams::new`], slots are resolved the way the CPU
+/// reference resolves them (it hands each state slot to one role, in the order
+/// d, xc, h1, h2): a slot already claimed by an earlier role is absent (reads 0,
+/// never written) for a later one, and a corrector without an xc slot is off.
+/// Valid plans never name a slot twice, so this only matters for hand-made
+/// steps — and it guarantees that no two roles write the same element.
+pub fn solver_params(
+    step: &SolverStep,
+    launch: StepLaunch,
+    n: u32,
+    stride: u32,
+) -> SolverStepParams {
+    let mut p = SolverStepParams::new(step, launch, n, stride);
+    let mut taken = [NO_SLOT; 4];
+    let mut claim = |slot: u32, role: usize| {
+        if slot == NO_SLOT || taken[..role].contains(&slot) {
+            NO_SLOT
+        } else {
+            taken[role] = slot;
+            slot
+        }
+    };
+    p.d_slot = claim(p.d_slot, 0);
+    p.xc_slot = claim(p.xc_slot, 1);
+    p.h1 = claim(p.h1, 2);
+    p.h2 = claim(p.h2, 3);
+    if p.xc_slot == NO_SLOT {
+        p.corr_mode = CORR_OFF;
+    }
+    p
+}
+
 impl CudaBackend<DriverDevice> {
     /// Open GPU `ordinal`. Without a driver, library or device this returns
     /// [`Error::BackendUnavailable`]; it never panics.
     pub fn new(ordinal: usize) -> Result<Self> {
         let device = DriverDevice::open(ordinal)?;
-        let max_blocks = device.multiprocessors().saturating_mul(16).clamp(1, 65_535);
+        // 16 blocks of 256 threads per SM fill it (2048 resident threads) with
+        // room for the tail; more blocks only add scheduling work.
+        let max_blocks = device
+            .multiprocessors()
+            .saturating_mul(16)
+            .clamp(1, MAX_GRID_BLOCKS);
         let mut b = Self::with_device(device);
         b.max_blocks = max_blocks;
         Ok(b)
@@ -68,13 +121,15 @@ impl CudaBackend<DriverDevice> {
 }
 
 impl<D: CudaDevice> CudaBackend<D> {
-    /// Drive an arbitrary device (e.g. the CPU emulation harness in tests).
+    /// Drive an arbitrary device (e.g. the CPU emulation harness in tests),
+    /// with [`DEFAULT_BLOCK_SIZE`] threads per block and at most
+    /// [`MAX_GRID_BLOCKS`] blocks per launch.
     pub fn with_device(device: D) -> Self {
         CudaBackend {
             device,
             launches: AtomicU64::new(0),
             block_size: DEFAULT_BLOCK_SIZE,
-            max_blocks: 65_535,
+            max_blocks: MAX_GRID_BLOCKS,
         }
     }
 
@@ -83,8 +138,14 @@ impl<D: CudaDevice> CudaBackend<D> {
         &self.device
     }
 
-    /// Threads per block: a multiple of 32 in 32..=1024, or any size in
-    /// 1..=1024 for kernels without warp-level code (all current ones).
+    /// Threads per block of every launch.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Set the threads per block, any size in 1..=1024: no current kernel uses
+    /// warp-level code, so sizes that are not multiples of 32 (or powers of
+    /// two) are valid too — the emulation tests run one to prove it.
     pub fn set_block_size(&mut self, block: u32) -> Result<()> {
         if !(1..=1024).contains(&block) {
             return Err(Error::InvalidParameter {
@@ -97,9 +158,15 @@ impl<D: CudaDevice> CudaBackend<D> {
         Ok(())
     }
 
-    /// Cap on blocks per launch (grid-stride beyond it).
+    /// Cap on blocks per launch (kernels loop grid-stride beyond it).
+    pub fn max_blocks(&self) -> u32 {
+        self.max_blocks
+    }
+
+    /// Set the cap on blocks per launch, in `1..=MAX_GRID_BLOCKS`; a small cap
+    /// makes tests exercise the grid-stride loops.
     pub fn set_max_blocks(&mut self, max: u32) -> Result<()> {
-        if !(1..=65_535).contains(&max) {
+        if !(1..=MAX_GRID_BLOCKS).contains(&max) {
             return Err(Error::InvalidParameter {
                 name: "max_blocks",
                 value: f64::from(max),
@@ -110,15 +177,55 @@ impl<D: CudaDevice> CudaBackend<D> {
         Ok(())
     }
 
-    fn check_buffer(buf: &CudaBuffer<D::Mem>, dtype: DType) -> Result<()> {
+    /// The launch this backend issues for `work` items.
+    pub fn launch_config(&self, work: usize) -> LaunchConfig {
+        launch_config(work, self.block_size, self.max_blocks)
+    }
+
+    /// A buffer of `dtype` with at least `len` elements.
+    fn check_buffer(
+        what: &'static str,
+        buf: &CudaBuffer<D::Mem>,
+        dtype: DType,
+        len: usize,
+    ) -> Result<()> {
         if buf.dtype != dtype {
             return Err(Error::DTypeMismatch {
-                what: "cuda buffer",
+                what,
                 expected: dtype,
                 got: buf.dtype,
             });
         }
+        if buf.len < len {
+            return Err(Error::LengthMismatch {
+                what,
+                expected: len,
+                got: buf.len,
+            });
+        }
         Ok(())
+    }
+}
+
+impl<M> CudaBuffer<M> {
+    /// Elements in the buffer.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Storage dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device memory.
+    pub fn mem(&self) -> &M {
+        &self.mem
     }
 }
 
@@ -126,6 +233,15 @@ fn unsupported(dtype: DType) -> Error {
     Error::UnsupportedDType {
         backend: "cuda",
         dtype,
+    }
+}
+
+fn too_large(elements: usize, dtype: DType, limit_elements: usize) -> Error {
+    let bytes = |n: usize| (n as u64).saturating_mul(dtype.size() as u64);
+    Error::TooLarge {
+        backend: "cuda",
+        bytes: bytes(elements),
+        limit: bytes(limit_elements),
     }
 }
 
@@ -148,12 +264,15 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
         if dtype == DType::F64 {
             return Err(unsupported(dtype));
         }
-        let mem = self.device.alloc_zeroed(len * dtype.size())?;
+        let bytes = len
+            .checked_mul(dtype.size())
+            .ok_or_else(|| too_large(len, dtype, usize::MAX / dtype.size()))?;
+        let mem = self.device.alloc_zeroed(bytes)?;
         Ok(CudaBuffer { mem, len, dtype })
     }
 
     fn write(&self, buf: &mut Self::Buffer, dtype: DType, data: HostSlice<'_>) -> Result<()> {
-        Self::check_buffer(buf, dtype)?;
+        Self::check_buffer("cuda write", buf, dtype, 0)?;
         if data.len() != buf.len {
             return Err(Error::LengthMismatch {
                 what: "cuda write",
@@ -161,27 +280,29 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
                 got: data.len(),
             });
         }
-        let bytes: Vec<u8> = match (dtype, data) {
-            (DType::F32, HostSlice::F32(s)) => bytemuck::cast_slice(s).to_vec(),
+        // Same dtype: upload the caller's slice as is; otherwise convert once
+        // (F16C-accelerated for f16 ↔ f32 in `half`).
+        let bytes: Cow<'_, [u8]> = match (dtype, data) {
+            (DType::F32, HostSlice::F32(s)) => Cow::Borrowed(bytemuck::cast_slice(s)),
             (DType::F32, HostSlice::F16(s)) => {
                 let mut v = vec![0f32; s.len()];
                 s.convert_to_f32_slice(&mut v);
-                bytemuck::cast_slice(&v).to_vec()
+                Cow::Owned(bytemuck::cast_slice(&v).to_vec())
             }
             (DType::F32, HostSlice::F64(s)) => {
                 let v: Vec<f32> = s.iter().map(|&x| x as f32).collect();
-                bytemuck::cast_slice(&v).to_vec()
+                Cow::Owned(bytemuck::cast_slice(&v).to_vec())
             }
-            (DType::F16, HostSlice::F16(s)) => bytemuck::cast_slice(s).to_vec(),
+            (DType::F16, HostSlice::F16(s)) => Cow::Borrowed(bytemuck::cast_slice(s)),
             (DType::F16, HostSlice::F32(s)) => {
                 let mut v = vec![f16::ZERO; s.len()];
                 v.convert_from_f32_slice(s);
-                bytemuck::cast_slice(&v).to_vec()
+                Cow::Owned(bytemuck::cast_slice(&v).to_vec())
             }
             (DType::F16, HostSlice::F64(s)) => {
                 let mut v = vec![f16::ZERO; s.len()];
                 v.convert_from_f64_slice(s);
-                bytemuck::cast_slice(&v).to_vec()
+                Cow::Owned(bytemuck::cast_slice(&v).to_vec())
             }
             (DType::F64, _) => return Err(unsupported(dtype)),
         };
@@ -189,19 +310,21 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
     }
 
     fn read(&self, buf: &Self::Buffer, dtype: DType, len: usize) -> Result<HostVec> {
-        Self::check_buffer(buf, dtype)?;
-        if len > buf.len {
-            return Err(Error::LengthMismatch {
-                what: "cuda read",
-                expected: buf.len,
-                got: len,
-            });
-        }
-        let mut bytes = vec![0u8; len * dtype.size()];
-        self.device.read(&buf.mem, &mut bytes)?;
+        Self::check_buffer("cuda read", buf, dtype, len)?;
+        // Read straight into the typed vector's bytes.
         Ok(match dtype {
-            DType::F32 => HostVec::F32(bytemuck::pod_collect_to_vec(&bytes)),
-            DType::F16 => HostVec::F16(bytemuck::pod_collect_to_vec(&bytes)),
+            DType::F32 => {
+                let mut v = vec![0f32; len];
+                self.device
+                    .read(&buf.mem, bytemuck::cast_slice_mut(&mut v))?;
+                HostVec::F32(v)
+            }
+            DType::F16 => {
+                let mut v = vec![f16::ZERO; len];
+                self.device
+                    .read(&buf.mem, bytemuck::cast_slice_mut(&mut v))?;
+                HostVec::F16(v)
+            }
             DType::F64 => return Err(unsupported(dtype)),
         })
     }
@@ -231,22 +354,50 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
             DType::F32 => ("solver_step_f32", n),
             DType::F64 => return Err(unsupported(dtype)),
         };
-        // n and stride fit u32: Shape::checked_len caps element counts at u32::MAX / 8.
-        let mut params = SolverStepParams::new(step, launch, n as u32, stride as u32);
+        // `backend::solver_step` already checked all of this on the tensors; it is
+        // checked again on the buffers because this method is safe to call directly
+        // and the launch below must never touch memory outside them.
+        if stride < n || !stride.is_multiple_of(64) {
+            return Err(Error::InvalidParameter {
+                name: "slot stride",
+                value: stride as f64,
+                reason: "must be a multiple of 64 elements and at least n",
+            });
+        }
+        let slots = step.slots_used() as usize;
+        let state_len = slots
+            .checked_mul(stride)
+            .ok_or_else(|| too_large(usize::MAX, dtype, MAX_LAUNCH_ELEMENTS))?;
+        for len in [n, state_len] {
+            if len > MAX_LAUNCH_ELEMENTS {
+                return Err(too_large(len, dtype, MAX_LAUNCH_ELEMENTS));
+            }
+        }
+        Self::check_buffer("x", x, dtype, n)?;
+        Self::check_buffer("model output", model_out, dtype, n)?;
+        Self::check_buffer("solver state", state, dtype, state_len)?;
+
+        // Both fit u32: checked against MAX_LAUNCH_ELEMENTS above.
+        let mut params = solver_params(step, launch, n as u32, stride as u32);
         let mut x_ptr = self.device.device_ptr(&x.mem);
         let mut m_ptr = self.device.device_ptr(&model_out.mem);
         let mut s_ptr = self.device.device_ptr(&state.mem);
+        // cuLaunchKernel's kernelParams: one pointer per parameter, at its value.
         let mut args: [*mut c_void; 4] = [
             (&mut params as *mut SolverStepParams).cast(),
             (&mut x_ptr as *mut u64).cast(),
             (&mut m_ptr as *mut u64).cast(),
             (&mut s_ptr as *mut u64).cast(),
         ];
-        let cfg = launch_config(work, self.block_size, self.max_blocks);
-        // SAFETY: `backend::solver_step` checked that x and model_out hold n elements and
-        // state holds slots_used·stride elements of `dtype`, which are exactly the ranges the
-        // kernel touches for these params; the four args match the kernel's parameter list
-        // (params by value, then three device pointers) and outlive the launch call.
+        let cfg = self.launch_config(work);
+        // SAFETY: checked just above: x and model_out hold ≥ n elements of `dtype`,
+        // state holds ≥ slots_used·stride elements with stride ≥ n and a multiple of
+        // 64 (so f16 pairs are 4-byte aligned in every slot), and `solver_params`
+        // names only slots < slots_used. The kernel touches element i < n of x, of
+        // model_out and of each named slot, nothing else. The four args match
+        // `solver_step_{f16,f32}(SolverStepParams, T*, const T*, T*)` and outlive
+        // the call; x and state are exclusively borrowed for it, and model_out is
+        // a distinct buffer (the borrows guarantee no aliasing).
         unsafe { self.device.launch("solver", kernel, cfg, &mut args)? };
         self.launches.fetch_add(1, Ordering::Relaxed);
         Ok(())
