@@ -4,8 +4,13 @@
 #![allow(dead_code)]
 
 #[cfg(feature = "cuda")]
+pub mod cuda_emu;
+#[cfg(feature = "cuda")]
 mod cuda_open;
 pub mod fixtures;
+#[cfg(feature = "cuda")]
+#[allow(unused_imports)] // not every test binary runs a per-backend body
+pub use cuda_emu::{cuda_emu, cuda_emu_block_96};
 #[cfg(feature = "cuda")]
 #[allow(unused_imports)] // not every test binary runs a per-backend body
 pub use cuda_open::cuda;
@@ -96,8 +101,10 @@ pub fn values(seed: u64, n: usize, amp: f64) -> Vec<f64> {
 }
 
 /// Run a generic test body `fn(&B)` on every backend this build has: the CPU
-/// reference, wgpu with native f16 and with packed-u32 f16, and CUDA on a real
-/// device when one is present.
+/// reference, wgpu with native f16 and with packed-u32 f16, CUDA on a real
+/// device when one is present, and CUDA on the CPU emulation harness (the
+/// unmodified kernels/*.cu through the real host launcher) at the launcher's
+/// default block size and at blockDim 96 with a wrapping grid-stride loop.
 #[macro_export]
 macro_rules! for_each_backend {
     ($body:path) => {
@@ -125,6 +132,22 @@ macro_rules! for_each_backend {
         #[test]
         fn cuda_device() {
             if let Some(b) = $crate::common::cuda() {
+                let _serial = $crate::common::serial();
+                $body(b);
+            }
+        }
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn cuda_emu() {
+            if let Some(b) = $crate::common::cuda_emu() {
+                let _serial = $crate::common::serial();
+                $body(b);
+            }
+        }
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn cuda_emu_block_96() {
+            if let Some(b) = $crate::common::cuda_emu_block_96() {
                 let _serial = $crate::common::serial();
                 $body(b);
             }

@@ -1,0 +1,557 @@
+//! The CPU emulation harness for kernels/*.cu (crates/cuda-emu, tests/cuda_emu):
+//! self-tests of its CUDA semantics (barrier divergence, block reduction at
+//! blockDim 96, shuffle lane semantics, missing lanes, partial masks, launch
+//! limits), and every kernel of kernels/ run through the real CUDA host
+//! launcher on the emulated device against the CPU backend, at the launcher's
+//! block size and at block sizes that are not powers of two.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use std::ffi::c_void;
+
+use common::cuda_emu::{new_cuda_emu, new_cuda_emu_with, EmuDevice};
+use common::{values, SIZES};
+use diffinv::backend::cpu::CpuBackend;
+use diffinv::backend::cuda::{launch_config, CudaBackend, CudaDevice, DEFAULT_BLOCK_SIZE, MODULES};
+use diffinv::backend::solver_step;
+use diffinv::solver::{slot_stride, Corrector, CorrectorBase, SolverStep, StepLaunch};
+use diffinv::{Backend, DType, HostSlice, Shape, Tensor};
+
+/// The harness, or `None` after a printed skip (a failure under DIFFINV_REQUIRE=cuda-emu).
+fn harness() -> Option<()> {
+    match cuda_emu::unavailable() {
+        Some(reason) => {
+            common::skip("cuda-emu", reason);
+            None
+        }
+        None => Some(()),
+    }
+}
+
+/// A pointer to one kernel argument, as cuLaunchKernel's kernelParams holds it.
+fn arg<T>(v: &mut T) -> *mut c_void {
+    (v as *mut T).cast()
+}
+
+/// Launch a self-test kernel with a 1-D grid and block.
+fn run(kernel: &str, grid: u32, block: u32, args: &mut [*mut c_void]) -> Result<(), String> {
+    // SAFETY: each caller passes arguments of the kernel's parameter types, and
+    // output buffers sized for grid·block threads as the kernel indexes them.
+    unsafe { cuda_emu::launch("selftest", kernel, (grid, 1, 1), (block, 1, 1), 0, args) }
+        .map_err(|e| e.message)
+}
+
+#[test]
+fn divergent_syncthreads_is_detected() {
+    let Some(()) = harness() else { return };
+    let mut out = vec![0i32; 64];
+    let mut p = out.as_mut_ptr();
+    // Every thread reaches the barrier: fine.
+    let mut all = 64u32;
+    run(
+        "selftest_divergent_sync",
+        1,
+        64,
+        &mut [arg(&mut all), arg(&mut p)],
+    )
+    .unwrap();
+    assert!(out.iter().all(|&v| v == 1));
+    // Threads 16.. skip it and exit: a deadlock on a GPU, an error here.
+    let mut limit = 16u32;
+    let err = run(
+        "selftest_divergent_sync",
+        3,
+        64,
+        &mut [arg(&mut limit), arg(&mut p)],
+    )
+    .unwrap_err();
+    for want in [
+        "selftest_divergent_sync",
+        "block (0,0,0) of grid (3,1,1)",
+        "divergent __syncthreads",
+        "threads 0-15 wait at selftest.cu:",
+        "threads 16-63 exited without reaching it",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn block_reduction_at_blockdim_96_is_exact() {
+    let Some(()) = harness() else { return };
+    for n in [1usize, 95, 96, 97, 10_000, 100_003] {
+        let input: Vec<i32> = values(n as u64, n, 1e6).iter().map(|&v| v as i32).collect();
+        let want: i64 = input.iter().map(|&v| i64::from(v)).sum();
+        let mut sum = 0i64;
+        let (mut inp, mut len, mut out) = (input.as_ptr(), n as u32, &mut sum as *mut i64);
+        run(
+            "selftest_block_sum",
+            4,
+            96,
+            &mut [arg(&mut inp), arg(&mut len), arg(&mut out)],
+        )
+        .unwrap();
+        assert_eq!(sum, want, "n = {n}");
+    }
+}
+
+/// CUDA's documented shuffle semantics, written independently of the harness
+/// (which follows PTX's shfl.sync definition).
+fn expected_shuffles(lane: i32, width: i32) -> [i32; 8] {
+    let v = |l: i32| 100 * l + 7;
+    let base = lane / width * width;
+    let idx = |src: i32| v(base + src.rem_euclid(width));
+    let up = if lane - base >= 3 {
+        v(lane - 3)
+    } else {
+        v(lane)
+    };
+    let down = if lane - base + 3 < width {
+        v(lane + 3)
+    } else {
+        v(lane)
+    };
+    // xor may read earlier groups, never later ones.
+    let xor = if (lane ^ 5) / width <= lane / width {
+        v(lane ^ 5)
+    } else {
+        v(lane)
+    };
+    let ballot = (0..32).filter(|l| l % 3 == 0).fold(0u32, |m, l| m | 1 << l) as i32;
+    let f = 0.5
+        + f64::from(if (lane ^ 1) / width <= lane / width {
+            lane ^ 1
+        } else {
+            lane
+        });
+    let h = if lane - base + 1 < width {
+        lane + 1
+    } else {
+        lane
+    };
+    [
+        idx(3),
+        idx(lane + 5),
+        up,
+        down,
+        xor,
+        ballot,
+        1 + 2,
+        (f * 4.0) as i32 * 1000 + h,
+    ]
+}
+
+#[test]
+fn shuffles_match_cuda_semantics() {
+    let Some(()) = harness() else { return };
+    for width in [32, 16, 8, 4, 2, 1] {
+        let mut out = vec![0i32; 8 * 64];
+        let (mut w, mut p) = (width, out.as_mut_ptr());
+        run("selftest_shuffles", 1, 64, &mut [arg(&mut w), arg(&mut p)]).unwrap();
+        for t in 0..64 {
+            let want = expected_shuffles(t % 32, width);
+            assert_eq!(
+                out[8 * t as usize..8 * t as usize + 8],
+                want,
+                "thread {t}, width {width}"
+            );
+        }
+    }
+    // Width must be a power of two.
+    let mut out = vec![0i32; 8 * 32];
+    let (mut w, mut p) = (12, out.as_mut_ptr());
+    let err = run("selftest_shuffles", 1, 32, &mut [arg(&mut w), arg(&mut p)]).unwrap_err();
+    assert!(err.contains("width 12"), "{err}");
+}
+
+#[test]
+fn reading_a_missing_lane_is_detected() {
+    let Some(()) = harness() else { return };
+    let mut out = vec![0f32; 4];
+    let mut p = out.as_mut_ptr();
+    run("selftest_partial_warp", 1, 64, &mut [arg(&mut p)]).unwrap();
+    assert_eq!(out[..2], [496.0, 1520.0]);
+    // blockDim 48: lanes 0-15 of warp 1 shuffle down from lanes 16-31, which do not exist.
+    let err = run("selftest_partial_warp", 1, 48, &mut [arg(&mut p)]).unwrap_err();
+    for want in [
+        "selftest_partial_warp",
+        "__shfl_down_sync",
+        "of warp 1 reads lane",
+        "does not exist",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    // The same block reduction as the 96-thread test: correct only for whole warps.
+    let input = [1i32; 100];
+    let mut sum = 0i64;
+    let (mut inp, mut len, mut o) = (input.as_ptr(), 100u32, &mut sum as *mut i64);
+    let err = run(
+        "selftest_block_sum",
+        1,
+        100,
+        &mut [arg(&mut inp), arg(&mut len), arg(&mut o)],
+    )
+    .unwrap_err();
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn partial_masks_and_exited_lanes_are_detected() {
+    let Some(()) = harness() else { return };
+    let mut out = vec![0i32; 64];
+    let mut p = out.as_mut_ptr();
+    let err = run("selftest_partial_mask", 1, 64, &mut [arg(&mut p)]).unwrap_err();
+    assert!(
+        err.contains("mask 0x0000ffff") && err.contains("only full-mask"),
+        "{err}"
+    );
+    let err = run("selftest_warp_exit", 2, 64, &mut [arg(&mut p)]).unwrap_err();
+    for want in [
+        "warp 0: lanes 0-15 wait at __shfl_xor_sync",
+        "lanes 16-31 exited",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn block_barrier_reductions_2d_blocks_and_dynamic_shared_memory() {
+    let Some(()) = harness() else { return };
+    let (bx, by, grid) = (8u32, 4u32, 3u32);
+    let n = (bx * by) as usize;
+    let mut out = vec![0i32; 4 * n];
+    let mut p = out.as_mut_ptr();
+    for b in 0..grid {
+        // One block per launch so each block's output is checked (they share `out`).
+        let mut args = [arg(&mut p)];
+        // SAFETY: one int* argument; `out` holds 4 ints per thread of the block.
+        unsafe {
+            cuda_emu::launch(
+                "selftest",
+                "selftest_block_ops",
+                (b + 1, 1, 1),
+                (bx, by, 1),
+                4 * n as u32,
+                &mut args,
+            )
+        }
+        .unwrap();
+        for t in 0..n {
+            let got = &out[4 * t..4 * t + 4];
+            assert_eq!(
+                got,
+                [16, 1, 1, (n - 1 - t) as i32 + 1000 * b as i32],
+                "thread {t}"
+            );
+        }
+    }
+}
+
+#[test]
+fn launch_errors_are_reported() {
+    let Some(()) = harness() else { return };
+    let mut out = vec![0i32; 64];
+    let mut p = out.as_mut_ptr();
+    let mut limit = 64u32;
+    let mut args = [arg(&mut limit), arg(&mut p)];
+    let launch = |grid: (u32, u32, u32),
+                  block: (u32, u32, u32),
+                  shared: u32,
+                  kernel: &str,
+                  args: &mut [*mut c_void]| {
+        // SAFETY: the launches below either fail validation before running or
+        // pass selftest_divergent_sync's (unsigned, int*) with 64 ints of output.
+        unsafe { cuda_emu::launch("selftest", kernel, grid, block, shared, args) }
+            .map_err(|e| e.message)
+    };
+    let cases = [
+        (
+            (1, 1, 1),
+            (1025, 1, 1),
+            0,
+            "selftest_divergent_sync",
+            "blockDim (1025,1,1)",
+        ),
+        (
+            (1, 1, 1),
+            (64, 32, 1),
+            0,
+            "selftest_divergent_sync",
+            "blockDim (64,32,1)",
+        ),
+        (
+            (0, 1, 1),
+            (64, 1, 1),
+            0,
+            "selftest_divergent_sync",
+            "gridDim (0,1,1)",
+        ),
+        (
+            (1, 70_000, 1),
+            (64, 1, 1),
+            0,
+            "selftest_divergent_sync",
+            "gridDim (1,70000,1)",
+        ),
+        (
+            (1, 1, 1),
+            (64, 1, 1),
+            64 * 1024,
+            "selftest_divergent_sync",
+            "shared memory",
+        ),
+        (
+            (1, 1, 1),
+            (64, 1, 1),
+            0,
+            "no_such_kernel",
+            "no kernel no_such_kernel",
+        ),
+    ];
+    for (grid, block, shared, kernel, want) in cases {
+        let err = launch(grid, block, shared, kernel, &mut args).unwrap_err();
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    let err = launch(
+        (1, 1, 1),
+        (64, 1, 1),
+        0,
+        "selftest_divergent_sync",
+        &mut args[..1],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("takes 2 parameters, the launch passed 1"),
+        "{err}"
+    );
+    // SAFETY: fails before running: the module does not exist.
+    let err =
+        unsafe { cuda_emu::launch("nope", "k", (1, 1, 1), (1, 1, 1), 0, &mut []) }.unwrap_err();
+    assert!(err.message.contains("no kernel module nope.cu"), "{err}");
+}
+
+#[test]
+fn writes_past_an_allocation_are_detected() {
+    let Some(()) = harness() else { return };
+    let dev = EmuDevice::default();
+    let n = 100u32;
+    let mem = dev.alloc_zeroed(4 * n as usize).unwrap();
+    let mut ptr = dev.device_ptr(&mem);
+    for (count, ok) in [(n - 1, true), (n, false)] {
+        let mut len = count;
+        let mut args = [arg(&mut ptr), arg(&mut len)];
+        let cfg = launch_config(1, 32, 1);
+        // SAFETY: (float*, unsigned) as the kernel takes; the write at index n lands in
+        // the allocation's red zone (256 bytes past its 400), still inside the mapping.
+        let res = unsafe { dev.launch("selftest", "selftest_write_past", cfg, &mut args) };
+        match res {
+            Ok(()) => assert!(ok, "write past the end not detected"),
+            Err(e) => assert!(
+                !ok && e
+                    .to_string()
+                    .contains("wrote past the end of a 400-byte buffer (at byte 400)"),
+                "{e}"
+            ),
+        }
+    }
+}
+
+/// Step shapes covering every path of solver_step_{f16,f32}.
+fn solver_steps() -> Vec<SolverStep> {
+    let base = SolverStep {
+        cx: 1.25,
+        ce: 0.75,
+        d_slot: None,
+        h1: None,
+        h2: None,
+        xc_slot: None,
+        corrector: None,
+        a: 0.9,
+        b: [0.3, 0.0, 0.0],
+        noise: 0.0,
+    };
+    vec![
+        SolverStep {
+            noise: 0.35,
+            ..base
+        },
+        SolverStep {
+            d_slot: Some(2),
+            h1: Some(1),
+            h2: Some(0),
+            b: [0.5, -0.25, 0.125],
+            ..base
+        },
+        SolverStep {
+            d_slot: Some(0),
+            h1: Some(2),
+            h2: Some(1),
+            xc_slot: Some(3),
+            corrector: Some(Corrector {
+                base: CorrectorBase::Slot,
+                a: 0.97,
+                c: [0.09, 0.1, -0.01],
+            }),
+            b: [0.46, -0.14, 0.0],
+            noise: 0.2,
+            ..base
+        },
+        SolverStep {
+            d_slot: Some(1),
+            xc_slot: Some(3),
+            corrector: Some(Corrector {
+                base: CorrectorBase::X,
+                a: 1.0,
+                c: [0.0; 3],
+            }),
+            ..base
+        },
+    ]
+}
+
+/// One fused step on `backend` at storage `dtype`; returns the raw bits of (x', state').
+fn solver_bits<B: Backend>(
+    backend: &B,
+    dtype: DType,
+    step: &SolverStep,
+    n: usize,
+) -> (Vec<u32>, Vec<u32>) {
+    let mut m = values(2, n, 2.0);
+    if n > 3 {
+        m[1] = f64::NAN;
+        m[n - 2] = f64::INFINITY;
+    }
+    let up = |len: usize, v: &[f64]| {
+        Tensor::from_host(backend, Shape::flat(len), dtype, HostSlice::F64(v)).unwrap()
+    };
+    let state_len = 4 * slot_stride(n);
+    let mut x = up(n, &values(1, n, 2.0));
+    let mo = up(n, &m);
+    let mut state = up(state_len, &values(3, state_len, 2.0));
+    solver_step(
+        backend,
+        step,
+        StepLaunch {
+            step: 3,
+            seed: 0x5eed,
+        },
+        &mut x,
+        &mo,
+        &mut state,
+    )
+    .unwrap();
+    let bits = |t: &Tensor<B>| -> Vec<u32> {
+        t.to_f64(backend)
+            .unwrap()
+            .iter()
+            .map(|&v| {
+                if v.is_nan() {
+                    u32::MAX
+                } else {
+                    (v as f32).to_bits()
+                }
+            })
+            .collect()
+    };
+    (bits(&x), bits(&state))
+}
+
+/// solver_step_{f16,f32} over the size sweep against the CPU backend at the same
+/// storage type. The emulated kernel computes the same f32 expressions in the same
+/// order as the CPU reference, without FMA contraction (-ffp-contract=off) and with
+/// the same libm logf/cosf for the noise, and converts f16 with IEEE round-to-
+/// nearest-even, so results are bit-identical. (On a GPU, NVRTC contracts to FMA
+/// and its logf/cosf differ by an ulp: the parity tests' tolerances cover that.)
+fn solver_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
+    let cpu = CpuBackend::new();
+    for dtype in [DType::F32, DType::F16] {
+        for &n in &SIZES {
+            for (k, step) in solver_steps().iter().enumerate() {
+                let want = solver_bits(&cpu, dtype, step, n);
+                let got = solver_bits(backend, dtype, step, n);
+                assert!(
+                    got == want,
+                    "{dtype:?} n={n} step kind {k}: emulated kernel differs from the CPU backend"
+                );
+            }
+        }
+    }
+}
+
+/// Launch configurations every kernel is run at: the launcher's default (and the
+/// grid it computes), then blockDim 96 and 100 (not powers of two; 100 is not a
+/// multiple of 32) and 1, with few blocks so grid-stride loops wrap.
+const CONFIGS: [(u32, u32); 4] = [(DEFAULT_BLOCK_SIZE, 65_535), (96, 5), (100, 3), (1, 7)];
+
+type Runner = fn(&CudaBackend<EmuDevice>);
+
+/// Every kernel of kernels/ and the test that runs it here. A kernel added to
+/// kernels/ without an entry fails `every_kernel_runs_against_the_cpu_backend`.
+const RUNNERS: &[(&str, Runner)] = &[
+    ("solver_step_f16", solver_kernels_match_cpu_bitwise),
+    ("solver_step_f32", solver_kernels_match_cpu_bitwise),
+];
+
+#[test]
+fn every_kernel_runs_against_the_cpu_backend() {
+    let Some(()) = harness() else { return };
+    let kernels: Vec<_> = cuda_emu::kernels()
+        .into_iter()
+        .filter(|k| k.module != "selftest")
+        .collect();
+    // The harness compiled every module the CUDA backend embeds, and nothing else.
+    for (module, _) in MODULES {
+        assert!(
+            kernels.iter().any(|k| k.module == *module),
+            "kernels/{module}.cu has no kernel in the harness"
+        );
+    }
+    for k in &kernels {
+        assert!(
+            MODULES.iter().any(|(m, _)| *m == k.module),
+            "kernels/{}.cu is not embedded by the CUDA backend",
+            k.module
+        );
+        assert!(
+            RUNNERS.iter().any(|(name, _)| *name == k.name),
+            "kernel {} (kernels/{}.cu) has no emulated test: add it to RUNNERS",
+            k.name,
+            k.module
+        );
+    }
+    for (block, max_blocks) in CONFIGS {
+        let Some(backend) = new_cuda_emu_with(block, max_blocks) else {
+            return;
+        };
+        let mut done: Vec<Runner> = Vec::new();
+        for (_, runner) in RUNNERS {
+            if !done.contains(runner) {
+                runner(&backend);
+                done.push(*runner);
+            }
+        }
+        let launched = backend.device().launched();
+        for k in &kernels {
+            assert!(
+                launched.get(&k.name).copied().unwrap_or(0) > 0,
+                "{} never launched at block {block}",
+                k.name
+            );
+        }
+    }
+}
+
+/// The launcher's grid for the largest size: one thread per element (f32) or pair (f16).
+#[test]
+fn launcher_config_covers_the_work() {
+    let Some(()) = harness() else { return };
+    let n = 3 * 256 * 256;
+    let cfg = launch_config(n, DEFAULT_BLOCK_SIZE, 65_535);
+    assert_eq!(cfg.grid.0 * cfg.block.0, n as u32);
+    // An emulated backend reports launch failures as errors, never panics.
+    let Some(backend) = new_cuda_emu() else {
+        return;
+    };
+    assert!(backend.device_name().contains("cuda-emu"));
+}
