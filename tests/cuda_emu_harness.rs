@@ -459,10 +459,10 @@ fn solver_bits<B: Backend>(
 
 /// solver_step_{f16,f32} over the size sweep against the CPU backend at the same
 /// storage type. The emulated kernel computes the same f32 expressions in the same
-/// order as the CPU reference, without FMA contraction (-ffp-contract=off) and with
-/// the same libm logf/cosf for the noise, and converts f16 with IEEE round-to-
-/// nearest-even, so results are bit-identical. (On a GPU, NVRTC contracts to FMA
-/// and its logf/cosf differ by an ulp: the parity tests' tolerances cover that.)
+/// order as the CPU reference, without FMA contraction (-ffp-contract=off, as the
+/// runtime's NVRTC --fmad=false), with the same glibc logf/cosf for the noise, and
+/// converts f16 with IEEE round-to-nearest-even, so results are bit-identical. (On a
+/// GPU, logf/cosf may differ by an ulp: the parity tests' tolerances cover that.)
 fn solver_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
     let cpu = CpuBackend::new();
     for dtype in [DType::F32, DType::F16] {
