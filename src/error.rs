@@ -86,6 +86,10 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A hand-made solver step that the fused kernels cannot run as written.
+    #[error("invalid solver step: {reason}")]
+    InvalidStep { reason: String },
+
     /// A non-finite value was found where finite values are required
     /// (reported only when the sampler's finiteness check is on).
     #[error("non-finite value {value} in {what} at step {step}, element {index} ({count} non-finite in total)")]

@@ -4,7 +4,7 @@
 mod common;
 
 use diffinv::backend::solver_step;
-use diffinv::solver::{SolverStep, StepLaunch};
+use diffinv::solver::{Corrector, CorrectorBase, SolverStep, StepLaunch};
 use diffinv::{
     sample, select, Backend, DType, Error, GmmDenoiser, GridSpec, HostSlice, NoiseSchedule, Plan,
     PlanConfig, SamplerOptions, Shape, Solver, Spacing, Tensor,
@@ -95,6 +95,85 @@ fn wrong_buffers_are_rejected<B: Backend>(b: &B) {
 
 mod buffers {
     crate::for_each_backend!(super::wrong_buffers_are_rejected);
+}
+
+/// Hand-made steps the kernels cannot run as written are refused before any
+/// launch, and x and the state are left untouched.
+fn malformed_steps_are_rejected<B: Backend>(b: &B) {
+    let dtype = DType::F32;
+    let shape = Shape::new(1, 1, 3, 3);
+    let mut x = Tensor::from_host(b, shape, dtype, HostSlice::F32(&[1.0; 9])).unwrap();
+    let m = Tensor::zeros(b, shape, dtype).unwrap();
+    let mut state = Tensor::zeros(b, Shape::flat(4 * 64), dtype).unwrap();
+    let corrector = Corrector {
+        base: CorrectorBase::Slot,
+        a: 1.0,
+        c: [0.5, 0.0, 0.0],
+    };
+    let bad = [
+        SolverStep {
+            h1: Some(1),
+            ..step_with_history()
+        },
+        SolverStep {
+            xc_slot: Some(2),
+            h2: Some(2),
+            corrector: Some(corrector),
+            ..step_with_history()
+        },
+        SolverStep {
+            corrector: Some(corrector),
+            ..step_with_history()
+        },
+    ];
+    let launches = b.launch_count();
+    for step in bad {
+        match solver_step(b, &step, launch(), &mut x, &m, &mut state) {
+            Err(Error::InvalidStep { reason }) => assert!(
+                reason.contains("slot"),
+                "reason should name the slot problem: {reason}"
+            ),
+            other => panic!("expected InvalidStep for {step:?}, got {other:?}"),
+        }
+    }
+    for (name, step) in [
+        (
+            "cx",
+            SolverStep {
+                cx: f64::NAN,
+                ..step_with_history()
+            },
+        ),
+        (
+            "b2",
+            SolverStep {
+                b: [0.0, 0.0, f64::INFINITY],
+                ..step_with_history()
+            },
+        ),
+        (
+            "noise",
+            SolverStep {
+                noise: -0.5,
+                ..step_with_history()
+            },
+        ),
+    ] {
+        match solver_step(b, &step, launch(), &mut x, &m, &mut state) {
+            Err(Error::InvalidParameter { name: got, .. }) => assert_eq!(got, name),
+            other => panic!("expected InvalidParameter({name}), got {other:?}"),
+        }
+    }
+    assert_eq!(
+        b.launch_count(),
+        launches,
+        "a rejected step must not launch"
+    );
+    assert_eq!(x.to_f32(b).unwrap(), vec![1.0; 9]);
+}
+
+mod steps {
+    crate::for_each_backend!(super::malformed_steps_are_rejected);
 }
 
 fn plan(solver: Solver, grid: GridSpec, steps: usize) -> diffinv::Result<Plan> {

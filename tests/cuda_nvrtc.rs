@@ -17,11 +17,11 @@ use std::ffi::c_void;
 use std::sync::Mutex;
 
 use diffinv::backend::cuda::{
-    compile_cubin, compile_ptx, kernels, launch_config, solver_params, CudaBackend, CudaDevice,
-    LaunchConfig, DEFAULT_BLOCK_SIZE, MAX_GRID_BLOCKS, MODULES,
+    compile_cubin, compile_ptx, kernels, launch_config, CudaBackend, CudaDevice, LaunchConfig,
+    DEFAULT_BLOCK_SIZE, MAX_GRID_BLOCKS, MODULES,
 };
-use diffinv::backend::params::{SolverStepParams, CORR_FROM_SLOT, CORR_FROM_X, CORR_OFF, NO_SLOT};
-use diffinv::solver::{Corrector, CorrectorBase, SolverStep, StepLaunch};
+use diffinv::backend::params::SolverStepParams;
+use diffinv::solver::{SolverStep, StepLaunch};
 use diffinv::{Backend, DType, Error, HostSlice, HostVec};
 
 const ARCHES: [(&str, &str); 2] = [("compute_80", "sm_80"), ("compute_90", "sm_90")];
@@ -200,58 +200,6 @@ const LAUNCH: StepLaunch = StepLaunch {
     seed: 0x1234_5678_9abc_def0,
 };
 
-#[test]
-fn solver_params_resolve_slots_like_the_cpu_reference() {
-    let p = solver_params(&plain_step(), LAUNCH, 100, 128);
-    assert_eq!(
-        (p.n, p.stride, p.d_slot, p.h1, p.h2, p.xc_slot, p.corr_mode),
-        (100, 128, 0, 1, NO_SLOT, NO_SLOT, CORR_OFF)
-    );
-    assert_eq!(
-        (p.step, p.seed_lo, p.seed_hi),
-        (7, 0x9abc_def0, 0x1234_5678)
-    );
-    // A slot named twice belongs to the first role in the order d, xc, h1, h2.
-    let aliased = SolverStep {
-        h1: Some(0),
-        h2: Some(0),
-        ..plain_step()
-    };
-    let p = solver_params(&aliased, LAUNCH, 100, 128);
-    assert_eq!((p.d_slot, p.h1, p.h2), (0, NO_SLOT, NO_SLOT));
-    let corr = Corrector {
-        base: CorrectorBase::Slot,
-        a: 1.0,
-        c: [0.5, 0.0, 0.0],
-    };
-    let with_xc = SolverStep {
-        xc_slot: Some(2),
-        h2: Some(2),
-        corrector: Some(corr),
-        ..plain_step()
-    };
-    let p = solver_params(&with_xc, LAUNCH, 100, 128);
-    assert_eq!((p.xc_slot, p.h2, p.corr_mode), (2, NO_SLOT, CORR_FROM_SLOT));
-    let from_x = SolverStep {
-        corrector: Some(Corrector {
-            base: CorrectorBase::X,
-            ..corr
-        }),
-        ..with_xc
-    };
-    assert_eq!(
-        solver_params(&from_x, LAUNCH, 100, 128).corr_mode,
-        CORR_FROM_X
-    );
-    // A corrector without its slot is off (the CPU skips it), never an index of NO_SLOT.
-    let no_slot = SolverStep {
-        corrector: Some(corr),
-        ..plain_step()
-    };
-    let p = solver_params(&no_slot, LAUNCH, 100, 128);
-    assert_eq!((p.xc_slot, p.corr_mode), (NO_SLOT, CORR_OFF));
-}
-
 /// One recorded launch: kernel, configuration, params and the three pointers.
 type Recorded = (String, LaunchConfig, SolverStepParams, [u64; 3]);
 
@@ -348,7 +296,7 @@ fn the_launcher_packs_params_and_pointers_and_counts_launches() {
             assert_eq!(cfg, launch_config(work, block, MAX_GRID_BLOCKS));
             assert_eq!(
                 params,
-                solver_params(&step, LAUNCH, n as u32, stride as u32)
+                SolverStepParams::new(&step, LAUNCH, n as u32, stride as u32)
             );
             let dev = b.device();
             assert_eq!(

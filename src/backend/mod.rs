@@ -107,7 +107,8 @@ pub(crate) fn check_supported<B: Backend>(backend: &B, dtype: DType) -> Result<(
 
 /// Run one fused solver update: `x ← x'` and the state slots it names.
 ///
-/// Validates shapes, dtypes and the state length before any launch.
+/// Validates the step ([`SolverStep::validate`]), shapes, dtypes and the state
+/// length before any launch.
 pub fn solver_step<B: Backend>(
     backend: &B,
     step: &SolverStep,
@@ -116,6 +117,7 @@ pub fn solver_step<B: Backend>(
     model_out: &Tensor<B>,
     state: &mut Tensor<B>,
 ) -> Result<()> {
+    step.validate()?;
     let dtype = x.dtype();
     check_supported(backend, dtype)?;
     if model_out.shape() != x.shape() {

@@ -49,6 +49,14 @@ const _: () = assert!(std::mem::size_of::<SolverStepParams>() == SOLVER_STEP_PAR
 
 impl SolverStepParams {
     /// Round the f64 plan scalars to the f32 the kernels compute with.
+    ///
+    /// Slots are resolved the way the CPU reference resolves them (it hands
+    /// each state slot to one role, in the order d, xc, h1, h2): a slot already
+    /// claimed by an earlier role is absent (reads 0, never written) for a later
+    /// one, and a corrector without an xc slot is off. [`SolverStep::validate`]
+    /// rejects such steps before a checked launch; this resolution keeps the
+    /// unchecked `solver_step_raw` path memory-safe on every device backend: no
+    /// two roles write the same element and no kernel indexes `NO_SLOT`.
     pub fn new(step: &SolverStep, launch: StepLaunch, n: u32, stride: u32) -> Self {
         let slot = |s: Option<u32>| s.unwrap_or(NO_SLOT);
         let (corr_mode, ac, c) = match step.corrector {
@@ -61,7 +69,7 @@ impl SolverStepParams {
                 (mode, c.a, c.c)
             }
         };
-        SolverStepParams {
+        let mut p = SolverStepParams {
             n,
             stride,
             d_slot: slot(step.d_slot),
@@ -84,6 +92,101 @@ impl SolverStepParams {
             c2: c[2] as f32,
             noise: step.noise as f32,
             _pad: [0; 3],
+        };
+        let mut taken = [NO_SLOT; 4];
+        let mut claim = |slot: u32, role: usize| {
+            if slot == NO_SLOT || taken[..role].contains(&slot) {
+                NO_SLOT
+            } else {
+                taken[role] = slot;
+                slot
+            }
+        };
+        p.d_slot = claim(p.d_slot, 0);
+        p.xc_slot = claim(p.xc_slot, 1);
+        p.h1 = claim(p.h1, 2);
+        p.h2 = claim(p.h2, 3);
+        if p.xc_slot == NO_SLOT {
+            p.corr_mode = CORR_OFF;
         }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::solver::Corrector;
+
+    const LAUNCH: StepLaunch = StepLaunch {
+        step: 7,
+        seed: 0x1234_5678_9abc_def0,
+    };
+
+    fn plain_step() -> SolverStep {
+        SolverStep {
+            cx: 1.5,
+            ce: 0.25,
+            d_slot: Some(0),
+            h1: Some(1),
+            h2: None,
+            xc_slot: None,
+            corrector: None,
+            a: 0.5,
+            b: [0.25, 0.125, 0.0],
+            noise: 0.0,
+        }
+    }
+
+    #[test]
+    fn params_resolve_slots_like_the_cpu_reference() {
+        let p = SolverStepParams::new(&plain_step(), LAUNCH, 100, 128);
+        assert_eq!(
+            (p.n, p.stride, p.d_slot, p.h1, p.h2, p.xc_slot, p.corr_mode),
+            (100, 128, 0, 1, NO_SLOT, NO_SLOT, CORR_OFF)
+        );
+        assert_eq!(
+            (p.step, p.seed_lo, p.seed_hi),
+            (7, 0x9abc_def0, 0x1234_5678)
+        );
+        // A slot named twice belongs to the first role in the order d, xc, h1, h2.
+        let aliased = SolverStep {
+            h1: Some(0),
+            h2: Some(0),
+            ..plain_step()
+        };
+        let p = SolverStepParams::new(&aliased, LAUNCH, 100, 128);
+        assert_eq!((p.d_slot, p.h1, p.h2), (0, NO_SLOT, NO_SLOT));
+        let corr = Corrector {
+            base: CorrectorBase::Slot,
+            a: 1.0,
+            c: [0.5, 0.0, 0.0],
+        };
+        let with_xc = SolverStep {
+            xc_slot: Some(2),
+            h2: Some(2),
+            corrector: Some(corr),
+            ..plain_step()
+        };
+        let p = SolverStepParams::new(&with_xc, LAUNCH, 100, 128);
+        assert_eq!((p.xc_slot, p.h2, p.corr_mode), (2, NO_SLOT, CORR_FROM_SLOT));
+        let from_x = SolverStep {
+            corrector: Some(Corrector {
+                base: CorrectorBase::X,
+                ..corr
+            }),
+            ..with_xc
+        };
+        assert_eq!(
+            SolverStepParams::new(&from_x, LAUNCH, 100, 128).corr_mode,
+            CORR_FROM_X
+        );
+        // A corrector without its slot is off (the CPU skips it), never an index of NO_SLOT.
+        let no_slot = SolverStep {
+            corrector: Some(corr),
+            ..plain_step()
+        };
+        let p = SolverStepParams::new(&no_slot, LAUNCH, 100, 128);
+        assert_eq!((p.xc_slot, p.corr_mode), (NO_SLOT, CORR_OFF));
     }
 }

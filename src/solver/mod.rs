@@ -288,18 +288,22 @@ mod tests {
     }
 
     #[test]
-    fn history_slots_never_alias_within_a_step() {
-        for solver in [Solver::DPMPP_2M, Solver::DPMPP_3M, Solver::UniPc] {
-            for s in plan_of(solver, Spacing::Linspace, 20).steps {
-                let u = s.update;
-                let used: Vec<u32> = [u.d_slot, u.h1, u.h2, u.xc_slot]
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                let mut dedup = used.clone();
-                dedup.sort_unstable();
-                dedup.dedup();
-                assert_eq!(used.len(), dedup.len(), "{solver:?}: {u:?}");
+    fn every_planned_step_passes_validation() {
+        // Distinct slots per step, a slot for every corrector, finite scalars.
+        for solver in [
+            Solver::DPMPP_2M,
+            Solver::DPMPP_3M,
+            Solver::UniPc,
+            Solver::Ddim { eta: 1.0 },
+        ] {
+            for spacing in [Spacing::Leading, Spacing::Trailing, Spacing::Linspace] {
+                for steps in [1, 2, 3, 5, 20] {
+                    for s in plan_of(solver, spacing, steps).steps {
+                        s.update.validate().unwrap_or_else(|e| {
+                            panic!("{solver:?} {spacing:?} {steps} steps: {e}: {:?}", s.update)
+                        });
+                    }
+                }
             }
         }
     }

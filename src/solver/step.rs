@@ -16,6 +16,8 @@
 //! update with different scalars, so every backend implements exactly one
 //! kernel per storage type and cannot disagree on the math, only on rounding.
 
+use crate::error::{Error, Result};
+
 /// Where the corrector (UniPC's UniC) reads its previous sample from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum CorrectorBase {
@@ -57,6 +59,68 @@ pub struct SolverStep {
 }
 
 impl SolverStep {
+    /// Check what the fused kernels assume of a step: finite scalars, no slot
+    /// named for two roles (one would overwrite what the other reads), and a
+    /// corrector only together with the slot its result goes to.
+    ///
+    /// Plans built by [`crate::Plan`] always pass; this guards hand-made steps,
+    /// and [`crate::backend::solver_step`] calls it before every launch.
+    pub fn validate(&self) -> Result<()> {
+        let (ac, c) = self.corrector.map_or((0.0, [0.0; 3]), |k| (k.a, k.c));
+        let scalars = [
+            ("cx", self.cx),
+            ("ce", self.ce),
+            ("a", self.a),
+            ("b0", self.b[0]),
+            ("b1", self.b[1]),
+            ("b2", self.b[2]),
+            ("noise", self.noise),
+            ("corrector a", ac),
+            ("corrector c0", c[0]),
+            ("corrector c1", c[1]),
+            ("corrector c2", c[2]),
+        ];
+        for (name, value) in scalars {
+            if !value.is_finite() {
+                return Err(Error::InvalidParameter {
+                    name,
+                    value,
+                    reason: "step coefficients must be finite",
+                });
+            }
+        }
+        if self.noise < 0.0 {
+            return Err(Error::InvalidParameter {
+                name: "noise",
+                value: self.noise,
+                reason: "a standard deviation cannot be negative",
+            });
+        }
+        if self.corrector.is_some() && self.xc_slot.is_none() {
+            return Err(Error::InvalidStep {
+                reason: "a corrector needs xc_slot to store the corrected sample".into(),
+            });
+        }
+        let roles = [
+            ("d_slot", self.d_slot),
+            ("xc_slot", self.xc_slot),
+            ("h1", self.h1),
+            ("h2", self.h2),
+        ];
+        for (i, (first, a)) in roles.iter().enumerate() {
+            for (second, b) in &roles[i + 1..] {
+                if let (Some(a), Some(b)) = (a, b) {
+                    if a == b {
+                        return Err(Error::InvalidStep {
+                            reason: format!("{first} and {second} both name state slot {a}"),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Highest state slot the step touches plus one (0 if none).
     pub fn slots_used(&self) -> u32 {
         [self.d_slot, self.h1, self.h2, self.xc_slot]

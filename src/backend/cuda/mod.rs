@@ -21,7 +21,7 @@ pub use device::{CudaDevice, LaunchConfig};
 pub use driver::DriverDevice;
 pub use kernels::{compile_cubin, compile_ptx, MODULES};
 
-use super::params::{SolverStepParams, CORR_OFF, NO_SLOT};
+use super::params::SolverStepParams;
 use super::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::solver::{SolverStep, StepLaunch};
@@ -67,40 +67,6 @@ pub fn launch_config(work: usize, block: u32, max_blocks: u32) -> LaunchConfig {
         block: (block, 1, 1),
         shared_bytes: 0,
     }
-}
-
-/// The params block of one fused step, exactly as the kernel receives it.
-///
-/// Beyond [`SolverStepParams::new`], slots are resolved the way the CPU
-/// reference resolves them (it hands each state slot to one role, in the order
-/// d, xc, h1, h2): a slot already claimed by an earlier role is absent (reads 0,
-/// never written) for a later one, and a corrector without an xc slot is off.
-/// Valid plans never name a slot twice, so this only matters for hand-made
-/// steps — and it guarantees that no two roles write the same element.
-pub fn solver_params(
-    step: &SolverStep,
-    launch: StepLaunch,
-    n: u32,
-    stride: u32,
-) -> SolverStepParams {
-    let mut p = SolverStepParams::new(step, launch, n, stride);
-    let mut taken = [NO_SLOT; 4];
-    let mut claim = |slot: u32, role: usize| {
-        if slot == NO_SLOT || taken[..role].contains(&slot) {
-            NO_SLOT
-        } else {
-            taken[role] = slot;
-            slot
-        }
-    };
-    p.d_slot = claim(p.d_slot, 0);
-    p.xc_slot = claim(p.xc_slot, 1);
-    p.h1 = claim(p.h1, 2);
-    p.h2 = claim(p.h2, 3);
-    if p.xc_slot == NO_SLOT {
-        p.corr_mode = CORR_OFF;
-    }
-    p
 }
 
 impl CudaBackend<DriverDevice> {
@@ -378,7 +344,7 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
         Self::check_buffer("solver state", state, dtype, state_len)?;
 
         // Both fit u32: checked against MAX_LAUNCH_ELEMENTS above.
-        let mut params = solver_params(step, launch, n as u32, stride as u32);
+        let mut params = SolverStepParams::new(step, launch, n as u32, stride as u32);
         let mut x_ptr = self.device.device_ptr(&x.mem);
         let mut m_ptr = self.device.device_ptr(&model_out.mem);
         let mut s_ptr = self.device.device_ptr(&state.mem);
@@ -392,7 +358,7 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
         let cfg = self.launch_config(work);
         // SAFETY: checked just above: x and model_out hold ≥ n elements of `dtype`,
         // state holds ≥ slots_used·stride elements with stride ≥ n and a multiple of
-        // 64 (so f16 pairs are 4-byte aligned in every slot), and `solver_params`
+        // 64 (so f16 pairs are 4-byte aligned in every slot), and `SolverStepParams::new`
         // names only slots < slots_used. The kernel touches element i < n of x, of
         // model_out and of each named slot, nothing else. The four args match
         // `solver_step_{f16,f32}(SolverStepParams, T*, const T*, T*)` and outlive
