@@ -846,10 +846,12 @@ fn group<'a>(
 }
 
 fn summary(rows: &[Row]) {
+    // Benches left out by a name filter never ran: their rows have no samples.
+    let rows: Vec<&Row> = rows.iter().filter(|r| !r.median.is_zero()).collect();
     let copy_of = |backend: &str| {
         rows.iter()
             .filter(|r| r.backend == backend && r.dtype.is_none())
-            .map(Row::gbps)
+            .map(|r| r.gbps())
             .fold(0.0, f64::max)
     };
     eprintln!();

@@ -2,10 +2,33 @@
 //!
 //! f16 and f32 storage compute in f32 with the plan's scalars rounded to f32,
 //! exactly like the device kernels; f64 storage computes in f64 with the
-//! unrounded scalars (the oracle path the fixture replays use). f16 is
-//! converted a chunk at a time with `half`'s slice conversions (F16C on x86),
-//! which is several times faster than converting element by element.
+//! unrounded scalars (the oracle path the fixture replays use).
+//!
+//! Two paths, bit-identical by construction and by unit test:
+//! - the generic path converts a row of each operand to the math type
+//!   (`half`'s slice conversions, F16C on x86), does one pass per output and
+//!   converts back; it defines the semantics and is the only one that draws noise;
+//! - fast paths for noise-free steps (all DPM-Solver++ and UniPC steps, DDIM
+//!   with η = 0) fuse everything into one loop per combination of present
+//!   slots: `f16_avx2` (AVX2 + F16C, conversions in registers) and `direct`
+//!   (f32 and f64, straight over the tensors).
 
+/// Call `$f::<flags…>(args)` with const bool flags chosen at run time, so each
+/// combination gets its own loop without a branch inside it.
+macro_rules! with_flags {
+    ($f:ident [$($fixed:tt)*] ($($arg:expr),*)) => {
+        $f::<$($fixed)*>($($arg),*)
+    };
+    ($f:ident [$($fixed:tt)*] ($($arg:expr),*) $flag:expr $(, $rest:expr)*) => {
+        if $flag {
+            with_flags!($f [$($fixed)* true,] ($($arg),*) $($rest),*)
+        } else {
+            with_flags!($f [$($fixed)* false,] ($($arg),*) $($rest),*)
+        }
+    };
+}
+
+mod direct;
 #[cfg(target_arch = "x86_64")]
 mod f16_avx2;
 
@@ -21,9 +44,13 @@ use crate::rng;
 use crate::solver::{CorrectorBase, SolverStep, StepLaunch};
 use crate::tensor::{DType, HostSlice, HostVec};
 
-/// Elements per work item: large enough to amortise scheduling, small enough
-/// that the six scratch rows of one chunk stay in L1/L2.
-const CHUNK: usize = 4096;
+/// Elements per parallel work item: large enough that rayon's per-task cost is
+/// noise next to the memory traffic of the item.
+const CHUNK: usize = 32 * 1024;
+
+/// Elements per row of the generic path's scratch (and of the zero row that
+/// stands in for an absent history slot): the rows of one piece stay in L1/L2.
+const ROW: usize = 4096;
 
 /// Storage of one CPU tensor.
 #[derive(Clone, Debug)]
@@ -47,7 +74,8 @@ impl CpuBackend {
 
 /// The arithmetic type a storage type computes in.
 trait Math:
-    Copy
+    'static
+    + Copy
     + Send
     + Sync
     + PartialEq
@@ -56,12 +84,15 @@ trait Math:
     + std::ops::Sub<Output = Self>
 {
     const ZERO: Self;
+    /// A row of zeros, read where a history slot is absent (the kernels read 0 there).
+    const ZERO_ROW: &'static [Self; ROW];
     fn from_f64(v: f64) -> Self;
     fn normal(seed: u64, step: u32, index: u32) -> Self;
 }
 
 impl Math for f32 {
     const ZERO: Self = 0.0;
+    const ZERO_ROW: &'static [Self; ROW] = &[0.0; ROW];
     fn from_f64(v: f64) -> Self {
         v as f32
     }
@@ -72,6 +103,7 @@ impl Math for f32 {
 
 impl Math for f64 {
     const ZERO: Self = 0.0;
+    const ZERO_ROW: &'static [Self; ROW] = &[0.0; ROW];
     fn from_f64(v: f64) -> Self {
         v
     }
@@ -123,6 +155,9 @@ impl Storage for f32 {
     fn store(src: &[f32], dst: &mut [Self]) {
         dst.copy_from_slice(src);
     }
+    fn fused_prefix(k: &Scalars<f32>, c: &mut ChunkViews<'_, Self>) -> usize {
+        direct::fused(k, c)
+    }
 }
 
 impl Storage for f64 {
@@ -132,6 +167,9 @@ impl Storage for f64 {
     }
     fn store(src: &[f64], dst: &mut [Self]) {
         dst.copy_from_slice(src);
+    }
+    fn fused_prefix(k: &Scalars<f64>, c: &mut ChunkViews<'_, Self>) -> usize {
+        direct::fused(k, c)
     }
 }
 
@@ -171,17 +209,41 @@ struct ChunkViews<'a, S> {
 }
 
 impl<'a, S> ChunkViews<'a, S> {
-    /// The views from element `at` of the chunk on.
-    fn tail(self, at: usize) -> Self {
-        ChunkViews {
+    /// The first `at` elements and the rest.
+    fn split_at(self, at: usize) -> (Self, Self) {
+        let (x, x_rest) = self.x.split_at_mut(at);
+        let (m, m_rest) = self.m.split_at(at);
+        let split_mut = |s: Option<&'a mut [S]>| match s.map(|s| s.split_at_mut(at)) {
+            Some((a, b)) => (Some(a), Some(b)),
+            None => (None, None),
+        };
+        let split = |s: Option<&'a [S]>| match s.map(|s| s.split_at(at)) {
+            Some((a, b)) => (Some(a), Some(b)),
+            None => (None, None),
+        };
+        let (d, d_rest) = split_mut(self.d);
+        let (xc, xc_rest) = split_mut(self.xc);
+        let (h1, h1_rest) = split(self.h1);
+        let (h2, h2_rest) = split(self.h2);
+        let head = ChunkViews {
+            start: self.start,
+            x,
+            m,
+            d,
+            xc,
+            h1,
+            h2,
+        };
+        let rest = ChunkViews {
             start: self.start + at,
-            x: &mut self.x[at..],
-            m: &self.m[at..],
-            d: self.d.map(|s| &mut s[at..]),
-            xc: self.xc.map(|s| &mut s[at..]),
-            h1: self.h1.map(|s| &s[at..]),
-            h2: self.h2.map(|s| &s[at..]),
-        }
+            x: x_rest,
+            m: m_rest,
+            d: d_rest,
+            xc: xc_rest,
+            h1: h1_rest,
+            h2: h2_rest,
+        };
+        (head, rest)
     }
 }
 
@@ -232,13 +294,14 @@ fn solver_step_typed<S: Storage>(
     }
     chunks
         .into_par_iter()
-        .for_each_init(Scratch::new, |scratch, c| {
+        .for_each_init(Scratch::empty, |scratch, c| {
             step_chunk::<S>(&k, launch, c, scratch)
         });
 }
 
-/// Per-thread scratch rows in the math type, reused across chunks so the hot
-/// loop neither allocates nor clears memory.
+/// Scratch rows of the generic path in the math type, one set per rayon
+/// split, reused across chunks so the hot loop neither allocates nor clears
+/// memory. Allocated on first use: the fast paths never need them.
 struct Scratch<M> {
     x: Vec<M>,
     d: Vec<M>,
@@ -246,33 +309,73 @@ struct Scratch<M> {
     h2: Vec<M>,
     xc: Vec<M>,
     out: Vec<M>,
-    /// Never written: stands in for an absent history slot (the kernels read 0 there).
-    zeros: Vec<M>,
 }
 
 impl<M: Math> Scratch<M> {
-    fn new() -> Self {
-        let row = || vec![M::ZERO; CHUNK];
+    fn empty() -> Self {
         Scratch {
-            x: row(),
-            d: row(),
-            h1: row(),
-            h2: row(),
-            xc: row(),
-            out: row(),
-            zeros: row(),
+            x: Vec::new(),
+            d: Vec::new(),
+            h1: Vec::new(),
+            h2: Vec::new(),
+            xc: Vec::new(),
+            out: Vec::new(),
         }
+    }
+
+    fn ready(&mut self) -> &mut Self {
+        if self.x.is_empty() {
+            for row in [
+                &mut self.x,
+                &mut self.d,
+                &mut self.h1,
+                &mut self.h2,
+                &mut self.xc,
+                &mut self.out,
+            ] {
+                *row = vec![M::ZERO; ROW];
+            }
+        }
+        self
     }
 }
 
+/// One work item: the fast path of the storage type where it applies, the
+/// generic path a row at a time for the rest.
 fn step_chunk<S: Storage>(
     k: &Scalars<S::M>,
     launch: StepLaunch,
     mut c: ChunkViews<'_, S>,
-    s: &mut Scratch<S::M>,
+    scratch: &mut Scratch<S::M>,
 ) {
     let done = S::fused_prefix(k, &mut c);
-    let c = c.tail(done);
+    let (_, rest) = c.split_at(done);
+    step_generic::<S>(k, launch, rest, scratch);
+}
+
+/// The generic path over a whole chunk, a row at a time.
+fn step_generic<S: Storage>(
+    k: &Scalars<S::M>,
+    launch: StepLaunch,
+    mut rest: ChunkViews<'_, S>,
+    scratch: &mut Scratch<S::M>,
+) {
+    while !rest.x.is_empty() {
+        let len = rest.x.len().min(ROW);
+        let (piece, tail) = rest.split_at(len);
+        step_row::<S>(k, launch, piece, scratch.ready());
+        rest = tail;
+    }
+}
+
+/// The generic path on at most [`ROW`] elements: convert every row to the
+/// math type, one pass per output, convert back.
+fn step_row<S: Storage>(
+    k: &Scalars<S::M>,
+    launch: StepLaunch,
+    c: ChunkViews<'_, S>,
+    s: &mut Scratch<S::M>,
+) {
     let len = c.x.len();
     let x = &mut s.x[..len];
     S::load(c.x, x);
@@ -295,12 +398,12 @@ fn step_chunk<S: Storage>(
     let h1 = if c.h1.is_some() {
         &s.h1[..len]
     } else {
-        &s.zeros[..len]
+        &S::M::ZERO_ROW[..len]
     };
     let h2 = if c.h2.is_some() {
         &s.h2[..len]
     } else {
-        &s.zeros[..len]
+        &S::M::ZERO_ROW[..len]
     };
 
     // One pass per output, each sum left to right exactly as the kernels write it.
@@ -469,42 +572,131 @@ mod tests {
     use super::*;
     use crate::solver::{slot_stride, Corrector};
 
-    /// f16 results must equal the f32 path's results rounded once to f16: both
-    /// compute the same f32 expression, whatever the f16 code path (SIMD prefix
-    /// or generic tail).
-    #[test]
-    fn f16_path_is_the_f32_path_rounded_once() {
-        let step = SolverStep {
+    /// Inputs with every awkward value class: signed zeros, infinities, NaN,
+    /// subnormals, and ordinary values of both signs.
+    fn awkward<M: Math + From<f32>>(seed: usize, len: usize) -> Vec<M> {
+        let special = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40];
+        (0..len)
+            .map(|i| match (i * 31 + seed * 7) % 53 {
+                j if j < special.len() => special[j],
+                j => (j as f32 - 26.0) / 13.0,
+            })
+            .map(M::from)
+            .collect()
+    }
+
+    fn bits<M: Math + Into<f64>>(v: &[M]) -> Vec<u64> {
+        v.iter().map(|&x| x.into().to_bits()).collect()
+    }
+
+    /// One step with every slot and the corrector, and variants without each
+    /// optional part (every combination the fast paths specialise on).
+    fn step_variants() -> Vec<SolverStep> {
+        let corr = |base| Corrector {
+            base,
+            a: 0.93,
+            c: [0.1, 0.2, -0.05],
+        };
+        let full = SolverStep {
             cx: 1.1,
             ce: 0.7,
             d_slot: Some(0),
             h1: Some(1),
             h2: Some(2),
             xc_slot: Some(3),
-            corrector: Some(Corrector {
-                base: CorrectorBase::Slot,
-                a: 0.93,
-                c: [0.1, 0.2, -0.05],
-            }),
+            corrector: Some(corr(CorrectorBase::Slot)),
             a: 0.8,
             b: [0.3, -0.2, 0.1],
             noise: 0.0,
         };
-        let variants = [
-            step,
+        vec![
+            full,
+            SolverStep {
+                corrector: Some(corr(CorrectorBase::X)),
+                ..full
+            },
+            SolverStep {
+                d_slot: None,
+                h2: None,
+                ..full
+            },
             SolverStep {
                 corrector: None,
                 xc_slot: None,
-                h2: None,
-                ..step
+                h1: None,
+                ..full
             },
             SolverStep {
-                noise: 0.25,
-                ..step
+                d_slot: None,
+                h1: None,
+                h2: None,
+                corrector: None,
+                xc_slot: None,
+                ..full
             },
-        ];
+        ]
+    }
+
+    /// The direct f32/f64 path is bit-identical to the generic path for every
+    /// combination of present outputs, over row boundaries and odd lengths.
+    fn direct_path_matches_generic<M>()
+    where
+        M: Math + Storage<M = M> + From<f32> + Into<f64>,
+    {
+        let variants = step_variants();
+        let launch = StepLaunch { step: 0, seed: 0 };
+        for n in [1, 7, ROW - 1, ROW + 3, 2 * ROW + 5] {
+            let stride = slot_stride(n);
+            for step in &variants {
+                let k = Scalars::<M>::new(step);
+                let run = |fast: bool| {
+                    let (mut x, m) = (awkward::<M>(1, n), awkward::<M>(2, n));
+                    let mut state = awkward::<M>(3, 4 * stride);
+                    let mut slots = split_slots(&mut state, n, stride);
+                    let mut c = ChunkViews {
+                        start: 0,
+                        x: &mut x,
+                        m: &m,
+                        d: take_mut(&mut slots, step.d_slot),
+                        xc: take_mut(&mut slots, step.xc_slot),
+                        h1: take_mut(&mut slots, step.h1).map(|s| &*s),
+                        h2: take_mut(&mut slots, step.h2).map(|s| &*s),
+                    };
+                    if fast {
+                        assert_eq!(M::fused_prefix(&k, &mut c), n);
+                    } else {
+                        step_generic::<M>(&k, launch, c, &mut Scratch::empty());
+                    }
+                    drop(slots);
+                    (bits(&x), bits(&state))
+                };
+                assert_eq!(run(true), run(false), "n={n} {step:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn direct_f32_path_matches_generic() {
+        direct_path_matches_generic::<f32>();
+    }
+
+    #[test]
+    fn direct_f64_path_matches_generic() {
+        direct_path_matches_generic::<f64>();
+    }
+
+    /// f16 results must equal the f32 path's results rounded once to f16: both
+    /// compute the same f32 expression, whatever the f16 code path (SIMD prefix
+    /// or generic tail).
+    #[test]
+    fn f16_path_is_the_f32_path_rounded_once() {
+        let mut variants = step_variants();
+        variants.push(SolverStep {
+            noise: 0.25,
+            ..variants[0]
+        });
         let cpu = CpuBackend::new();
-        for n in [1, 7, 8, 9, 1023, 1024, 1025, 5000] {
+        for n in [1, 7, 8, 9, 1023, 1024, 1025, 5000, CHUNK + ROW + 9] {
             let stride = slot_stride(n);
             let vals = |seed: usize, len: usize| -> Vec<f16> {
                 (0..len)
