@@ -15,7 +15,7 @@ use common::{values, SIZES};
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::backend::cuda::{launch_config, CudaBackend, CudaDevice, DEFAULT_BLOCK_SIZE, MODULES};
 use diffinv::backend::solver_step;
-use diffinv::solver::{slot_stride, Corrector, CorrectorBase, SolverStep, StepLaunch};
+use diffinv::solver::{slot_stride, SolverStep, StepLaunch};
 use diffinv::{Backend, DType, HostSlice, Shape, Tensor};
 
 /// The harness, or `None` after a printed skip (a failure under DIFFINV_REQUIRE=cuda-emu).
@@ -357,59 +357,6 @@ fn writes_past_an_allocation_are_detected() {
     }
 }
 
-/// Step shapes covering every path of solver_step_{f16,f32}.
-fn solver_steps() -> Vec<SolverStep> {
-    let base = SolverStep {
-        cx: 1.25,
-        ce: 0.75,
-        d_slot: None,
-        h1: None,
-        h2: None,
-        xc_slot: None,
-        corrector: None,
-        a: 0.9,
-        b: [0.3, 0.0, 0.0],
-        noise: 0.0,
-    };
-    vec![
-        SolverStep {
-            noise: 0.35,
-            ..base
-        },
-        SolverStep {
-            d_slot: Some(2),
-            h1: Some(1),
-            h2: Some(0),
-            b: [0.5, -0.25, 0.125],
-            ..base
-        },
-        SolverStep {
-            d_slot: Some(0),
-            h1: Some(2),
-            h2: Some(1),
-            xc_slot: Some(3),
-            corrector: Some(Corrector {
-                base: CorrectorBase::Slot,
-                a: 0.97,
-                c: [0.09, 0.1, -0.01],
-            }),
-            b: [0.46, -0.14, 0.0],
-            noise: 0.2,
-            ..base
-        },
-        SolverStep {
-            d_slot: Some(1),
-            xc_slot: Some(3),
-            corrector: Some(Corrector {
-                base: CorrectorBase::X,
-                a: 1.0,
-                c: [0.0; 3],
-            }),
-            ..base
-        },
-    ]
-}
-
 /// One fused step on `backend` at storage `dtype`; returns the raw bits of (x', state').
 fn solver_bits<B: Backend>(
     backend: &B,
@@ -467,12 +414,12 @@ fn solver_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
     let cpu = CpuBackend::new();
     for dtype in [DType::F32, DType::F16] {
         for &n in &SIZES {
-            for (k, step) in solver_steps().iter().enumerate() {
-                let want = solver_bits(&cpu, dtype, step, n);
-                let got = solver_bits(backend, dtype, step, n);
+            for (kind, step) in common::steps::step_kinds() {
+                let want = solver_bits(&cpu, dtype, &step, n);
+                let got = solver_bits(backend, dtype, &step, n);
                 assert!(
                     got == want,
-                    "{dtype:?} n={n} step kind {k}: emulated kernel differs from the CPU backend"
+                    "{dtype:?} n={n} {kind}: emulated kernel differs from the CPU backend"
                 );
             }
         }

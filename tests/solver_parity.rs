@@ -11,83 +11,11 @@ mod common;
 use common::{compare, values, SIZES};
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::backend::solver_step;
-use diffinv::solver::{slot_stride, Corrector, CorrectorBase, SolverStep, StepLaunch};
+use diffinv::solver::{slot_stride, SolverStep, StepLaunch};
 use diffinv::{
     sample, Backend, DType, GmmDenoiser, HostSlice, NoiseSchedule, Plan, PlanConfig,
     SamplerOptions, Shape, Solver, Tensor,
 };
-
-/// Step shapes that exercise every path of the kernel.
-fn step_kinds() -> Vec<(&'static str, SolverStep)> {
-    let base = SolverStep {
-        cx: 1.25,
-        ce: 0.75,
-        d_slot: None,
-        h1: None,
-        h2: None,
-        xc_slot: None,
-        corrector: None,
-        a: 0.9,
-        b: [0.3, 0.0, 0.0],
-        noise: 0.0,
-    };
-    vec![
-        (
-            "first order, noise",
-            SolverStep {
-                noise: 0.35,
-                ..base
-            },
-        ),
-        (
-            "third order multistep",
-            SolverStep {
-                d_slot: Some(2),
-                h1: Some(1),
-                h2: Some(0),
-                b: [0.5, -0.25, 0.125],
-                ..base
-            },
-        ),
-        (
-            "corrector from slot",
-            SolverStep {
-                d_slot: Some(0),
-                h1: Some(2),
-                h2: Some(1),
-                xc_slot: Some(3),
-                corrector: Some(Corrector {
-                    base: CorrectorBase::Slot,
-                    a: 0.97,
-                    c: [0.09, 0.1, -0.01],
-                }),
-                b: [0.46, -0.14, 0.0],
-                ..base
-            },
-        ),
-        (
-            "corrector copies x",
-            SolverStep {
-                d_slot: Some(1),
-                xc_slot: Some(3),
-                corrector: Some(Corrector {
-                    base: CorrectorBase::X,
-                    a: 1.0,
-                    c: [0.0; 3],
-                }),
-                ..base
-            },
-        ),
-        (
-            "final step to sigma 0",
-            SolverStep {
-                a: 0.0,
-                b: [1.0, 0.0, 0.0],
-                ..base
-            },
-        ),
-    ]
-}
 
 fn round_to(dtype: DType, v: &[f64]) -> Vec<f64> {
     match dtype {
@@ -166,7 +94,7 @@ fn fused_step_matches_f64_reference<B: Backend>(backend: &B) {
         }
         let (rel, abs) = tolerance(dtype);
         for &n in &SIZES {
-            for (name, step) in step_kinds() {
+            for (name, step) in common::steps::step_kinds() {
                 let inp = inputs(n, dtype, n == 4097);
                 let (want_x, want_s) = run_step(&cpu, DType::F64, &step, &inp);
                 let (got_x, got_s) = run_step(backend, dtype, &step, &inp);

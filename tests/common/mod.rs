@@ -8,6 +8,7 @@ pub mod cuda_emu;
 #[cfg(feature = "cuda")]
 mod cuda_open;
 pub mod fixtures;
+pub mod steps;
 #[cfg(feature = "cuda")]
 #[allow(unused_imports)] // not every test binary runs a per-backend body
 pub use cuda_emu::{cuda_emu, cuda_emu_block_96};
