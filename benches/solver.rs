@@ -25,7 +25,8 @@
 //!
 //! Throughput is the minimum byte count of the fused step: read x, ε, D_prev
 //! and write x, D_new = 5 tensors × n × dtype size. The same run measures the
-//! copy bandwidth (a 256 MiB memcpy on cpu, a buffer-to-buffer copy on wgpu)
+//! copy bandwidth (a memcpy of twice the last-level cache on cpu, a
+//! buffer-to-buffer copy on wgpu)
 //! and prints, per case, the median time, GB/s of the minimum byte count, the
 //! fraction of copy bandwidth and the launches per step; a summary table goes
 //! to stderr at the end.
