@@ -2,7 +2,7 @@
 //!
 //! DDIM (MATH.md §2.1), DPM-Solver++ 1S/2M/3M (§2.2) and UniPC bh2 (§2.3)
 //! differ only in how they turn the time grid into the scalars of the one
-//! fused update described in [`step`]; the kernels never see which solver runs.
+//! fused update described in [`SolverStep`]; the kernels never see which solver runs.
 
 mod ddim;
 mod dpmpp;

@@ -1,20 +1,6 @@
 //! The one fused update every solver step is expressed as.
 //!
-//! For element `i` (all scalars are host-computed f64 and rounded once to the
-//! math type of the storage; `H[s]` is history slot `s` of the state buffer):
-//!
-//! ```text
-//! D      = cx·x − ce·m                                   m = model output (ε or v)
-//! H[d]   = D                                             if d_slot is set
-//! xc     = ac·(from_x ? x : H[xc]) + c0·D + c1·H[h1] + c2·H[h2]   if a corrector is set
-//! H[xc]  = xc
-//! base   = corrector ? xc : x
-//! x'     = a·base + b0·D + b1·H[h1] + b2·H[h2] + noise·z  z = Philox normal(seed, step, i)
-//! ```
-//!
-//! DDIM, DPM-Solver++ 1S/2M/3M and UniPC (predictor + corrector) are all this
-//! update with different scalars, so every backend implements exactly one
-//! kernel per storage type and cannot disagree on the math, only on rounding.
+//! See [`SolverStep`] for the update itself.
 
 use crate::error::{Error, Result};
 
@@ -33,11 +19,27 @@ pub struct Corrector {
     pub base: CorrectorBase,
     /// Coefficient on the corrector's base sample.
     pub a: f64,
-    /// Coefficients on (D, H[h1], H[h2]).
+    /// Coefficients on (`D`, `H[h1]`, `H[h2]`).
     pub c: [f64; 3],
 }
 
-/// Scalars and slot indices of one fused step (see the module docs).
+/// Scalars and slot indices of one fused step.
+///
+/// For element `i` (all scalars are host-computed f64 and rounded once to the
+/// math type of the storage; `H[s]` is history slot `s` of the state buffer):
+///
+/// ```text
+/// D      = cx·x − ce·m                                   m = model output (ε or v)
+/// H[d]   = D                                             if d_slot is set
+/// xc     = ac·(from_x ? x : H[xc]) + c0·D + c1·H[h1] + c2·H[h2]   if a corrector is set
+/// H[xc]  = xc
+/// base   = corrector ? xc : x
+/// x'     = a·base + b0·D + b1·H[h1] + b2·H[h2] + noise·z  z = Philox normal(seed, step, i)
+/// ```
+///
+/// DDIM, DPM-Solver++ 1S/2M/3M and UniPC (predictor + corrector) are all this
+/// update with different scalars, so every backend implements exactly one
+/// kernel per storage type and cannot disagree on the math, only on rounding.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SolverStep {
     /// `D = cx·x − ce·m`.
