@@ -117,8 +117,9 @@ trait Storage: Copy + Send + Sync {
     type M: Math;
     fn load(src: &[Self], dst: &mut [Self::M]);
     fn store(src: &[Self::M], dst: &mut [Self]);
-    /// A SIMD path that handles a prefix of the chunk bit-identically to the
-    /// generic one; returns how many elements it processed (0 if none).
+    /// A fast path that handles a prefix of the chunk (possibly all of it)
+    /// bit-identically to the generic one; returns how many elements it
+    /// processed (0 if it does not apply, e.g. to a step with noise).
     fn fused_prefix(_k: &Scalars<Self::M>, _c: &mut ChunkViews<'_, Self>) -> usize {
         0
     }
