@@ -17,6 +17,19 @@ pub fn step_kinds() -> Vec<(&'static str, SolverStep)> {
         b: [0.3, 0.0, 0.0],
         noise: 0.0,
     };
+    let from_slot = SolverStep {
+        d_slot: Some(0),
+        h1: Some(2),
+        h2: Some(1),
+        xc_slot: Some(3),
+        corrector: Some(Corrector {
+            base: CorrectorBase::Slot,
+            a: 0.97,
+            c: [0.09, 0.1, -0.01],
+        }),
+        b: [0.46, -0.14, 0.0],
+        ..base
+    };
     vec![
         (
             "first order, noise",
@@ -35,37 +48,12 @@ pub fn step_kinds() -> Vec<(&'static str, SolverStep)> {
                 ..base
             },
         ),
-        (
-            "corrector from slot",
-            SolverStep {
-                d_slot: Some(0),
-                h1: Some(2),
-                h2: Some(1),
-                xc_slot: Some(3),
-                corrector: Some(Corrector {
-                    base: CorrectorBase::Slot,
-                    a: 0.97,
-                    c: [0.09, 0.1, -0.01],
-                }),
-                b: [0.46, -0.14, 0.0],
-                ..base
-            },
-        ),
+        ("corrector from slot", from_slot),
         (
             "corrector from slot, noise",
             SolverStep {
-                d_slot: Some(0),
-                h1: Some(2),
-                h2: Some(1),
-                xc_slot: Some(3),
-                corrector: Some(Corrector {
-                    base: CorrectorBase::Slot,
-                    a: 0.97,
-                    c: [0.09, 0.1, -0.01],
-                }),
-                b: [0.46, -0.14, 0.0],
                 noise: 0.2,
-                ..base
+                ..from_slot
             },
         ),
         (
