@@ -176,6 +176,63 @@ mod steps {
     crate::for_each_backend!(super::malformed_steps_are_rejected);
 }
 
+/// `solver_step_raw` is safe to call directly: buffers the kernel would
+/// overrun, a stride that breaks the slot layout and a wrong dtype are typed
+/// errors, and nothing launches.
+fn raw_steps_check_their_buffers<B: Backend>(b: &B) {
+    let step = step_with_history(); // slots 0 and 1
+    let (n, stride) = (100, 128);
+    let run = |x_len: usize, m_len: usize, s_len: usize, stride: usize, dtype: DType| {
+        let mut x = b.alloc(x_len, dtype).unwrap();
+        let m = b.alloc(m_len, dtype).unwrap();
+        let mut s = b.alloc(s_len, dtype).unwrap();
+        b.solver_step_raw(&step, launch(), DType::F16, n, stride, &mut x, &m, &mut s)
+    };
+    let launches = b.launch_count();
+    assert!(run(n, n, 2 * stride, stride, DType::F16).is_ok());
+    assert_eq!(b.launch_count(), launches + 1);
+    let short = |r: diffinv::Result<()>, expected: usize, got: usize| match r {
+        Err(Error::LengthMismatch {
+            expected: e,
+            got: g,
+            ..
+        }) => assert_eq!((e, g), (expected, got)),
+        other => panic!("expected LengthMismatch({expected}, {got}), got {other:?}"),
+    };
+    short(run(n - 1, n, 2 * stride, stride, DType::F16), n, n - 1);
+    short(run(n, n - 1, 2 * stride, stride, DType::F16), n, n - 1);
+    short(
+        run(n, n, 2 * stride - 1, stride, DType::F16),
+        2 * stride,
+        2 * stride - 1,
+    );
+    for bad_stride in [130, 64, 0] {
+        match run(n, n, 2 * 192, bad_stride, DType::F16) {
+            Err(Error::InvalidParameter { name, value, .. }) => {
+                assert_eq!((name, value), ("slot stride", bad_stride as f64))
+            }
+            other => panic!("stride {bad_stride}: expected InvalidParameter, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        run(n, n, 2 * stride, stride, DType::F32),
+        Err(Error::DTypeMismatch {
+            expected: DType::F16,
+            got: DType::F32,
+            ..
+        })
+    ));
+    assert_eq!(
+        b.launch_count(),
+        launches + 1,
+        "a rejected step must not launch"
+    );
+}
+
+mod raw {
+    crate::for_each_backend!(super::raw_steps_check_their_buffers);
+}
+
 fn plan(solver: Solver, grid: GridSpec, steps: usize) -> diffinv::Result<Plan> {
     let config = PlanConfig {
         solver,

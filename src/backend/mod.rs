@@ -77,8 +77,11 @@ pub trait Backend: Sized {
     /// to check "one launch per fused step".
     fn launch_count(&self) -> u64;
 
-    /// The fused solver update on validated buffers: `x` and `model_out` hold
-    /// `n` elements, `state` holds `slots·stride` elements, all of `dtype`.
+    /// The fused solver update on buffers: `x` and `model_out` hold at least
+    /// `n` elements, `state` at least `slots·stride` elements, all of `dtype`
+    /// (wrong buffers are typed errors). Unlike [`solver_step`] it does not
+    /// validate the step: a slot named twice belongs to its first role in the
+    /// order d, xc, h1, h2, and a corrector without its slot is off.
     #[allow(clippy::too_many_arguments)]
     fn solver_step_raw(
         &self,
@@ -103,6 +106,67 @@ pub(crate) fn check_supported<B: Backend>(backend: &B, dtype: DType) -> Result<(
             dtype,
         })
     }
+}
+
+/// A buffer as [`check_raw_step`] sees it: its role, dtype and element count.
+pub(crate) struct RawBuffer {
+    pub what: &'static str,
+    pub dtype: DType,
+    pub len: usize,
+}
+
+impl RawBuffer {
+    /// The buffer is of `dtype` and holds at least `len` elements.
+    pub fn check(&self, dtype: DType, len: usize) -> Result<()> {
+        if self.dtype != dtype {
+            return Err(Error::DTypeMismatch {
+                what: self.what,
+                expected: dtype,
+                got: self.dtype,
+            });
+        }
+        if self.len < len {
+            return Err(Error::LengthMismatch {
+                what: self.what,
+                expected: len,
+                got: self.len,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks every backend's `solver_step_raw` makes on the buffers it is given
+/// before touching them: the method is safe to call directly, so a wrong
+/// length, dtype or stride must be a typed error, never a panic or an access
+/// outside a buffer. Returns the state elements the step may touch.
+pub(crate) fn check_raw_step(
+    step: &SolverStep,
+    dtype: DType,
+    n: usize,
+    stride: usize,
+    [x, model_out, state]: [RawBuffer; 3],
+) -> Result<usize> {
+    // Multiples of 64 keep f16 pairs (and vector loads) inside one slot.
+    if stride == 0 || stride < n || !stride.is_multiple_of(64) {
+        return Err(Error::InvalidParameter {
+            name: "slot stride",
+            value: stride as f64,
+            reason: "must be a positive multiple of 64 elements and at least n",
+        });
+    }
+    let state_len =
+        (step.slots_used() as usize)
+            .checked_mul(stride)
+            .ok_or(Error::InvalidParameter {
+                name: "slot stride",
+                value: stride as f64,
+                reason: "slots × stride overflows",
+            })?;
+    for (buf, len) in [(x, n), (model_out, n), (state, state_len)] {
+        buf.check(dtype, len)?;
+    }
+    Ok(state_len)
 }
 
 /// Run one fused solver update: `x ← x'` and the state slots it names.

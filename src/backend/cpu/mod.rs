@@ -38,7 +38,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::{Backend, BackendKind};
+use super::{check_raw_step, Backend, BackendKind, RawBuffer};
 use crate::error::{Error, Result};
 use crate::rng;
 use crate::solver::{CorrectorBase, SolverStep, StepLaunch};
@@ -437,21 +437,34 @@ fn step_row<S: Storage>(
     S::store(out, c.x);
 }
 
-fn check_dtype(buf: &CpuBuffer, dtype: DType) -> Result<()> {
-    let actual = match buf {
-        CpuBuffer::F16(_) => DType::F16,
-        CpuBuffer::F32(_) => DType::F32,
-        CpuBuffer::F64(_) => DType::F64,
-    };
-    if actual == dtype {
-        Ok(())
-    } else {
-        Err(Error::DTypeMismatch {
-            what: "cpu buffer",
-            expected: dtype,
-            got: actual,
-        })
+impl CpuBuffer {
+    fn dtype(&self) -> DType {
+        match self {
+            CpuBuffer::F16(_) => DType::F16,
+            CpuBuffer::F32(_) => DType::F32,
+            CpuBuffer::F64(_) => DType::F64,
+        }
     }
+
+    fn len(&self) -> usize {
+        match self {
+            CpuBuffer::F16(v) => v.len(),
+            CpuBuffer::F32(v) => v.len(),
+            CpuBuffer::F64(v) => v.len(),
+        }
+    }
+
+    fn describe(&self, what: &'static str) -> RawBuffer {
+        RawBuffer {
+            what,
+            dtype: self.dtype(),
+            len: self.len(),
+        }
+    }
+}
+
+fn check_dtype(buf: &CpuBuffer, dtype: DType) -> Result<()> {
+    buf.describe("cpu buffer").check(dtype, 0)
 }
 
 impl Backend for CpuBackend {
@@ -479,11 +492,7 @@ impl Backend for CpuBackend {
 
     fn write(&self, buf: &mut CpuBuffer, dtype: DType, data: HostSlice<'_>) -> Result<()> {
         check_dtype(buf, dtype)?;
-        let expected = match buf {
-            CpuBuffer::F16(v) => v.len(),
-            CpuBuffer::F32(v) => v.len(),
-            CpuBuffer::F64(v) => v.len(),
-        };
+        let expected = buf.len();
         if data.len() != expected {
             return Err(Error::LengthMismatch {
                 what: "cpu write",
@@ -545,25 +554,55 @@ impl Backend for CpuBackend {
         model_out: &CpuBuffer,
         state: &mut CpuBuffer,
     ) -> Result<()> {
-        self.launches.fetch_add(1, Ordering::Relaxed);
+        let state_len = check_raw_step(
+            step,
+            dtype,
+            n,
+            stride,
+            [
+                x.describe("x"),
+                model_out.describe("model output"),
+                state.describe("solver state"),
+            ],
+        )?;
         match (x, model_out, state) {
-            (CpuBuffer::F16(x), CpuBuffer::F16(m), CpuBuffer::F16(s)) => {
-                solver_step_typed(step, launch, n, stride, x, m, s)
-            }
-            (CpuBuffer::F32(x), CpuBuffer::F32(m), CpuBuffer::F32(s)) => {
-                solver_step_typed(step, launch, n, stride, x, m, s)
-            }
-            (CpuBuffer::F64(x), CpuBuffer::F64(m), CpuBuffer::F64(s)) => {
-                solver_step_typed(step, launch, n, stride, x, m, s)
-            }
-            _ => {
+            (CpuBuffer::F16(x), CpuBuffer::F16(m), CpuBuffer::F16(s)) => solver_step_typed(
+                step,
+                launch,
+                n,
+                stride,
+                &mut x[..n],
+                &m[..n],
+                &mut s[..state_len],
+            ),
+            (CpuBuffer::F32(x), CpuBuffer::F32(m), CpuBuffer::F32(s)) => solver_step_typed(
+                step,
+                launch,
+                n,
+                stride,
+                &mut x[..n],
+                &m[..n],
+                &mut s[..state_len],
+            ),
+            (CpuBuffer::F64(x), CpuBuffer::F64(m), CpuBuffer::F64(s)) => solver_step_typed(
+                step,
+                launch,
+                n,
+                stride,
+                &mut x[..n],
+                &m[..n],
+                &mut s[..state_len],
+            ),
+            // check_raw_step gave all three buffers the step's dtype.
+            (x, ..) => {
                 return Err(Error::DTypeMismatch {
                     what: "solver step buffers",
                     expected: dtype,
-                    got: dtype,
+                    got: x.dtype(),
                 })
             }
         }
+        self.launches.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }

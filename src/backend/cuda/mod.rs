@@ -22,7 +22,7 @@ pub use driver::DriverDevice;
 pub use kernels::{compile_cubin, compile_ptx, MODULES};
 
 use super::params::SolverStepParams;
-use super::{Backend, BackendKind};
+use super::{check_raw_step, Backend, BackendKind, RawBuffer};
 use crate::error::{Error, Result};
 use crate::solver::{SolverStep, StepLaunch};
 use crate::tensor::{DType, HostSlice, HostVec};
@@ -155,25 +155,19 @@ impl<D: CudaDevice> CudaBackend<D> {
         dtype: DType,
         len: usize,
     ) -> Result<()> {
-        if buf.dtype != dtype {
-            return Err(Error::DTypeMismatch {
-                what,
-                expected: dtype,
-                got: buf.dtype,
-            });
-        }
-        if buf.len < len {
-            return Err(Error::LengthMismatch {
-                what,
-                expected: len,
-                got: buf.len,
-            });
-        }
-        Ok(())
+        buf.describe(what).check(dtype, len)
     }
 }
 
 impl<M> CudaBuffer<M> {
+    fn describe(&self, what: &'static str) -> RawBuffer {
+        RawBuffer {
+            what,
+            dtype: self.dtype,
+            len: self.len,
+        }
+    }
+
     /// Elements in the buffer.
     pub fn len(&self) -> usize {
         self.len
@@ -320,28 +314,22 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
             DType::F32 => ("solver_step_f32", n),
             DType::F64 => return Err(unsupported(dtype)),
         };
-        // `backend::solver_step` already checked all of this on the tensors; it is
-        // checked again on the buffers because this method is safe to call directly
-        // and the launch below must never touch memory outside them.
-        if stride < n || !stride.is_multiple_of(64) {
-            return Err(Error::InvalidParameter {
-                name: "slot stride",
-                value: stride as f64,
-                reason: "must be a multiple of 64 elements and at least n",
-            });
-        }
-        let slots = step.slots_used() as usize;
-        let state_len = slots
-            .checked_mul(stride)
-            .ok_or_else(|| too_large(usize::MAX, dtype, MAX_LAUNCH_ELEMENTS))?;
+        let state_len = check_raw_step(
+            step,
+            dtype,
+            n,
+            stride,
+            [
+                x.describe("x"),
+                model_out.describe("model output"),
+                state.describe("solver state"),
+            ],
+        )?;
         for len in [n, state_len] {
             if len > MAX_LAUNCH_ELEMENTS {
                 return Err(too_large(len, dtype, MAX_LAUNCH_ELEMENTS));
             }
         }
-        Self::check_buffer("x", x, dtype, n)?;
-        Self::check_buffer("model output", model_out, dtype, n)?;
-        Self::check_buffer("solver state", state, dtype, state_len)?;
 
         // Both fit u32: checked against MAX_LAUNCH_ELEMENTS above.
         let mut params = SolverStepParams::new(step, launch, n as u32, stride as u32);

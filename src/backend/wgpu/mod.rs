@@ -17,7 +17,7 @@ use half::slice::HalfFloatSliceExt;
 use wgpu::util::DeviceExt;
 
 use super::params::SolverStepParams;
-use super::{Backend, BackendKind};
+use super::{check_raw_step, Backend, BackendKind, RawBuffer};
 use crate::error::{Error, Result};
 use crate::solver::{SolverStep, StepLaunch};
 use crate::tensor::{DType, HostSlice, HostVec};
@@ -54,6 +54,16 @@ pub struct WgpuBuffer {
     buffer: wgpu::Buffer,
     len: usize,
     dtype: DType,
+}
+
+impl WgpuBuffer {
+    fn describe(&self, what: &'static str) -> RawBuffer {
+        RawBuffer {
+            what,
+            dtype: self.dtype,
+            len: self.len,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -344,14 +354,7 @@ impl WgpuBackend {
     }
 
     fn check_buffer(buf: &WgpuBuffer, dtype: DType) -> Result<()> {
-        if buf.dtype != dtype {
-            return Err(Error::DTypeMismatch {
-                what: "wgpu buffer",
-                expected: dtype,
-                got: buf.dtype,
-            });
-        }
-        Ok(())
+        buf.describe("wgpu buffer").check(dtype, 0)
     }
 }
 
@@ -515,12 +518,24 @@ impl Backend for WgpuBackend {
         state: &mut WgpuBuffer,
     ) -> Result<()> {
         let variant = self.variant(dtype)?;
+        check_raw_step(
+            step,
+            dtype,
+            n,
+            stride,
+            [
+                x.describe("x"),
+                model_out.describe("model output"),
+                state.describe("solver state"),
+            ],
+        )?;
         let pipeline = self.pipeline(PipelineKey {
             kernel: Kernel::SolverStep,
             variant,
             workgroup_size: self.workgroup_size,
         })?;
-        // n and stride fit u32: Shape::checked_len caps element counts at u32::MAX / 8.
+        // n fits u32: it is at most x's length, and a bindable buffer is smaller.
+        // stride fits u32 whenever a slot is used (slots·stride ≤ state's length).
         let params = SolverStepParams::new(step, launch, n as u32, stride as u32);
         let items = if variant == ShaderVariant::F16Packed {
             n.div_ceil(2)
