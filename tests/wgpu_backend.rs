@@ -7,34 +7,15 @@ mod common;
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::backend::solver_step;
 use diffinv::backend::wgpu::{WgpuBackend, WgpuOptions};
-use diffinv::solver::{slot_stride, Corrector, CorrectorBase, SolverStep, StepLaunch};
+use diffinv::solver::{slot_stride, SolverStep, StepLaunch};
 use diffinv::{Backend, DType, HostSlice, Shape, Tensor};
 use half::f16;
 
+use common::steps::full_step;
 use common::{compare, values};
 use diffinv::{Error, HostVec};
 
-/// A step with every input and output in use, and noise.
-fn busy_step() -> SolverStep {
-    SolverStep {
-        cx: 1.1,
-        ce: 0.6,
-        d_slot: Some(0),
-        h1: Some(1),
-        h2: Some(2),
-        xc_slot: Some(3),
-        corrector: Some(Corrector {
-            base: CorrectorBase::Slot,
-            a: 0.95,
-            c: [0.1, 0.05, -0.02],
-        }),
-        a: 0.9,
-        b: [0.4, -0.1, 0.05],
-        noise: 0.2,
-    }
-}
-
-/// Run `busy_step` on `n` elements of f16; returns (x', state').
+/// Run the full step on `n` elements of f16; returns (x', state').
 fn run_f16<B: Backend>(b: &B, n: usize) -> (Vec<f16>, Vec<f16>) {
     let x = common::values(11, n, 2.0);
     let m = common::values(12, n, 2.0);
@@ -45,7 +26,7 @@ fn run_f16<B: Backend>(b: &B, n: usize) -> (Vec<f16>, Vec<f16>) {
         Tensor::from_host(b, Shape::flat(s.len()), DType::F16, HostSlice::F64(&s)).unwrap();
     solver_step(
         b,
-        &busy_step(),
+        &full_step(),
         StepLaunch { step: 2, seed: 99 },
         &mut xt,
         &mt,
@@ -152,26 +133,6 @@ const LAUNCH: StepLaunch = StepLaunch {
     step: 5,
     seed: 0x0123_4567_89ab_cdef,
 };
-
-/// Like `busy_step` with other scalars and a 64-bit seed (both key words used).
-fn full_step() -> SolverStep {
-    SolverStep {
-        cx: 1.25,
-        ce: 0.75,
-        d_slot: Some(0),
-        h1: Some(2),
-        h2: Some(1),
-        xc_slot: Some(3),
-        corrector: Some(Corrector {
-            base: CorrectorBase::Slot,
-            a: 0.97,
-            c: [0.09, 0.1, -0.01],
-        }),
-        a: 0.9,
-        b: [0.46, -0.14, 0.05],
-        noise: 0.35,
-    }
-}
 
 fn f16_bits(v: &HostVec) -> Vec<u16> {
     match v {
@@ -380,39 +341,7 @@ fn f16_variants_agree_on_every_step_kind() {
         return;
     };
     let cpu = CpuBackend::new();
-    let corr_x = Corrector {
-        base: CorrectorBase::X,
-        a: 1.0,
-        c: [0.0; 3],
-    };
-    let steps = [
-        ("full", full_step()),
-        (
-            "no noise",
-            SolverStep {
-                noise: 0.0,
-                ..full_step()
-            },
-        ),
-        (
-            "corrector from x",
-            SolverStep {
-                corrector: Some(corr_x),
-                ..full_step()
-            },
-        ),
-        (
-            "first order",
-            SolverStep {
-                d_slot: None,
-                h1: None,
-                h2: None,
-                xc_slot: None,
-                corrector: None,
-                ..full_step()
-            },
-        ),
-    ];
+    let steps = common::steps::step_kinds();
     for n in [1usize, 3, 63, 65, 257, 4097] {
         for (name, step) in &steps {
             let (nx, ns) = step_raw(native, DType::F16, step, n);

@@ -3,6 +3,26 @@
 
 use diffinv::solver::{Corrector, CorrectorBase, SolverStep};
 
+/// Every input and output in use (d, h1, h2, corrector from its slot), and noise.
+pub fn full_step() -> SolverStep {
+    SolverStep {
+        cx: 1.25,
+        ce: 0.75,
+        d_slot: Some(0),
+        h1: Some(2),
+        h2: Some(1),
+        xc_slot: Some(3),
+        corrector: Some(Corrector {
+            base: CorrectorBase::Slot,
+            a: 0.97,
+            c: [0.09, 0.1, -0.01],
+        }),
+        a: 0.9,
+        b: [0.46, -0.14, 0.05],
+        noise: 0.2,
+    }
+}
+
 /// Step shapes that exercise every path of the kernel.
 pub fn step_kinds() -> Vec<(&'static str, SolverStep)> {
     let base = SolverStep {
@@ -18,17 +38,8 @@ pub fn step_kinds() -> Vec<(&'static str, SolverStep)> {
         noise: 0.0,
     };
     let from_slot = SolverStep {
-        d_slot: Some(0),
-        h1: Some(2),
-        h2: Some(1),
-        xc_slot: Some(3),
-        corrector: Some(Corrector {
-            base: CorrectorBase::Slot,
-            a: 0.97,
-            c: [0.09, 0.1, -0.01],
-        }),
-        b: [0.46, -0.14, 0.0],
-        ..base
+        noise: 0.0,
+        ..full_step()
     };
     vec![
         (
@@ -49,13 +60,7 @@ pub fn step_kinds() -> Vec<(&'static str, SolverStep)> {
             },
         ),
         ("corrector from slot", from_slot),
-        (
-            "corrector from slot, noise",
-            SolverStep {
-                noise: 0.2,
-                ..from_slot
-            },
-        ),
+        ("corrector from slot, noise", full_step()),
         (
             "corrector copies x",
             SolverStep {
