@@ -22,7 +22,7 @@ use diffinv::backend::cuda::{
     DEFAULT_BLOCK_SIZE, MAX_GRID_BLOCKS, MODULES,
 };
 use diffinv::backend::params::SolverStepParams;
-use diffinv::solver::{SolverStep, StepLaunch};
+use diffinv::solver::StepLaunch;
 use diffinv::{Backend, DType, Error, HostSlice, HostVec};
 
 const ARCHES: [(&str, &str); 2] = [("compute_80", "sm_80"), ("compute_90", "sm_90")];
@@ -181,21 +181,6 @@ fn launch_config_caps_the_grid_and_never_launches_zero_blocks() {
     assert_eq!(launch_config(10, 0, 0).block, (1, 1, 1));
 }
 
-fn plain_step() -> SolverStep {
-    SolverStep {
-        cx: 1.5,
-        ce: 0.25,
-        d_slot: Some(0),
-        h1: Some(1),
-        h2: None,
-        xc_slot: None,
-        corrector: None,
-        a: 0.5,
-        b: [0.25, 0.125, 0.0],
-        noise: 0.0,
-    }
-}
-
 const LAUNCH: StepLaunch = StepLaunch {
     step: 7,
     seed: 0x1234_5678_9abc_def0,
@@ -277,7 +262,7 @@ fn the_launcher_packs_params_and_pointers_and_counts_launches() {
         b.alloc(4, DType::F64),
         Err(Error::UnsupportedDType { .. })
     ));
-    let step = plain_step();
+    let step = common::steps::full_step();
     for (dtype, n, kernel, work) in [
         (DType::F16, 1001usize, "solver_step_f16", 501usize),
         (DType::F32, 1001, "solver_step_f32", 1001),
@@ -287,7 +272,7 @@ fn the_launcher_packs_params_and_pointers_and_counts_launches() {
             let stride = diffinv::solver::slot_stride(n);
             let mut x = b.alloc(n, dtype).unwrap();
             let m = b.alloc(n, dtype).unwrap();
-            let mut s = b.alloc(2 * stride, dtype).unwrap();
+            let mut s = b.alloc(4 * stride, dtype).unwrap();
             let before = b.launch_count();
             b.solver_step_raw(&step, LAUNCH, dtype, n, stride, &mut x, &m, &mut s)
                 .unwrap();
