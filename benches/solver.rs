@@ -57,6 +57,9 @@ const DTYPES: [DType; 2] = [DType::F16, DType::F32];
 /// Elements per task of the CPU baseline's parallel passes.
 const GRAIN: usize = 1 << 15;
 /// The largest data cache of CPU 0 (Linux sysfs), 32 MiB where it cannot be read.
+static LAST_LEVEL_CACHE: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(last_level_cache_bytes);
+
 fn last_level_cache_bytes() -> usize {
     let parse = |text: &str| {
         let text = text.trim();
@@ -82,12 +85,12 @@ fn last_level_cache_bytes() -> usize {
 /// Bytes of the CPU copy-bandwidth measurement (each of source and destination):
 /// at least 256 MiB and twice the last-level cache, so the copy runs from DRAM.
 static COPY_BYTES: std::sync::LazyLock<usize> =
-    std::sync::LazyLock::new(|| (2 * last_level_cache_bytes()).max(256 << 20));
+    std::sync::LazyLock::new(|| (2 * *LAST_LEVEL_CACHE).max(256 << 20));
 
 /// Bytes read and written between "cold" iterations to push the step's
 /// tensors out of the caches: twice the last-level cache, at least 64 MiB.
 static EVICT_BYTES: std::sync::LazyLock<usize> =
-    std::sync::LazyLock::new(|| (2 * last_level_cache_bytes()).max(64 << 20));
+    std::sync::LazyLock::new(|| (2 * *LAST_LEVEL_CACHE).max(64 << 20));
 
 static EVICT: std::sync::LazyLock<std::sync::Mutex<Vec<u64>>> =
     std::sync::LazyLock::new(|| std::sync::Mutex::new(vec![1; *EVICT_BYTES / 8]));
@@ -953,7 +956,7 @@ fn main() {
 
     eprintln!(
         "last-level cache {} MiB: copy {} MiB, cold flush {} MiB",
-        last_level_cache_bytes() >> 20,
+        *LAST_LEVEL_CACHE >> 20,
         *COPY_BYTES >> 20,
         *EVICT_BYTES >> 20
     );
