@@ -10,8 +10,8 @@
 use std::process::ExitCode;
 
 use diffinv::{
-    rng, sample, select, Backend, DType, GmmDenoiser, HostSlice, NoiseSchedule, Plan, PlanConfig,
-    SamplerOptions, Shape, Solver, Tensor,
+    rng, sample, select, BackendFn, DType, GmmDenoiser, HostSlice, NoiseSchedule, Ops, Plan,
+    PlanConfig, SamplerOptions, Shape, Solver, Tensor,
 };
 
 struct Args {
@@ -71,7 +71,7 @@ fn demo_means(dim: usize) -> Vec<f64> {
         .collect()
 }
 
-fn run<B: Backend>(backend: &B, args: &Args) -> diffinv::Result<()> {
+fn run<B: Ops>(backend: &B, args: &Args) -> diffinv::Result<()> {
     let schedule = NoiseSchedule::ddpm_linear();
     let shape = Shape::new(args.batch, 3, 16, 16);
     let config = PlanConfig {
@@ -145,6 +145,16 @@ fn run<B: Backend>(backend: &B, args: &Args) -> diffinv::Result<()> {
     Ok(())
 }
 
+/// The sampling run, generic over whichever backend `select` chose.
+struct Sample<'a>(&'a Args);
+
+impl BackendFn for Sample<'_> {
+    type Output = diffinv::Result<()>;
+    fn call<B: Ops>(self, backend: &B) -> Self::Output {
+        run(backend, self.0)
+    }
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -160,7 +170,7 @@ fn main() -> ExitCode {
             sel.backend.device_name(),
             sel.reason
         );
-        run(&sel.backend, &args)
+        sel.backend.run(Sample(&args))
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

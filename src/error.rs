@@ -62,6 +62,28 @@ pub enum Error {
     #[error("invalid shape {shape}: {reason}")]
     InvalidShape { shape: Shape, reason: &'static str },
 
+    /// A shape of a rank this crate does not hold.
+    #[error("invalid rank {rank}: shapes have 1..={max} dimensions")]
+    InvalidRank { rank: usize, max: usize },
+
+    /// A view that does not fit inside its tensor.
+    #[error(
+        "view of {len} elements at offset {offset} does not fit a tensor of {tensor_len} elements"
+    )]
+    ViewOutOfRange {
+        offset: usize,
+        len: usize,
+        tensor_len: usize,
+    },
+
+    /// Kernel arguments that do not match the kernel's declared signature
+    /// (count, kind or size): caught before the launch.
+    #[error("arguments of kernel `{kernel}` do not match its signature: {reason}")]
+    KernelSignature {
+        kernel: &'static str,
+        reason: String,
+    },
+
     /// The number of sampling steps is outside `1..=train_steps`.
     #[error("invalid number of steps {steps}: must be in 1..={train_steps}")]
     InvalidSteps { steps: usize, train_steps: usize },

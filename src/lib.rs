@@ -1,7 +1,9 @@
 //! diffinv: fused fp16 kernels for diffusion-model solvers of linear inverse problems.
 //!
 //! Layers (each only calls the one below): [`sampler`] loops → [`schedule`] and
-//! [`solver`] host math (f64 plans) → [`backend`] kernels (CPU reference, CUDA, wgpu).
+//! [`solver`] host math (f64 plans) → [`ops`] kernel families (checked entry
+//! points) → [`backend`] implementations (CPU reference, CUDA, wgpu).
+//! The formulas are in `docs/math.md`.
 //!
 //! ```
 //! use diffinv::backend::cpu::CpuBackend;
@@ -31,16 +33,20 @@
 pub mod backend;
 pub mod error;
 pub mod gmm;
+pub mod ops;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
 pub mod solver;
 pub mod tensor;
 
-pub use backend::{select, AnyBackend, Backend, BackendKind, Selection};
+pub use backend::{select, AnyBackend, Backend, BackendFn, BackendKind, Selection};
 pub use error::{Error, Result};
 pub use gmm::GmmDenoiser;
+pub use ops::{solver_step, Ops, SolverOps};
 pub use sampler::{sample, Denoiser, Progress, SamplerOptions, SolverRun};
 pub use schedule::{BetaSchedule, FinalSigma, GridSpec, NoiseSchedule, Spacing};
 pub use solver::{Plan, PlanConfig, Prediction, SecondOrder, Solver};
-pub use tensor::{DType, HostSlice, HostVec, Shape, Tensor};
+pub use tensor::{
+    Complex32, DType, HostSlice, HostVec, Shape, Temp, Tensor, TensorView, TensorViewMut,
+};

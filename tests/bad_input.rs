@@ -3,10 +3,10 @@
 
 mod common;
 
-use diffinv::backend::solver_step;
+use diffinv::ops::{solver_step, solver_step_raw};
 use diffinv::solver::{Corrector, CorrectorBase, SolverStep, StepLaunch};
 use diffinv::{
-    sample, select, Backend, DType, Error, GmmDenoiser, GridSpec, HostSlice, NoiseSchedule, Plan,
+    sample, select, DType, Error, GmmDenoiser, GridSpec, HostSlice, NoiseSchedule, Ops, Plan,
     PlanConfig, SamplerOptions, Shape, Solver, Spacing, Tensor,
 };
 
@@ -29,7 +29,7 @@ fn launch() -> StepLaunch {
     StepLaunch { step: 0, seed: 0 }
 }
 
-fn wrong_buffers_are_rejected<B: Backend>(b: &B) {
+fn wrong_buffers_are_rejected<B: Ops>(b: &B) {
     let dtype = DType::F32;
     let mut x = Tensor::zeros(b, Shape::new(1, 3, 4, 4), dtype).unwrap();
     let mut state = Tensor::zeros(b, Shape::flat(2 * 64), dtype).unwrap();
@@ -99,7 +99,7 @@ mod buffers {
 
 /// Hand-made steps the kernels cannot run as written are refused before any
 /// launch, and x and the state are left untouched.
-fn malformed_steps_are_rejected<B: Backend>(b: &B) {
+fn malformed_steps_are_rejected<B: Ops>(b: &B) {
     let dtype = DType::F32;
     let shape = Shape::new(1, 1, 3, 3);
     let mut x = Tensor::from_host(b, shape, dtype, HostSlice::F32(&[1.0; 9])).unwrap();
@@ -179,14 +179,24 @@ mod steps {
 /// `solver_step_raw` is safe to call directly: buffers the kernel would
 /// overrun, a stride that breaks the slot layout and a wrong dtype are typed
 /// errors, and nothing launches.
-fn raw_steps_check_their_buffers<B: Backend>(b: &B) {
+fn raw_steps_check_their_buffers<B: Ops>(b: &B) {
     let step = step_with_history(); // slots 0 and 1
     let (n, stride) = (100, 128);
     let run = |x_len: usize, m_len: usize, s_len: usize, stride: usize, dtype: DType| {
         let mut x = b.alloc(x_len, dtype).unwrap();
         let m = b.alloc(m_len, dtype).unwrap();
         let mut s = b.alloc(s_len, dtype).unwrap();
-        b.solver_step_raw(&step, launch(), DType::F16, n, stride, &mut x, &m, &mut s)
+        solver_step_raw(
+            b,
+            &step,
+            launch(),
+            DType::F16,
+            n,
+            stride,
+            &mut x,
+            &m,
+            &mut s,
+        )
     };
     let launches = b.launch_count();
     assert!(run(n, n, 2 * stride, stride, DType::F16).is_ok());
@@ -379,7 +389,7 @@ fn unknown_backend_names_are_rejected() {
     assert_eq!(sel.backend.kind(), diffinv::BackendKind::Cpu);
 }
 
-fn nan_in_model_output_is_reported<B: Backend>(b: &B) {
+fn nan_in_model_output_is_reported<B: Ops>(b: &B) {
     let p = plan(Solver::DPMPP_2M, leading(), 4).unwrap();
     let shape = Shape::new(2, 1, 3, 3);
     let poison_at = 13;

@@ -13,10 +13,13 @@ use std::ffi::c_void;
 use common::cuda_emu::{new_cuda_emu, new_cuda_emu_with, EmuDevice};
 use common::{values, SIZES};
 use diffinv::backend::cpu::CpuBackend;
-use diffinv::backend::cuda::{launch_config, CudaBackend, CudaDevice, DEFAULT_BLOCK_SIZE, MODULES};
-use diffinv::backend::solver_step;
+use diffinv::backend::cuda::{
+    launch_config, CudaBackend, CudaDevice, Kernel, KernelArgs, Module, Param, DEFAULT_BLOCK_SIZE,
+    KERNELS, MODULES,
+};
+use diffinv::ops::solver_step;
 use diffinv::solver::{slot_stride, SolverStep, StepLaunch};
-use diffinv::{Backend, DType, HostSlice, Shape, Tensor};
+use diffinv::{Backend, DType, HostSlice, Ops, Shape, Tensor};
 
 /// The harness, or `None` after a printed skip (a failure under DIFFINV_REQUIRE=cuda-emu).
 fn harness() -> Option<()> {
@@ -331,20 +334,35 @@ fn launch_errors_are_reported() {
     assert!(err.message.contains("no kernel module nope.cu"), "{err}");
 }
 
+/// The harness's own kernels, declared like the backend declares its families.
+const SELFTEST: Module = Module {
+    id: usize::MAX,
+    name: "selftest",
+    source: "",
+    contract_fma: false,
+};
+
+/// `selftest_write_past(float* out, unsigned n)`.
+const WRITE_PAST: Kernel = Kernel {
+    id: usize::MAX,
+    module: &SELFTEST,
+    name: "selftest_write_past",
+    params: &[Param::Out, Param::Value(4)],
+};
+
 #[test]
 fn writes_past_an_allocation_are_detected() {
     let Some(()) = harness() else { return };
     let dev = EmuDevice::default();
     let n = 100u32;
-    let mem = dev.alloc_zeroed(4 * n as usize).unwrap();
-    let mut ptr = dev.device_ptr(&mem);
+    let mut mem = dev.alloc_zeroed(4 * n as usize).unwrap();
     for (count, ok) in [(n - 1, true), (n, false)] {
-        let mut len = count;
-        let mut args = [arg(&mut ptr), arg(&mut len)];
+        let args = KernelArgs::new().output(&mut mem).value(&count);
+        args.check(&WRITE_PAST).unwrap();
         let cfg = launch_config(1, 32, 1);
         // SAFETY: (float*, unsigned) as the kernel takes; the write at index n lands in
         // the allocation's red zone (256 bytes past its 400), still inside the mapping.
-        let res = unsafe { dev.launch("selftest", "selftest_write_past", cfg, &mut args) };
+        let res = unsafe { dev.launch(&WRITE_PAST, cfg, args) };
         match res {
             Ok(()) => assert!(ok, "write past the end not detected"),
             Err(e) => assert!(
@@ -358,7 +376,7 @@ fn writes_past_an_allocation_are_detected() {
 }
 
 /// One fused step on `backend` at storage `dtype`; returns the raw bits of (x', state').
-fn solver_bits<B: Backend>(
+fn solver_bits<B: Ops>(
     backend: &B,
     dtype: DType,
     step: &SolverStep,
@@ -448,18 +466,26 @@ fn every_kernel_runs_against_the_cpu_backend() {
         .filter(|k| k.module != "selftest")
         .collect();
     // The harness compiled every module the CUDA backend embeds, and nothing else.
-    for (module, _) in MODULES {
+    for module in MODULES {
         assert!(
-            kernels.iter().any(|k| k.module == *module),
-            "kernels/{module}.cu has no kernel in the harness"
+            kernels.iter().any(|k| k.module == module.name),
+            "kernels/{}.cu has no kernel in the harness",
+            module.name
         );
     }
     for k in &kernels {
         assert!(
-            MODULES.iter().any(|(m, _)| *m == k.module),
+            MODULES.iter().any(|m| m.name == k.module),
             "kernels/{}.cu is not embedded by the CUDA backend",
             k.module
         );
+        // The backend's kernel table declares every entry point with the
+        // parameter count the compiled source has.
+        let declared = KERNELS
+            .iter()
+            .find(|d| d.name == k.name && d.module.name == k.module)
+            .unwrap_or_else(|| panic!("kernel {} is not in the backend's KERNELS table", k.name));
+        assert_eq!(declared.params.len(), k.params, "parameters of {}", k.name);
         assert!(
             RUNNERS.iter().any(|(name, _)| *name == k.name),
             "kernel {} (kernels/{}.cu) has no emulated test: add it to RUNNERS",

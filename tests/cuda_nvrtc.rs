@@ -14,14 +14,14 @@ mod common;
 
 use std::process::Command;
 
-use std::ffi::c_void;
 use std::sync::Mutex;
 
 use diffinv::backend::cuda::{
-    compile_cubin, compile_ptx, kernels, launch_config, CudaBackend, CudaDevice, LaunchConfig,
-    DEFAULT_BLOCK_SIZE, MAX_GRID_BLOCKS, MODULES,
+    compile_cubin, compile_ptx, kernels, launch_config, Arg, CudaBackend, CudaDevice, Kernel,
+    KernelArgs, LaunchConfig, Param, DEFAULT_BLOCK_SIZE, KERNELS, MAX_GRID_BLOCKS, MODULES,
 };
 use diffinv::backend::params::SolverStepParams;
+use diffinv::ops::solver_step_raw;
 use diffinv::solver::StepLaunch;
 use diffinv::{Backend, DType, Error, HostSlice, HostVec};
 
@@ -69,12 +69,12 @@ fn every_kernel_compiles_for_sm80_and_sm90_without_spills() {
     }
     let dir = std::env::temp_dir().join(format!("diffinv-ptx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (module, source) in MODULES {
-        let entries = entry_points(source);
+    for m in MODULES {
+        let module = m.name;
+        let entries = entry_points(m.source);
         assert!(!entries.is_empty(), "{module}: no entry points found");
         for (virt, real) in ARCHES {
-            let ptx =
-                compile_ptx(module, virt).unwrap_or_else(|e| panic!("{module} for {virt}: {e}"));
+            let ptx = compile_ptx(m, virt).unwrap_or_else(|e| panic!("{module} for {virt}: {e}"));
             for e in &entries {
                 assert!(
                     ptx.contains(&format!(".entry {e}(")),
@@ -130,12 +130,42 @@ fn opening_a_gpu_without_one_is_an_error_not_a_panic() {
 
 #[test]
 fn module_sources_splice_in_the_common_header() {
-    for (module, _) in MODULES {
-        let src = kernels::module_source(module).unwrap();
-        assert!(!src.contains("#include \"common.cuh\""), "{module}");
-        assert!(src.contains("struct SolverStepParams"), "{module}");
+    for m in MODULES {
+        let src = kernels::module_source(m);
+        assert!(!src.contains("#include \"common.cuh\""), "{}", m.name);
+        assert!(src.contains("struct SolverStepParams"), "{}", m.name);
+        assert_eq!(kernels::module(m.name).unwrap().id, m.id);
     }
-    assert!(kernels::module_source("nope").is_err());
+    assert!(kernels::module("nope").is_err());
+}
+
+/// Kernel and module ids are their positions (devices cache by id), and every
+/// declared entry point exists in its module's source.
+#[test]
+fn the_kernel_table_is_consistent() {
+    for (i, m) in MODULES.iter().enumerate() {
+        assert_eq!(m.id, i, "module {}", m.name);
+    }
+    for (i, k) in KERNELS.iter().enumerate() {
+        assert_eq!(k.id, i, "kernel {}", k.name);
+        assert!(
+            entry_points(k.module.source).contains(&k.name.to_string()),
+            "{} is not an entry point of kernels/{}.cu",
+            k.name,
+            k.module.name
+        );
+    }
+    for m in MODULES {
+        for e in entry_points(m.source) {
+            assert!(
+                KERNELS
+                    .iter()
+                    .any(|k| k.name == e && std::ptr::eq(k.module, *m)),
+                "kernels/{}.cu entry {e} is not in KERNELS",
+                m.name
+            );
+        }
+    }
 }
 
 #[test]
@@ -144,26 +174,37 @@ fn the_runtime_cubin_path_compiles_for_sm80_and_sm90() {
         common::skip("nvrtc", "libnvrtc or cuda_fp16.h unavailable");
         return;
     }
-    for (module, _) in MODULES {
+    for m in MODULES {
+        let module = m.name;
         for arch in ["sm_80", "sm_90"] {
-            let cubin =
-                compile_cubin(module, arch).unwrap_or_else(|e| panic!("{module} {arch}: {e}"));
+            let cubin = compile_cubin(m, arch).unwrap_or_else(|e| panic!("{module} {arch}: {e}"));
             assert_eq!(&cubin[..4], b"\x7fELF", "{module} {arch}: not an ELF cubin");
         }
     }
     // A bad architecture is a Device error carrying NVRTC's message, not a panic.
-    match compile_ptx("solver", "compute_1") {
+    match compile_ptx(MODULES[0], "compute_1") {
         Err(Error::Device { message, .. }) => assert!(message.contains("compute_1"), "{message}"),
         other => panic!("expected a Device error, got {other:?}"),
     }
 }
 
 #[test]
-fn options_forbid_fma_contraction() {
-    let opts = kernels::nvrtc_options("sm_90", &["/inc".to_string()]);
+fn options_are_per_module_and_forbid_contraction_where_exactness_is_promised() {
+    let solver = kernels::module("solver").unwrap();
+    assert!(
+        !solver.contract_fma,
+        "the solver family promises CPU-exact f32"
+    );
+    let opts = kernels::nvrtc_options(solver, "sm_90", &["/inc".to_string()]);
     assert!(opts.contains(&"--gpu-architecture=sm_90".to_string()));
     assert!(opts.contains(&"--fmad=false".to_string()));
     assert!(opts.contains(&"--include-path=/inc".to_string()));
+    let gemm_like = diffinv::backend::cuda::Module {
+        contract_fma: true,
+        ..*solver
+    };
+    let opts = kernels::nvrtc_options(&gemm_like, "sm_90", &[]);
+    assert!(opts.contains(&"--fmad=true".to_string()));
 }
 
 #[test]
@@ -186,8 +227,9 @@ const LAUNCH: StepLaunch = StepLaunch {
     seed: 0x1234_5678_9abc_def0,
 };
 
-/// One recorded launch: kernel, configuration, params and the three pointers.
-type Recorded = (String, LaunchConfig, SolverStepParams, [u64; 3]);
+/// One recorded launch: kernel, configuration, and each argument's kind with
+/// its value bytes or buffer address, in order.
+type Recorded = (&'static str, LaunchConfig, Vec<(Param, Vec<u8>, u64)>);
 
 /// A device that stores bytes in host memory and records launches without running them.
 #[derive(Default)]
@@ -206,13 +248,18 @@ impl CudaDevice for Recorder {
         Ok(vec![0; bytes.max(1)])
     }
 
-    fn write(&self, mem: &mut Vec<u8>, src: &[u8]) -> diffinv::Result<()> {
-        mem[..src.len()].copy_from_slice(src);
+    fn write(&self, mem: &mut Vec<u8>, offset: usize, src: &[u8]) -> diffinv::Result<()> {
+        mem[offset..offset + src.len()].copy_from_slice(src);
         Ok(())
     }
 
-    fn read(&self, mem: &Vec<u8>, dst: &mut [u8]) -> diffinv::Result<()> {
-        dst.copy_from_slice(&mem[..dst.len()]);
+    fn read(&self, mem: &Vec<u8>, offset: usize, dst: &mut [u8]) -> diffinv::Result<()> {
+        dst.copy_from_slice(&mem[offset..offset + dst.len()]);
+        Ok(())
+    }
+
+    fn zero(&self, mem: &mut Vec<u8>) -> diffinv::Result<()> {
+        mem.fill(0);
         Ok(())
     }
 
@@ -222,28 +269,20 @@ impl CudaDevice for Recorder {
 
     unsafe fn launch(
         &self,
-        module: &'static str,
-        kernel: &str,
+        kernel: &'static Kernel,
         cfg: LaunchConfig,
-        args: &mut [*mut c_void],
+        args: KernelArgs<'_, Vec<u8>>,
     ) -> diffinv::Result<()> {
-        assert_eq!(module, "solver");
-        assert_eq!(
-            args.len(),
-            4,
-            "solver kernels take (params, x, model_out, state)"
-        );
-        // SAFETY: the launcher packs a params block then three u64 device addresses.
-        let (params, ptrs) = unsafe {
-            (
-                *(args[0] as *const SolverStepParams),
-                [1, 2, 3].map(|i| *(args[i] as *const u64)),
-            )
-        };
-        self.launches
-            .lock()
-            .unwrap()
-            .push((kernel.to_string(), cfg, params, ptrs));
+        let args = args
+            .as_slice()
+            .iter()
+            .map(|a| match a {
+                Arg::Value(b) => (a.param(), b.to_vec(), 0),
+                Arg::In(m) => (a.param(), Vec::new(), self.device_ptr(m)),
+                Arg::Out(m) => (a.param(), Vec::new(), self.device_ptr(m)),
+            })
+            .collect();
+        self.launches.lock().unwrap().push((kernel.name, cfg, args));
         Ok(())
     }
 
@@ -252,8 +291,10 @@ impl CudaDevice for Recorder {
     }
 }
 
+/// The typed builder passes (params, x, model_out, state) in the kernel's
+/// order, with write intent exactly on x and the state.
 #[test]
-fn the_launcher_packs_params_and_pointers_and_counts_launches() {
+fn the_launcher_passes_typed_arguments_and_counts_launches() {
     let mut b = CudaBackend::with_device(Recorder::default());
     assert_eq!(b.block_size(), DEFAULT_BLOCK_SIZE);
     assert_eq!(b.max_blocks(), MAX_GRID_BLOCKS);
@@ -274,21 +315,20 @@ fn the_launcher_packs_params_and_pointers_and_counts_launches() {
             let m = b.alloc(n, dtype).unwrap();
             let mut s = b.alloc(4 * stride, dtype).unwrap();
             let before = b.launch_count();
-            b.solver_step_raw(&step, LAUNCH, dtype, n, stride, &mut x, &m, &mut s)
-                .unwrap();
+            solver_step_raw(&b, &step, LAUNCH, dtype, n, stride, &mut x, &m, &mut s).unwrap();
             assert_eq!(b.launch_count(), before + 1);
-            let (k, cfg, params, ptrs) = b.device().launches.lock().unwrap().pop().unwrap();
+            let (k, cfg, args) = b.device().launches.lock().unwrap().pop().unwrap();
             assert_eq!(k, kernel);
             assert_eq!(cfg, launch_config(work, block, MAX_GRID_BLOCKS));
-            assert_eq!(
-                params,
-                SolverStepParams::new(&step, LAUNCH, n as u32, stride as u32)
-            );
+            let params = SolverStepParams::new(&step, LAUNCH, n as u32, stride as u32);
             let dev = b.device();
-            assert_eq!(
-                ptrs,
-                [x.mem(), m.mem(), s.mem()].map(|mem| dev.device_ptr(mem))
-            );
+            let expected = vec![
+                (Param::Value(96), bytemuck::bytes_of(&params).to_vec(), 0),
+                (Param::Out, Vec::new(), dev.device_ptr(x.mem())),
+                (Param::In, Vec::new(), dev.device_ptr(m.mem())),
+                (Param::Out, Vec::new(), dev.device_ptr(s.mem())),
+            ];
+            assert_eq!(args, expected);
         }
     }
     assert!(b.set_block_size(0).is_err());
@@ -296,25 +336,65 @@ fn the_launcher_packs_params_and_pointers_and_counts_launches() {
     assert!(b.set_max_blocks(0).is_err());
 }
 
+/// Arguments that do not match a kernel's declared signature are a typed
+/// error before anything reaches the device.
+#[test]
+fn arguments_that_do_not_match_the_signature_are_rejected() {
+    let kernel = KERNELS[0];
+    let (mut x, m, mut s) = (vec![0u8; 8], vec![0u8; 8], vec![0u8; 8]);
+    let params = [0u32; 24];
+    let ok = KernelArgs::new()
+        .value(&params)
+        .output(&mut x)
+        .input(&m)
+        .output(&mut s);
+    ok.check(kernel).unwrap();
+    let (mut x, mut m2, mut s) = (vec![0u8; 8], vec![0u8; 8], vec![0u8; 8]);
+    let cases: [KernelArgs<'_, Vec<u8>>; 3] = [
+        // model_out passed as an output: wrong intent.
+        KernelArgs::new()
+            .value(&params)
+            .output(&mut x)
+            .output(&mut m2)
+            .output(&mut s),
+        // A params block of the wrong size.
+        KernelArgs::new().value(&0u32),
+        // Too few arguments.
+        KernelArgs::new().value(&params),
+    ];
+    for args in cases {
+        match args.check(kernel) {
+            Err(Error::KernelSignature { kernel: k, .. }) => assert_eq!(k, kernel.name),
+            other => panic!("expected KernelSignature, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn host_round_trips_convert_once_and_check_lengths() {
     let b = CudaBackend::with_device(Recorder::default());
     let data = [1.0f32, -2.5, 65504.0, 1e-8];
     let mut buf = b.alloc(4, DType::F16).unwrap();
-    b.write(&mut buf, DType::F16, HostSlice::F32(&data))
+    b.write(&mut buf, DType::F16, 0, HostSlice::F32(&data))
         .unwrap();
-    match b.read(&buf, DType::F16, 4).unwrap() {
+    match b.read(&buf, DType::F16, 0, 4).unwrap() {
         HostVec::F16(v) => {
             let want: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
             assert_eq!(v, want);
         }
         other => panic!("expected f16, got {other:?}"),
     }
+    // A partial write at an offset keeps the rest.
+    b.write(&mut buf, DType::F16, 1, HostSlice::F32(&data[..2]))
+        .unwrap();
+    let got = b.read(&buf, DType::F16, 0, 4).unwrap().into_f32();
+    assert_eq!(got, vec![1.0, 1.0, -2.5, 0.0]); // 1e-8 is below f16's smallest subnormal
     assert!(b
-        .write(&mut buf, DType::F16, HostSlice::F32(&data[..3]))
+        .write(&mut buf, DType::F16, 2, HostSlice::F32(&data[..3]))
         .is_err());
     assert!(b
-        .write(&mut buf, DType::F32, HostSlice::F32(&data))
+        .write(&mut buf, DType::F32, 0, HostSlice::F32(&data))
         .is_err());
-    assert!(b.read(&buf, DType::F16, 5).is_err());
+    assert!(b.read(&buf, DType::F16, 0, 5).is_err());
+    assert!(b.read(&buf, DType::F16, usize::MAX, 2).is_err());
 }

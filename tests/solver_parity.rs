@@ -10,11 +10,11 @@ mod common;
 
 use common::{compare, values, SIZES};
 use diffinv::backend::cpu::CpuBackend;
-use diffinv::backend::solver_step;
+use diffinv::ops::solver_step;
 use diffinv::solver::{slot_stride, SolverStep, StepLaunch};
 use diffinv::{
-    sample, Backend, DType, GmmDenoiser, HostSlice, NoiseSchedule, Plan, PlanConfig,
-    SamplerOptions, Shape, Solver, Tensor,
+    sample, DType, GmmDenoiser, HostSlice, NoiseSchedule, Ops, Plan, PlanConfig, SamplerOptions,
+    Shape, Solver, Tensor,
 };
 
 fn round_to(dtype: DType, v: &[f64]) -> Vec<f64> {
@@ -25,6 +25,7 @@ fn round_to(dtype: DType, v: &[f64]) -> Vec<f64> {
             .collect(),
         DType::F32 => v.iter().map(|&x| f64::from(x as f32)).collect(),
         DType::F64 => v.to_vec(),
+        DType::C64 => unreachable!("the solver family is real"),
     }
 }
 
@@ -49,7 +50,7 @@ fn inputs(n: usize, dtype: DType, with_non_finite: bool) -> Inputs {
 }
 
 /// Run one step on `backend`; returns (x', state').
-fn run_step<B: Backend>(
+fn run_step<B: Ops>(
     backend: &B,
     dtype: DType,
     step: &SolverStep,
@@ -82,7 +83,7 @@ fn tolerance(dtype: DType) -> (f64, f64) {
     }
 }
 
-fn fused_step_matches_f64_reference<B: Backend>(backend: &B) {
+fn fused_step_matches_f64_reference<B: Ops>(backend: &B) {
     let cpu = CpuBackend::new();
     for dtype in [DType::F32, DType::F16] {
         if !backend.supports(dtype) {
@@ -113,7 +114,7 @@ mod fused_step {
 /// Full DPM-Solver++ 3M / UniPC / DDIM(η) loops with the analytic model, in f32
 /// and f16 on the backend vs the CPU f64 loop. Errors accumulate over the steps
 /// and through the model (|x| ≤ ~2): f32 ≤ 2e-5 abs, f16 ≤ 2e-2 abs.
-fn full_loops_match_f64<B: Backend>(backend: &B) {
+fn full_loops_match_f64<B: Ops>(backend: &B) {
     let cpu = CpuBackend::new();
     let schedule = NoiseSchedule::ddpm_linear();
     let shape = Shape::new(2, 3, 5, 7);

@@ -5,10 +5,10 @@
 mod common;
 
 use diffinv::backend::cpu::CpuBackend;
-use diffinv::backend::solver_step;
 use diffinv::backend::wgpu::{WgpuBackend, WgpuOptions};
+use diffinv::ops::solver_step;
 use diffinv::solver::{slot_stride, SolverStep, StepLaunch};
-use diffinv::{Backend, DType, HostSlice, Shape, Tensor};
+use diffinv::{Backend, DType, HostSlice, Ops, Shape, Tensor};
 use half::f16;
 
 use common::steps::full_step;
@@ -16,7 +16,7 @@ use common::{compare, values};
 use diffinv::{Error, HostVec};
 
 /// Run the full step on `n` elements of f16; returns (x', state').
-fn run_f16<B: Backend>(b: &B, n: usize) -> (Vec<f16>, Vec<f16>) {
+fn run_f16<B: Ops>(b: &B, n: usize) -> (Vec<f16>, Vec<f16>) {
     let x = common::values(11, n, 2.0);
     let m = common::values(12, n, 2.0);
     let s = common::values(13, 4 * slot_stride(n), 2.0);
@@ -146,12 +146,7 @@ fn f16_bits(v: &HostVec) -> Vec<u16> {
 
 /// One step of `dtype` on `backend`; returns (x', the whole state) in the
 /// storage dtype, slot padding included.
-fn step_raw<B: Backend>(
-    backend: &B,
-    dtype: DType,
-    step: &SolverStep,
-    n: usize,
-) -> (HostVec, HostVec) {
+fn step_raw<B: Ops>(backend: &B, dtype: DType, step: &SolverStep, n: usize) -> (HostVec, HostVec) {
     let up = |len: usize, seed: u64| {
         Tensor::from_host(
             backend,
@@ -248,7 +243,7 @@ fn odd_f16_bit_patterns_round_trip_exactly() {
                 bits,
                 "packed {packed} n {n}"
             );
-            let head = b.read(t.buffer(), DType::F16, n / 2).unwrap();
+            let head = b.read(t.buffer(), DType::F16, 0, n / 2).unwrap();
             assert_eq!(
                 f16_bits(&head),
                 bits[..n / 2],
@@ -278,27 +273,27 @@ fn caller_errors_are_typed() {
         ),
         "{err}"
     );
-    // The backend checks too, not only Tensor.
+    // The backend checks too, not only Tensor: a range past the buffer's end.
     let err = b
-        .write(t.buffer_mut(), DType::F16, HostSlice::F32(&[1.0; 8]))
+        .write(t.buffer_mut(), DType::F16, 0, HostSlice::F32(&[1.0; 8]))
         .unwrap_err();
     assert!(
         matches!(
             err,
-            Error::LengthMismatch {
-                expected: 7,
-                got: 8,
-                ..
+            Error::ViewOutOfRange {
+                offset: 0,
+                len: 8,
+                tensor_len: 7,
             }
         ),
         "{err}"
     );
     let err = b
-        .write(t.buffer_mut(), DType::F32, HostSlice::F32(&[1.0; 7]))
+        .write(t.buffer_mut(), DType::F32, 0, HostSlice::F32(&[1.0; 7]))
         .unwrap_err();
     assert!(matches!(err, Error::DTypeMismatch { .. }), "{err}");
-    let err = b.read(t.buffer(), DType::F16, 8).unwrap_err();
-    assert!(matches!(err, Error::LengthMismatch { .. }), "{err}");
+    let err = b.read(t.buffer(), DType::F16, 0, 8).unwrap_err();
+    assert!(matches!(err, Error::ViewOutOfRange { .. }), "{err}");
     // A state too short for the slots the step names: rejected before any launch.
     let mut x = Tensor::zeros(b, Shape::flat(7), DType::F16).unwrap();
     let m = Tensor::zeros(b, Shape::flat(7), DType::F16).unwrap();

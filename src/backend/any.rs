@@ -1,12 +1,13 @@
-//! A backend chosen at run time, usable wherever a [`Backend`] is.
+//! The run-time choice of backend: [`select`] opens one, [`AnyBackend::run`]
+//! calls a function generic over the backend with it.
 //!
-//! Each call dispatches to the wrapped backend; a buffer allocated by another
-//! kind of backend is rejected with [`Error::Device`] rather than misread.
+//! Everything above the backends is generic over `B: Ops`, so this is the only
+//! `match` over backend kinds in the crate, and a new kernel family never
+//! touches it: it adds a supertrait to [`Ops`] instead.
 
 use super::{cpu, Backend, BackendKind};
 use crate::error::{Error, Result};
-use crate::solver::{SolverStep, StepLaunch};
-use crate::tensor::{DType, HostSlice, HostVec};
+use crate::ops::Ops;
 
 /// One of the compiled-in backends.
 // One value per process: boxing the larger variants would only add an indirection.
@@ -19,117 +20,151 @@ pub enum AnyBackend {
     Wgpu(super::wgpu::WgpuBackend),
 }
 
-/// A buffer of whichever backend allocated it.
-pub enum AnyBuffer {
-    Cpu(<cpu::CpuBackend as Backend>::Buffer),
-    #[cfg(feature = "cuda")]
-    Cuda(<super::cuda::CudaBackend as Backend>::Buffer),
-    #[cfg(feature = "wgpu")]
-    Wgpu(<super::wgpu::WgpuBackend as Backend>::Buffer),
+/// A computation generic over the backend: Rust has no generic closures, so
+/// the body a caller runs on an [`AnyBackend`] is a type with a generic method.
+///
+/// ```
+/// use diffinv::{backend::BackendFn, select, Backend, Ops};
+/// struct Name;
+/// impl BackendFn for Name {
+///     type Output = String;
+///     fn call<B: Ops>(self, backend: &B) -> String {
+///         backend.device_name()
+///     }
+/// }
+/// let chosen = select(Some("cpu")).unwrap();
+/// assert!(chosen.backend.run(Name).starts_with("host CPU"));
+/// ```
+pub trait BackendFn {
+    type Output;
+    fn call<B: Ops>(self, backend: &B) -> Self::Output;
 }
 
-/// `match` over the backend only.
-macro_rules! on_backend {
-    ($self:expr, $b:ident => $e:expr) => {
-        match $self {
-            AnyBackend::Cpu($b) => $e,
+impl AnyBackend {
+    /// Run `f` on the wrapped backend.
+    pub fn run<F: BackendFn>(&self, f: F) -> F::Output {
+        match self {
+            AnyBackend::Cpu(b) => f.call(b),
             #[cfg(feature = "cuda")]
-            AnyBackend::Cuda($b) => $e,
+            AnyBackend::Cuda(b) => f.call(b),
             #[cfg(feature = "wgpu")]
-            AnyBackend::Wgpu($b) => $e,
+            AnyBackend::Wgpu(b) => f.call(b),
+        }
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        struct Kind;
+        impl BackendFn for Kind {
+            type Output = BackendKind;
+            fn call<B: Ops>(self, b: &B) -> BackendKind {
+                b.kind()
+            }
+        }
+        self.run(Kind)
+    }
+
+    pub fn device_name(&self) -> String {
+        struct Name;
+        impl BackendFn for Name {
+            type Output = String;
+            fn call<B: Ops>(self, b: &B) -> String {
+                b.device_name()
+            }
+        }
+        self.run(Name)
+    }
+}
+
+/// What [`select`] chose and why.
+pub struct Selection {
+    pub backend: AnyBackend,
+    /// One line per candidate considered, ending with the chosen one.
+    pub reason: String,
+}
+
+/// Choose a backend by name: `cpu`, `wgpu`, `cuda` or `auto`. `None` reads
+/// `DIFFINV_BACKEND` and defaults to `auto`.
+///
+/// `auto` picks CUDA if a device opens, else a wgpu adapter that is not a CPU
+/// (software) adapter, else the CPU reference; the returned reason says what
+/// was tried and why each candidate was skipped.
+pub fn select(name: Option<&str>) -> Result<Selection> {
+    let env = std::env::var("DIFFINV_BACKEND").ok();
+    let name = name
+        .map(str::to_owned)
+        .or(env)
+        .unwrap_or_else(|| "auto".into());
+    match name.trim().to_ascii_lowercase().as_str() {
+        "cpu" => Ok(Selection {
+            backend: AnyBackend::Cpu(cpu::CpuBackend::new()),
+            reason: "cpu: requested".into(),
+        }),
+        "cuda" => open_cuda().map(|b| Selection {
+            backend: b,
+            reason: "cuda: requested".into(),
+        }),
+        "wgpu" => open_wgpu(true).map(|b| Selection {
+            backend: b,
+            reason: "wgpu: requested".into(),
+        }),
+        "auto" => Ok(select_auto()),
+        _ => Err(Error::UnknownBackend { name }),
+    }
+}
+
+fn select_auto() -> Selection {
+    let mut log = Vec::new();
+    let chosen = |backend, log: &mut Vec<String>, why: &str| {
+        log.push(why.to_string());
+        Selection {
+            backend,
+            reason: log.join("; "),
         }
     };
+    match open_cuda() {
+        Ok(b) => return chosen(b, &mut log, "cuda: device opened"),
+        Err(e) => log.push(format!("cuda skipped ({e})")),
+    }
+    match open_wgpu(false) {
+        Ok(b) => return chosen(b, &mut log, "wgpu: hardware adapter found"),
+        Err(e) => log.push(format!("wgpu skipped ({e})")),
+    }
+    let cpu = AnyBackend::Cpu(cpu::CpuBackend::new());
+    chosen(cpu, &mut log, "cpu: reference backend")
 }
 
-fn foreign(kind: BackendKind) -> Error {
-    Error::Device {
-        backend: kind.name(),
-        message: "buffer was allocated by a different backend".into(),
-    }
+#[cfg(feature = "cuda")]
+fn open_cuda() -> Result<AnyBackend> {
+    super::cuda::CudaBackend::new(0).map(AnyBackend::Cuda)
 }
 
-impl Backend for AnyBackend {
-    type Buffer = AnyBuffer;
+#[cfg(not(feature = "cuda"))]
+fn open_cuda() -> Result<AnyBackend> {
+    Err(Error::BackendUnavailable {
+        backend: "cuda",
+        reason: "built without the `cuda` feature".into(),
+    })
+}
 
-    fn kind(&self) -> BackendKind {
-        on_backend!(self, b => b.kind())
+#[cfg(feature = "wgpu")]
+fn open_wgpu(allow_software: bool) -> Result<AnyBackend> {
+    let b = super::wgpu::WgpuBackend::new()?;
+    if !allow_software && b.is_software() {
+        return Err(Error::BackendUnavailable {
+            backend: "wgpu",
+            reason: format!(
+                "only a CPU (software) adapter is present: {}",
+                b.device_name()
+            ),
+        });
     }
+    Ok(AnyBackend::Wgpu(b))
+}
 
-    fn device_name(&self) -> String {
-        on_backend!(self, b => b.device_name())
-    }
-
-    fn supports(&self, dtype: DType) -> bool {
-        on_backend!(self, b => b.supports(dtype))
-    }
-
-    fn alloc(&self, len: usize, dtype: DType) -> Result<AnyBuffer> {
-        Ok(match self {
-            AnyBackend::Cpu(b) => AnyBuffer::Cpu(b.alloc(len, dtype)?),
-            #[cfg(feature = "cuda")]
-            AnyBackend::Cuda(b) => AnyBuffer::Cuda(b.alloc(len, dtype)?),
-            #[cfg(feature = "wgpu")]
-            AnyBackend::Wgpu(b) => AnyBuffer::Wgpu(b.alloc(len, dtype)?),
-        })
-    }
-
-    fn write(&self, buf: &mut AnyBuffer, dtype: DType, data: HostSlice<'_>) -> Result<()> {
-        match (self, buf) {
-            (AnyBackend::Cpu(b), AnyBuffer::Cpu(m)) => b.write(m, dtype, data),
-            #[cfg(feature = "cuda")]
-            (AnyBackend::Cuda(b), AnyBuffer::Cuda(m)) => b.write(m, dtype, data),
-            #[cfg(feature = "wgpu")]
-            (AnyBackend::Wgpu(b), AnyBuffer::Wgpu(m)) => b.write(m, dtype, data),
-            #[allow(unreachable_patterns)]
-            _ => Err(foreign(self.kind())),
-        }
-    }
-
-    fn read(&self, buf: &AnyBuffer, dtype: DType, len: usize) -> Result<HostVec> {
-        match (self, buf) {
-            (AnyBackend::Cpu(b), AnyBuffer::Cpu(m)) => b.read(m, dtype, len),
-            #[cfg(feature = "cuda")]
-            (AnyBackend::Cuda(b), AnyBuffer::Cuda(m)) => b.read(m, dtype, len),
-            #[cfg(feature = "wgpu")]
-            (AnyBackend::Wgpu(b), AnyBuffer::Wgpu(m)) => b.read(m, dtype, len),
-            #[allow(unreachable_patterns)]
-            _ => Err(foreign(self.kind())),
-        }
-    }
-
-    fn synchronize(&self) -> Result<()> {
-        on_backend!(self, b => b.synchronize())
-    }
-
-    fn launch_count(&self) -> u64 {
-        on_backend!(self, b => b.launch_count())
-    }
-
-    fn solver_step_raw(
-        &self,
-        step: &SolverStep,
-        launch: StepLaunch,
-        dtype: DType,
-        n: usize,
-        stride: usize,
-        x: &mut AnyBuffer,
-        model_out: &AnyBuffer,
-        state: &mut AnyBuffer,
-    ) -> Result<()> {
-        match (self, x, model_out, state) {
-            (AnyBackend::Cpu(b), AnyBuffer::Cpu(x), AnyBuffer::Cpu(m), AnyBuffer::Cpu(s)) => {
-                b.solver_step_raw(step, launch, dtype, n, stride, x, m, s)
-            }
-            #[cfg(feature = "cuda")]
-            (AnyBackend::Cuda(b), AnyBuffer::Cuda(x), AnyBuffer::Cuda(m), AnyBuffer::Cuda(s)) => {
-                b.solver_step_raw(step, launch, dtype, n, stride, x, m, s)
-            }
-            #[cfg(feature = "wgpu")]
-            (AnyBackend::Wgpu(b), AnyBuffer::Wgpu(x), AnyBuffer::Wgpu(m), AnyBuffer::Wgpu(s)) => {
-                b.solver_step_raw(step, launch, dtype, n, stride, x, m, s)
-            }
-            #[allow(unreachable_patterns)]
-            _ => Err(foreign(self.kind())),
-        }
-    }
+#[cfg(not(feature = "wgpu"))]
+fn open_wgpu(_allow_software: bool) -> Result<AnyBackend> {
+    Err(Error::BackendUnavailable {
+        backend: "wgpu",
+        reason: "built without the `wgpu` feature".into(),
+    })
 }

@@ -4,8 +4,9 @@
 //! memory of a run (model output and the solver state) is allocated once in
 //! [`SolverRun::new`]; the loop itself allocates nothing.
 
-use crate::backend::{solver_step, Backend};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::ops::{solver_step, SolverOps};
 use crate::solver::{slot_stride, Plan, StepLaunch};
 use crate::tensor::{DType, HostVec, Shape, Tensor};
 
@@ -56,7 +57,7 @@ pub struct SolverRun<'p, B: Backend> {
     options: SamplerOptions,
 }
 
-impl<'p, B: Backend> SolverRun<'p, B> {
+impl<'p, B: SolverOps> SolverRun<'p, B> {
     /// Allocate the run's buffers for samples of `shape` and `dtype`.
     pub fn new(
         backend: &B,
@@ -163,7 +164,7 @@ fn check_finite<B: Backend>(backend: &B, t: &Tensor<B>, step: usize) -> Result<(
 
 /// Run every step of `plan` on `x` in place (`x` holds x_T on entry and the
 /// sample on return), reporting progress after each step.
-pub fn sample<B: Backend, D: Denoiser<B>>(
+pub fn sample<B: SolverOps, D: Denoiser<B>>(
     backend: &B,
     plan: &Plan,
     denoiser: &mut D,

@@ -66,7 +66,7 @@ impl SolverStep {
     /// corrector only together with the slot its result goes to.
     ///
     /// Plans built by [`crate::Plan`] always pass; this guards hand-made steps,
-    /// and [`crate::backend::solver_step`] calls it before every launch.
+    /// and [`crate::ops::solver_step`] calls it before every launch.
     pub fn validate(&self) -> Result<()> {
         let (ac, c) = self.corrector.map_or((0.0, [0.0; 3]), |k| (k.a, k.c));
         let scalars = [

@@ -4,11 +4,13 @@
 
 use std::alloc::Layout;
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use diffinv::backend::cuda::{CudaBackend, CudaDevice, LaunchConfig};
+use diffinv::backend::cuda::launch::{kernel_params, value_pointers};
+use diffinv::backend::cuda::{
+    Arg, CudaBackend, CudaDevice, Kernel, KernelArgs, LaunchConfig, Param,
+};
 use diffinv::{Error, Result};
 
 use super::skip;
@@ -41,6 +43,18 @@ unsafe impl Send for EmuMem {}
 // SAFETY: as above; shared references only read the address.
 unsafe impl Sync for EmuMem {}
 
+impl EmuMem {
+    fn check(&self, offset: usize, len: usize, what: &str) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.bytes => Ok(()),
+            _ => Err(device_error(format!(
+                "{what} of {len} bytes at offset {offset} in a {}-byte buffer",
+                self.bytes
+            ))),
+        }
+    }
+}
+
 impl Drop for EmuMem {
     fn drop(&mut self) {
         self.live
@@ -52,16 +66,31 @@ impl Drop for EmuMem {
     }
 }
 
+/// One launch as the device received it: kernel, configuration, and each
+/// argument's kind with its value bytes or buffer address.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchRecord {
+    pub kernel: &'static str,
+    pub cfg: LaunchConfig,
+    pub args: Vec<(Param, Vec<u8>, u64)>,
+}
+
 /// The emulated device: synchronous launches through `cuda_emu::launch`, an
-/// out-of-bounds-write check on every live allocation after each launch, and
-/// a count of launches per kernel.
+/// out-of-bounds-write check on every live allocation after each launch, a
+/// count of launches per kernel and the arguments of the last launch.
 #[derive(Default)]
 pub struct EmuDevice {
     live: Arc<Mutex<BTreeMap<usize, usize>>>,
     launched: Mutex<HashMap<String, u64>>,
+    last: Mutex<Option<LaunchRecord>>,
 }
 
 impl EmuDevice {
+    /// The most recent launch.
+    pub fn last_launch(&self) -> Option<LaunchRecord> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Launches so far of each kernel name.
     pub fn launched(&self) -> HashMap<String, u64> {
         self.launched
@@ -118,29 +147,27 @@ impl CudaDevice for EmuDevice {
         })
     }
 
-    fn write(&self, mem: &mut EmuMem, src: &[u8]) -> Result<()> {
-        if src.len() > mem.bytes {
-            return Err(device_error(format!(
-                "write of {} bytes into a {}-byte buffer",
-                src.len(),
-                mem.bytes
-            )));
-        }
-        // SAFETY: the allocation holds mem.bytes ≥ src.len() bytes and does not overlap src.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), mem.ptr.as_ptr(), src.len()) };
+    fn write(&self, mem: &mut EmuMem, offset: usize, src: &[u8]) -> Result<()> {
+        mem.check(offset, src.len(), "write")?;
+        // SAFETY: the allocation holds offset + src.len() ≤ mem.bytes bytes and does not overlap src.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), mem.ptr.as_ptr().add(offset), src.len())
+        };
         Ok(())
     }
 
-    fn read(&self, mem: &EmuMem, dst: &mut [u8]) -> Result<()> {
-        if dst.len() > mem.bytes {
-            return Err(device_error(format!(
-                "read of {} bytes from a {}-byte buffer",
-                dst.len(),
-                mem.bytes
-            )));
-        }
-        // SAFETY: the allocation holds mem.bytes ≥ dst.len() bytes and does not overlap dst.
-        unsafe { std::ptr::copy_nonoverlapping(mem.ptr.as_ptr(), dst.as_mut_ptr(), dst.len()) };
+    fn read(&self, mem: &EmuMem, offset: usize, dst: &mut [u8]) -> Result<()> {
+        mem.check(offset, dst.len(), "read")?;
+        // SAFETY: the allocation holds offset + dst.len() ≤ mem.bytes bytes and does not overlap dst.
+        unsafe {
+            std::ptr::copy_nonoverlapping(mem.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len())
+        };
+        Ok(())
+    }
+
+    fn zero(&self, mem: &mut EmuMem) -> Result<()> {
+        // SAFETY: the allocation holds mem.bytes bytes.
+        unsafe { std::ptr::write_bytes(mem.ptr.as_ptr(), 0, mem.bytes) };
         Ok(())
     }
 
@@ -150,22 +177,53 @@ impl CudaDevice for EmuDevice {
 
     unsafe fn launch(
         &self,
-        module: &'static str,
-        kernel: &str,
+        kernel: &'static Kernel,
         cfg: LaunchConfig,
-        args: &mut [*mut c_void],
+        args: KernelArgs<'_, EmuMem>,
     ) -> Result<()> {
+        let args = args.as_slice();
+        let mut addresses: Vec<u64> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Value(_) => 0,
+                Arg::In(m) => self.device_ptr(m),
+                Arg::Out(m) => self.device_ptr(m),
+            })
+            .collect();
+        let record = LaunchRecord {
+            kernel: kernel.name,
+            cfg,
+            args: args
+                .iter()
+                .zip(&addresses)
+                .map(|(a, &addr)| match a {
+                    Arg::Value(b) => (a.param(), b.to_vec(), 0),
+                    _ => (a.param(), Vec::new(), addr),
+                })
+                .collect(),
+        };
+        let mut params = kernel_params(&value_pointers(args), &mut addresses);
         // SAFETY: forwarded from the caller's contract (args match the kernel,
         // addresses are live EmuMem allocations of sufficient length).
-        unsafe { cuda_emu::launch(module, kernel, cfg.grid, cfg.block, cfg.shared_bytes, args) }
-            .map_err(|e| device_error(format!("emulated launch: {e}")))?;
+        unsafe {
+            cuda_emu::launch(
+                kernel.module.name,
+                kernel.name,
+                cfg.grid,
+                cfg.block,
+                cfg.shared_bytes,
+                &mut params,
+            )
+        }
+        .map_err(|e| device_error(format!("emulated launch: {e}")))?;
         *self
             .launched
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(kernel.to_string())
+            .entry(kernel.name.to_string())
             .or_default() += 1;
-        self.check_redzones(kernel)
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+        self.check_redzones(kernel.name)
     }
 
     fn synchronize(&self) -> Result<()> {

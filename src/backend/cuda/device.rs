@@ -1,6 +1,7 @@
 //! What the CUDA backend needs from a device, so the same host launcher code
 //! drives a real GPU (through cudarc) and the CPU emulation harness used in tests.
 
+use super::launch::{Kernel, KernelArgs};
 use crate::error::Result;
 
 /// Grid, block and dynamic shared memory of one launch.
@@ -11,11 +12,9 @@ pub struct LaunchConfig {
     pub shared_bytes: u32,
 }
 
-/// A device that stores bytes and launches the kernels of `kernels/*.cu` by name.
+/// A device that stores bytes and launches the kernels of `kernels/*.cu`.
 ///
-/// Arguments are packed exactly as `cuLaunchKernel`'s `kernelParams`: one
-/// pointer per kernel parameter, pointing at the parameter's value (a params
-/// struct, or a device address from [`CudaDevice::device_ptr`]).
+/// Every operation runs in order on the device's one stream.
 pub trait CudaDevice: Send + Sync {
     /// Device memory of one buffer.
     type Mem: Send + Sync;
@@ -26,28 +25,28 @@ pub trait CudaDevice: Send + Sync {
     /// Allocate `bytes` zeroed bytes.
     fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Mem>;
 
-    /// Copy `src` into the start of `mem`.
-    fn write(&self, mem: &mut Self::Mem, src: &[u8]) -> Result<()>;
+    /// Copy `src` into `mem` at byte `offset`.
+    fn write(&self, mem: &mut Self::Mem, offset: usize, src: &[u8]) -> Result<()>;
 
-    /// Copy the start of `mem` into `dst` (waits for pending work).
-    fn read(&self, mem: &Self::Mem, dst: &mut [u8]) -> Result<()>;
+    /// Copy bytes of `mem` from byte `offset` into `dst` (waits for pending work).
+    fn read(&self, mem: &Self::Mem, offset: usize, dst: &mut [u8]) -> Result<()>;
+
+    /// Set every byte of `mem` to zero.
+    fn zero(&self, mem: &mut Self::Mem) -> Result<()>;
 
     /// The address kernels see for `mem`.
     fn device_ptr(&self, mem: &Self::Mem) -> u64;
 
-    /// Launch `kernel` (an `extern "C"` entry point of `source`, a `kernels/*.cu` file
-    /// named by `module`) with packed arguments.
+    /// Launch `kernel` with arguments already checked against its signature.
     ///
     /// # Safety
-    /// `args` must match the kernel's parameter list in count, order and type, and
-    /// every device address in it must point at a live buffer at least as long as
-    /// the kernel reads or writes for the launch's params.
+    /// Every buffer in `args` must be at least as long as the kernel reads or
+    /// writes for the launch's params.
     unsafe fn launch(
         &self,
-        module: &'static str,
-        kernel: &str,
+        kernel: &'static Kernel,
         cfg: LaunchConfig,
-        args: &mut [*mut std::ffi::c_void],
+        args: KernelArgs<'_, Self::Mem>,
     ) -> Result<()>;
 
     /// Wait for all launched work.

@@ -1,26 +1,32 @@
 //! [`CudaDevice`] on a real GPU through cudarc's driver API.
 
-use std::collections::HashMap;
-use std::ffi::c_void;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::device::{CudaDevice, LaunchConfig};
-use super::kernels;
+use super::kernels::{self, KERNELS, MODULES};
+use super::launch::{kernel_params, Arg, Kernel, KernelArgs};
 use crate::error::{Error, Result};
 
-/// A GPU: one context and stream; modules compiled by NVRTC on first use and cached.
+/// A GPU: one context and one explicit (non-default) stream that every kernel
+/// — and later cuBLAS and cuDNN — runs on; modules compiled by NVRTC on first
+/// use; functions cached by kernel id.
 pub struct DriverDevice {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     /// `sm_XY` of the device, the NVRTC target.
     arch: String,
     multiprocessors: u32,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    /// Entry points by (module, kernel).
-    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
+    /// By module id.
+    modules: Vec<OnceLock<Arc<CudaModule>>>,
+    /// By kernel id: resolved once, then read without a lock or a lookup.
+    functions: Vec<OnceLock<CudaFunction>>,
+    /// Serialises first-use compilation (a module compiles once).
+    loading: Mutex<()>,
 }
 
 fn driver_error(e: impl std::fmt::Display) -> Error {
@@ -30,13 +36,13 @@ fn driver_error(e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// A host slice of `bytes` must fit the device buffer of `cap` bytes (cudarc panics otherwise).
-fn check_fits(what: &'static str, bytes: usize, cap: usize) -> Result<()> {
-    if bytes > cap {
+/// `bytes` at `offset` must fit the device buffer of `cap` bytes (cudarc panics otherwise).
+fn check_fits(what: &'static str, offset: usize, bytes: usize, cap: usize) -> Result<()> {
+    if offset.checked_add(bytes).is_none_or(|end| end > cap) {
         return Err(Error::LengthMismatch {
             what,
             expected: cap,
-            got: bytes,
+            got: offset.saturating_add(bytes),
         });
     }
     Ok(())
@@ -68,14 +74,17 @@ impl DriverDevice {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
             )
             .map_err(driver_error)?;
-        let stream = ctx.default_stream();
+        // Not the legacy default stream: CUDA-graph capture rejects it, and it
+        // serialises against every other stream of the process.
+        let stream = ctx.new_stream().map_err(driver_error)?;
         Ok(DriverDevice {
             ctx,
             stream,
             arch: format!("sm_{major}{minor}"),
             multiprocessors: multiprocessors.max(1) as u32,
-            modules: Mutex::new(HashMap::new()),
-            functions: Mutex::new(HashMap::new()),
+            modules: MODULES.iter().map(|_| OnceLock::new()).collect(),
+            functions: KERNELS.iter().map(|_| OnceLock::new()).collect(),
+            loading: Mutex::new(()),
         })
     }
 
@@ -89,21 +98,27 @@ impl DriverDevice {
         &self.arch
     }
 
-    /// The entry point `kernel` of `module`, compiling and loading the module
-    /// on first use (both cached for the device's lifetime).
-    fn function(&self, module: &'static str, kernel: &str) -> Result<CudaFunction> {
-        let mut functions = self
+    /// The stream every operation of this device is ordered on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The loaded function of `kernel`: compiled and loaded on first use, a
+    /// plain index afterwards.
+    fn function(&self, kernel: &'static Kernel) -> Result<&CudaFunction> {
+        let slot = self
             .functions
-            .lock()
-            .map_err(|_| driver_error("function cache poisoned"))?;
-        if let Some(f) = functions.get(&(module, kernel.to_string())) {
-            return Ok(f.clone());
+            .get(kernel.id)
+            .ok_or_else(|| driver_error(format!("kernel {} is not in KERNELS", kernel.name)))?;
+        if let Some(f) = slot.get() {
+            return Ok(f);
         }
-        let mut modules = self
-            .modules
+        let _loading = self
+            .loading
             .lock()
-            .map_err(|_| driver_error("module cache poisoned"))?;
-        let m = match modules.get(module) {
+            .map_err(|_| driver_error("module loading poisoned"))?;
+        let module = kernel.module;
+        let m = match self.modules.get(module.id).and_then(OnceLock::get) {
             Some(m) => Arc::clone(m),
             None => {
                 let cubin = kernels::compile_cubin(module, &self.arch)?;
@@ -111,13 +126,14 @@ impl DriverDevice {
                     .ctx
                     .load_module(Ptx::from_binary(cubin))
                     .map_err(driver_error)?;
-                modules.insert(module, Arc::clone(&m));
+                if let Some(cell) = self.modules.get(module.id) {
+                    let _ = cell.set(Arc::clone(&m));
+                }
                 m
             }
         };
-        let f = m.load_function(kernel).map_err(driver_error)?;
-        functions.insert((module, kernel.to_string()), f.clone());
-        Ok(f)
+        let f = m.load_function(kernel.name).map_err(driver_error)?;
+        Ok(slot.get_or_init(|| f))
     }
 }
 
@@ -135,48 +151,82 @@ impl CudaDevice for DriverDevice {
             .map_err(driver_error)
     }
 
-    fn write(&self, mem: &mut CudaSlice<u8>, src: &[u8]) -> Result<()> {
-        check_fits("cuda device write", src.len(), mem.len())?;
-        let mut view = mem.slice_mut(..src.len());
+    fn write(&self, mem: &mut CudaSlice<u8>, offset: usize, src: &[u8]) -> Result<()> {
+        check_fits("cuda device write", offset, src.len(), mem.len())?;
+        let mut view = mem.slice_mut(offset..offset + src.len());
         self.stream
             .memcpy_htod(src, &mut view)
             .map_err(driver_error)
     }
 
-    fn read(&self, mem: &CudaSlice<u8>, dst: &mut [u8]) -> Result<()> {
-        check_fits("cuda device read", dst.len(), mem.len())?;
-        let view = mem.slice(..dst.len());
+    fn read(&self, mem: &CudaSlice<u8>, offset: usize, dst: &mut [u8]) -> Result<()> {
+        check_fits("cuda device read", offset, dst.len(), mem.len())?;
+        let view = mem.slice(offset..offset + dst.len());
         self.stream.memcpy_dtoh(&view, dst).map_err(driver_error)
     }
 
+    fn zero(&self, mem: &mut CudaSlice<u8>) -> Result<()> {
+        self.stream.memset_zeros(mem).map_err(driver_error)
+    }
+
     fn device_ptr(&self, mem: &CudaSlice<u8>) -> u64 {
-        let (ptr, _sync) = mem.device_ptr(&self.stream);
+        let (ptr, _record) = mem.device_ptr(&self.stream);
         ptr
     }
 
     unsafe fn launch(
         &self,
-        module: &'static str,
-        kernel: &str,
+        kernel: &'static Kernel,
         cfg: LaunchConfig,
-        args: &mut [*mut c_void],
+        mut args: KernelArgs<'_, CudaSlice<u8>>,
     ) -> Result<()> {
-        let f = self.function(module, kernel)?;
+        let f = self.function(kernel)?.cu_function();
         // The raw launch does not make the context current (cudarc's safe calls do):
         // without this, a launch from a thread that has not touched the context fails.
         self.ctx.bind_to_thread().map_err(driver_error)?;
-        // SAFETY: forwarded from the caller's contract (argument list and buffer lengths).
-        unsafe {
+        let stream = &*self.stream;
+        // Taking each address makes the stream wait for the buffer's last write
+        // (and, for outputs, its last reads); the guards record this launch as
+        // the new reader / writer when they drop, after the launch.
+        let mut records = Vec::with_capacity(args.as_slice().len());
+        let mut values = Vec::with_capacity(args.as_slice().len());
+        let mut addresses: Vec<u64> = args
+            .as_mut_slice()
+            .iter_mut()
+            .map(|arg| match arg {
+                Arg::Value(bytes) => {
+                    values.push(Some(bytes.as_ptr()));
+                    0
+                }
+                Arg::In(mem) => {
+                    let (ptr, record) = mem.device_ptr(stream);
+                    records.push(record);
+                    values.push(None);
+                    ptr
+                }
+                Arg::Out(mem) => {
+                    let (ptr, record) = mem.device_ptr_mut(stream);
+                    records.push(record);
+                    values.push(None);
+                    ptr
+                }
+            })
+            .collect();
+        let mut params = kernel_params(&values, &mut addresses);
+        // SAFETY: the arguments match the kernel's declared signature (checked by
+        // the backend) and every buffer is as long as the caller's contract says.
+        let launched = unsafe {
             cudarc::driver::result::launch_kernel(
-                f.cu_function(),
+                f,
                 cfg.grid,
                 cfg.block,
                 cfg.shared_bytes,
-                self.stream.cu_stream(),
-                args,
+                stream.cu_stream(),
+                &mut params,
             )
-        }
-        .map_err(driver_error)
+        };
+        drop(records);
+        launched.map_err(driver_error)
     }
 
     fn synchronize(&self) -> Result<()> {

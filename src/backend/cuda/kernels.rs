@@ -12,25 +12,35 @@ use std::ffi::{c_char, CString};
 
 use cudarc::nvrtc::sys;
 
+use super::launch::{Kernel, Module};
+use super::solver;
 use crate::error::{Error, Result};
 
 const COMMON: &str = include_str!("../../../kernels/common.cuh");
 
-/// Every kernel module: (name, source of `kernels/<name>.cu`).
-pub const MODULES: &[(&str, &str)] = &[("solver", include_str!("../../../kernels/solver.cu"))];
+/// Every kernel module (`kernels/<family>.cu`); `MODULES[i].id == i`.
+pub const MODULES: &[&Module] = &[&solver::MODULE];
+
+/// Every kernel entry point; `KERNELS[i].id == i`.
+pub const KERNELS: &[&Kernel] = &[&solver::STEP_F32, &solver::STEP_F16];
 
 /// The line each `.cu` file includes the shared header with.
 const COMMON_INCLUDE: &str = "#include \"common.cuh\"";
 
 /// A module's source as NVRTC compiles it: `common.cuh` spliced in where the
 /// file includes it (NVRTC sees no files, only this string).
-pub fn module_source(module: &str) -> Result<String> {
-    let (_, source) = MODULES
-        .iter()
-        .find(|(name, _)| *name == module)
-        .ok_or_else(|| device_error(format!("no kernel module named {module:?}")))?;
+pub fn module_source(module: &Module) -> String {
     let common = COMMON.replace("#pragma once", "");
-    Ok(source.replacen(COMMON_INCLUDE, &common, 1))
+    module.source.replacen(COMMON_INCLUDE, &common, 1)
+}
+
+/// The module of that name, if any.
+pub fn module(name: &str) -> Result<&'static Module> {
+    MODULES
+        .iter()
+        .copied()
+        .find(|m| m.name == name)
+        .ok_or_else(|| device_error(format!("no kernel module named {name:?}")))
 }
 
 fn device_error(message: String) -> Error {
@@ -73,17 +83,19 @@ pub fn nvrtc_available() -> bool {
     unsafe { sys::is_culib_present() }
 }
 
-/// The NVRTC options every compilation uses, for `arch` (`compute_XY` or `sm_XY`).
+/// The NVRTC options of `module` for `arch` (`compute_XY` or `sm_XY`).
 ///
-/// `--fmad=false`: the CPU reference computes every `a·b + c` as a rounded
-/// multiply then a rounded add; without this NVRTC contracts them into FMAs and
-/// the f32 results drift from the reference by an ulp. The kernels are
-/// bandwidth-bound, so the extra instructions cost nothing measurable.
-pub fn nvrtc_options(arch: &str, include_dirs: &[String]) -> Vec<String> {
+/// `--fmad=false` unless the module allows contraction: the CPU reference
+/// computes every `a·b + c` as a rounded multiply then a rounded add; with
+/// FMAs the f32 results drift from it by an ulp. Element-wise families are
+/// bandwidth-bound, so the extra instructions cost nothing measurable;
+/// GEMM-like families keep FMAs and state tolerances instead.
+pub fn nvrtc_options(module: &Module, arch: &str, include_dirs: &[String]) -> Vec<String> {
+    let fmad = if module.contract_fma { "true" } else { "false" };
     let mut opts = vec![
         format!("--gpu-architecture={arch}"),
         "--std=c++17".into(),
-        "--fmad=false".into(),
+        format!("--fmad={fmad}"),
     ];
     opts.extend(include_dirs.iter().map(|d| format!("--include-path={d}")));
     opts
@@ -133,7 +145,7 @@ fn read_output(
     Ok(buf)
 }
 
-fn compile(module: &str, arch: &str, output: Output) -> Result<Vec<u8>> {
+fn compile(module: &Module, arch: &str, output: Output) -> Result<Vec<u8>> {
     if !nvrtc_available() {
         return Err(Error::BackendUnavailable {
             backend: "cuda",
@@ -147,9 +159,9 @@ fn compile(module: &str, arch: &str, output: Output) -> Result<Vec<u8>> {
             reason: "cuda_fp16.h not found: set DIFFINV_CUDA_INCLUDE or CUDA_PATH".into(),
         });
     }
-    let src = cstring(&module_source(module)?)?;
-    let name = cstring(&format!("{module}.cu"))?;
-    let opts = nvrtc_options(arch, &includes);
+    let src = cstring(&module_source(module))?;
+    let name = cstring(&format!("{}.cu", module.name))?;
+    let opts = nvrtc_options(module, arch, &includes);
     let c_opts = opts
         .iter()
         .map(|o| cstring(o))
@@ -186,7 +198,8 @@ fn compile(module: &str, arch: &str, output: Output) -> Result<Vec<u8>> {
         })
         .unwrap_or_default();
         return Err(device_error(format!(
-            "NVRTC compiling {module}.cu for {arch} failed ({compiled:?}), options {opts:?}:\n{log}"
+            "NVRTC compiling {}.cu for {arch} failed ({compiled:?}), options {opts:?}:\n{log}",
+            module.name
         )));
     }
     // SAFETY (both arms): the program compiled; each buffer is sized by its size query.
@@ -210,22 +223,23 @@ fn compile(module: &str, arch: &str, output: Output) -> Result<Vec<u8>> {
     }
     if bytes.is_empty() {
         return Err(device_error(format!(
-            "NVRTC produced no {output:?} for {module}.cu at {arch}"
+            "NVRTC produced no {output:?} for {}.cu at {arch}",
+            module.name
         )));
     }
     Ok(bytes)
 }
 
-/// Compile `module` (a name in [`MODULES`]) to PTX for an architecture such as
-/// `compute_80`, with exactly the source and [`nvrtc_options`] the runtime uses.
-/// A compile error is [`Error::Device`] carrying NVRTC's log.
-pub fn compile_ptx(module: &str, arch: &str) -> Result<String> {
+/// Compile `module` to PTX for an architecture such as `compute_80`, with
+/// exactly the source and [`nvrtc_options`] the runtime uses. A compile error
+/// is [`Error::Device`] carrying NVRTC's log.
+pub fn compile_ptx(module: &Module, arch: &str) -> Result<String> {
     let bytes = compile(module, arch, Output::Ptx)?;
     String::from_utf8(bytes).map_err(|e| device_error(format!("PTX is not UTF-8: {e}")))
 }
 
 /// Compile `module` to a cubin for a real architecture such as `sm_90` (what
 /// the driver device loads).
-pub fn compile_cubin(module: &str, arch: &str) -> Result<Vec<u8>> {
+pub fn compile_cubin(module: &Module, arch: &str) -> Result<Vec<u8>> {
     compile(module, arch, Output::Cubin)
 }

@@ -9,22 +9,18 @@
 pub mod device;
 mod driver;
 pub mod kernels;
+pub mod launch;
+mod solver;
 
-use std::borrow::Cow;
-use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use half::f16;
-use half::slice::HalfFloatSliceExt;
 
 pub use device::{CudaDevice, LaunchConfig};
 pub use driver::DriverDevice;
-pub use kernels::{compile_cubin, compile_ptx, MODULES};
+pub use kernels::{compile_cubin, compile_ptx, KERNELS, MODULES};
+pub use launch::{Arg, Kernel, KernelArgs, Module, Param};
 
-use super::params::SolverStepParams;
-use super::{check_raw_step, Backend, BackendKind, RawBuffer};
+use super::{Backend, BackendKind, BufferInfo, BufferPool, CheckedRange};
 use crate::error::{Error, Result};
-use crate::solver::{SolverStep, StepLaunch};
 use crate::tensor::{DType, HostSlice, HostVec};
 
 /// Threads per block of every launch unless changed with [`CudaBackend::set_block_size`].
@@ -43,6 +39,7 @@ pub struct CudaBackend<D: CudaDevice = DriverDevice> {
     launches: AtomicU64,
     block_size: u32,
     max_blocks: u32,
+    pool: BufferPool<CudaBuffer<D::Mem>>,
 }
 
 /// Most blocks one launch may have (the x-dimension limit is higher on every
@@ -96,6 +93,7 @@ impl<D: CudaDevice> CudaBackend<D> {
             launches: AtomicU64::new(0),
             block_size: DEFAULT_BLOCK_SIZE,
             max_blocks: MAX_GRID_BLOCKS,
+            pool: BufferPool::default(),
         }
     }
 
@@ -148,26 +146,35 @@ impl<D: CudaDevice> CudaBackend<D> {
         launch_config(work, self.block_size, self.max_blocks)
     }
 
-    /// A buffer of `dtype` with at least `len` elements.
-    fn check_buffer(
-        what: &'static str,
-        buf: &CudaBuffer<D::Mem>,
-        dtype: DType,
-        len: usize,
+    /// Launch `kernel` over `work` independent items (grid-stride beyond the
+    /// block cap) after checking `args` against its declared signature.
+    ///
+    /// # Safety
+    /// Every buffer in `args` must hold what the kernel touches for `work`
+    /// items and the params block it is given.
+    pub(crate) unsafe fn launch(
+        &self,
+        kernel: &'static Kernel,
+        work: usize,
+        args: KernelArgs<'_, D::Mem>,
     ) -> Result<()> {
-        buf.describe(what).check(dtype, len)
+        args.check(kernel)?;
+        if work > MAX_LAUNCH_ELEMENTS {
+            return Err(Error::TooLarge {
+                backend: "cuda",
+                bytes: work as u64,
+                limit: MAX_LAUNCH_ELEMENTS as u64,
+            });
+        }
+        let cfg = self.launch_config(work);
+        // SAFETY: forwarded from the caller's contract; the signature was checked.
+        unsafe { self.device.launch(kernel, cfg, args)? };
+        self.launches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
 impl<M> CudaBuffer<M> {
-    fn describe(&self, what: &'static str) -> RawBuffer {
-        RawBuffer {
-            what,
-            dtype: self.dtype,
-            len: self.len,
-        }
-    }
-
     /// Elements in the buffer.
     pub fn len(&self) -> usize {
         self.len
@@ -221,7 +228,7 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
     }
 
     fn alloc(&self, len: usize, dtype: DType) -> Result<Self::Buffer> {
-        if dtype == DType::F64 {
+        if !self.supports(dtype) {
             return Err(unsupported(dtype));
         }
         let bytes = len
@@ -231,62 +238,34 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
         Ok(CudaBuffer { mem, len, dtype })
     }
 
-    fn write(&self, buf: &mut Self::Buffer, dtype: DType, data: HostSlice<'_>) -> Result<()> {
-        Self::check_buffer("cuda write", buf, dtype, 0)?;
-        if data.len() != buf.len {
-            return Err(Error::LengthMismatch {
-                what: "cuda write",
-                expected: buf.len,
-                got: data.len(),
-            });
+    fn buffer_info(buf: &Self::Buffer) -> BufferInfo {
+        BufferInfo {
+            dtype: buf.dtype,
+            len: buf.len,
         }
-        // Same dtype: upload the caller's slice as is; otherwise convert once
-        // (F16C-accelerated for f16 ↔ f32 in `half`).
-        let bytes: Cow<'_, [u8]> = match (dtype, data) {
-            (DType::F32, HostSlice::F32(s)) => Cow::Borrowed(bytemuck::cast_slice(s)),
-            (DType::F32, HostSlice::F16(s)) => {
-                let mut v = vec![0f32; s.len()];
-                s.convert_to_f32_slice(&mut v);
-                Cow::Owned(bytemuck::cast_slice(&v).to_vec())
-            }
-            (DType::F32, HostSlice::F64(s)) => {
-                let v: Vec<f32> = s.iter().map(|&x| x as f32).collect();
-                Cow::Owned(bytemuck::cast_slice(&v).to_vec())
-            }
-            (DType::F16, HostSlice::F16(s)) => Cow::Borrowed(bytemuck::cast_slice(s)),
-            (DType::F16, HostSlice::F32(s)) => {
-                let mut v = vec![f16::ZERO; s.len()];
-                v.convert_from_f32_slice(s);
-                Cow::Owned(bytemuck::cast_slice(&v).to_vec())
-            }
-            (DType::F16, HostSlice::F64(s)) => {
-                let mut v = vec![f16::ZERO; s.len()];
-                v.convert_from_f64_slice(s);
-                Cow::Owned(bytemuck::cast_slice(&v).to_vec())
-            }
-            (DType::F64, _) => return Err(unsupported(dtype)),
-        };
-        self.device.write(&mut buf.mem, &bytes)
     }
 
-    fn read(&self, buf: &Self::Buffer, dtype: DType, len: usize) -> Result<HostVec> {
-        Self::check_buffer("cuda read", buf, dtype, len)?;
+    fn zero(&self, buf: &mut Self::Buffer) -> Result<()> {
+        self.device.zero(&mut buf.mem)
+    }
+
+    fn write_checked(
+        &self,
+        buf: &mut Self::Buffer,
+        range: CheckedRange,
+        data: HostSlice<'_>,
+    ) -> Result<()> {
+        // Same dtype: upload the caller's slice as is; otherwise convert once.
+        let bytes = data.storage_bytes(range.dtype())?;
+        self.device.write(&mut buf.mem, range.bytes().start, &bytes)
+    }
+
+    fn read_checked(&self, buf: &Self::Buffer, range: CheckedRange) -> Result<HostVec> {
         // Read straight into the typed vector's bytes.
-        Ok(match dtype {
-            DType::F32 => {
-                let mut v = vec![0f32; len];
-                self.device
-                    .read(&buf.mem, bytemuck::cast_slice_mut(&mut v))?;
-                HostVec::F32(v)
-            }
-            DType::F16 => {
-                let mut v = vec![f16::ZERO; len];
-                self.device
-                    .read(&buf.mem, bytemuck::cast_slice_mut(&mut v))?;
-                HostVec::F16(v)
-            }
-            DType::F64 => return Err(unsupported(dtype)),
-        })
+        let mut out = HostVec::zeroed(range.dtype(), range.len());
+        self.device
+            .read(&buf.mem, range.bytes().start, out.bytes_mut())?;
+        Ok(out)
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -297,63 +276,7 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
         self.launches.load(Ordering::Relaxed)
     }
 
-    fn solver_step_raw(
-        &self,
-        step: &SolverStep,
-        launch: StepLaunch,
-        dtype: DType,
-        n: usize,
-        stride: usize,
-        x: &mut Self::Buffer,
-        model_out: &Self::Buffer,
-        state: &mut Self::Buffer,
-    ) -> Result<()> {
-        let (kernel, work) = match dtype {
-            // One thread per f16 pair (plus the odd tail element, done by thread 0).
-            DType::F16 => ("solver_step_f16", n.div_ceil(2)),
-            DType::F32 => ("solver_step_f32", n),
-            DType::F64 => return Err(unsupported(dtype)),
-        };
-        let state_len = check_raw_step(
-            step,
-            dtype,
-            n,
-            stride,
-            [
-                x.describe("x"),
-                model_out.describe("model output"),
-                state.describe("solver state"),
-            ],
-        )?;
-        for len in [n, state_len] {
-            if len > MAX_LAUNCH_ELEMENTS {
-                return Err(too_large(len, dtype, MAX_LAUNCH_ELEMENTS));
-            }
-        }
-
-        // Both fit u32: checked against MAX_LAUNCH_ELEMENTS above.
-        let mut params = SolverStepParams::new(step, launch, n as u32, stride as u32);
-        let mut x_ptr = self.device.device_ptr(&x.mem);
-        let mut m_ptr = self.device.device_ptr(&model_out.mem);
-        let mut s_ptr = self.device.device_ptr(&state.mem);
-        // cuLaunchKernel's kernelParams: one pointer per parameter, at its value.
-        let mut args: [*mut c_void; 4] = [
-            (&mut params as *mut SolverStepParams).cast(),
-            (&mut x_ptr as *mut u64).cast(),
-            (&mut m_ptr as *mut u64).cast(),
-            (&mut s_ptr as *mut u64).cast(),
-        ];
-        let cfg = self.launch_config(work);
-        // SAFETY: checked just above: x and model_out hold ≥ n elements of `dtype`,
-        // state holds ≥ slots_used·stride elements with stride ≥ n and a multiple of
-        // 64 (so f16 pairs are 4-byte aligned in every slot), and `SolverStepParams::new`
-        // names only slots < slots_used. The kernel touches element i < n of x, of
-        // model_out and of each named slot, nothing else. The four args match
-        // `solver_step_{f16,f32}(SolverStepParams, T*, const T*, T*)` and outlive
-        // the call; x and state are exclusively borrowed for it, and model_out is
-        // a distinct buffer (the borrows guarantee no aliasing).
-        unsafe { self.device.launch("solver", kernel, cfg, &mut args)? };
-        self.launches.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+    fn pool(&self) -> &BufferPool<Self::Buffer> {
+        &self.pool
     }
 }

@@ -1,35 +1,33 @@
 //! The wgpu backend: WGSL from `shaders/` on Vulkan, Metal or DX12 — and on
 //! lavapipe (Mesa's CPU Vulkan), which is how shaders run where there is no GPU.
 //!
-//! One device and queue; pipelines compiled once per (kernel, storage variant,
-//! workgroup size) and cached. f16 tensors use `array<f16>` when the adapter
-//! offers SHADER_F16 and a packed-u32 variant otherwise (or when forced, so
-//! both are tested on one machine).
+//! One device and queue. Kernels come from a table ([`kernels`]) whose layouts
+//! and pipelines are built once; dispatches are recorded into one pending
+//! submission with per-dispatch params in a uniform arena ([`recorder`]) and
+//! submitted when results are needed. f16 tensors use `array<f16>` when the
+//! adapter offers SHADER_F16 and a packed-u32 variant otherwise (or when
+//! forced, so both are tested on one machine).
 
+pub mod kernels;
+mod quiet;
+mod recorder;
+mod solver;
 mod variants;
 
-use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use half::f16;
-use half::slice::HalfFloatSliceExt;
-use wgpu::util::DeviceExt;
-
-use super::params::SolverStepParams;
-use super::{check_raw_step, Backend, BackendKind, RawBuffer};
+use super::{Backend, BackendKind, BufferInfo, BufferPool, CheckedRange};
 use crate::error::{Error, Result};
-use crate::solver::{SolverStep, StepLaunch};
 use crate::tensor::{DType, HostSlice, HostVec};
-use variants::assemble;
+use kernels::KernelCache;
+use recorder::{Dispatch, Pending, ARENA_BYTES, DEFAULT_SUBMIT_BUDGET};
 pub use variants::ShaderVariant;
 
 /// Most workgroups one dispatch dimension may have (WebGPU's default limit);
 /// kernels loop grid-stride over anything larger.
 const MAX_WORKGROUPS: u32 = 65_535;
-
-const SOLVER_WGSL: &str = include_str!("../../../shaders/solver.wgsl");
-const SOLVER_PACKED_WGSL: &str = include_str!("../../../shaders/solver_packed.wgsl");
 
 /// How to open the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,25 +55,10 @@ pub struct WgpuBuffer {
 }
 
 impl WgpuBuffer {
-    fn describe(&self, what: &'static str) -> RawBuffer {
-        RawBuffer {
-            what,
-            dtype: self.dtype,
-            len: self.len,
-        }
+    /// The wgpu buffer (allocated with STORAGE, COPY_SRC and COPY_DST usage).
+    pub fn raw(&self) -> &wgpu::Buffer {
+        &self.buffer
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Kernel {
-    SolverStep,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct PipelineKey {
-    kernel: Kernel,
-    variant: ShaderVariant,
-    workgroup_size: u32,
 }
 
 /// The wgpu backend.
@@ -84,17 +67,21 @@ pub struct WgpuBackend {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     native_f16: bool,
-    layout: wgpu::BindGroupLayout,
-    pipeline_layout: wgpu::PipelineLayout,
-    params: wgpu::Buffer,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
-    /// Serialises "write params, encode, submit": the params buffer is shared.
-    submit: Mutex<()>,
+    kernels: KernelCache,
+    /// Params blocks of the pending dispatches, at dynamic offsets.
+    arena: wgpu::Buffer,
+    params_align: u64,
+    pending: Mutex<Pending>,
+    /// Read-back buffer, reused (grown when a larger read comes).
+    staging: Mutex<Option<wgpu::Buffer>>,
+    pool: BufferPool<WgpuBuffer>,
     /// Errors wgpu reports outside an error scope (instead of its default panic).
     uncaptured: Arc<Mutex<Option<String>>>,
     launches: AtomicU64,
+    submissions: AtomicU64,
     workgroup_size: u32,
     max_workgroups: u32,
+    submit_budget: u32,
 }
 
 fn device_error(message: impl Into<String>) -> Error {
@@ -117,6 +104,11 @@ fn byte_size(len: usize, dtype: DType) -> u64 {
     ((len * dtype.size()).div_ceil(4) * 4).max(4) as u64
 }
 
+/// The 4-byte-aligned byte range covering `bytes` (wgpu copies in words).
+fn word_range(bytes: &std::ops::Range<usize>) -> std::ops::Range<u64> {
+    (bytes.start / 4 * 4) as u64..(bytes.end.div_ceil(4) * 4) as u64
+}
+
 impl WgpuBackend {
     /// Open the best adapter with default options (software adapters allowed).
     pub fn new() -> Result<Self> {
@@ -125,14 +117,11 @@ impl WgpuBackend {
 
     /// Open the best adapter: hardware first, a software adapter only if allowed.
     pub fn with_options(options: WgpuOptions) -> Result<Self> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        adapters.retain(|a| {
-            let info = a.get_info();
-            let software = info.device_type == wgpu::DeviceType::Cpu;
-            options.allow_software || !software
-        });
+        let adapters = quiet::enumerate_adapters();
+        let mut adapters: Vec<_> = adapters
+            .into_iter()
+            .filter(|a| options.allow_software || a.get_info().device_type != wgpu::DeviceType::Cpu)
+            .collect();
         // Discrete, then integrated, then anything else; software last.
         adapters.sort_by_key(|a| match a.get_info().device_type {
             wgpu::DeviceType::DiscreteGpu => 0,
@@ -172,44 +161,11 @@ impl WgpuBackend {
                 slot.get_or_insert_with(|| e.to_string());
             }
         }));
-
-        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("diffinv solver step"),
-            entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-                storage(1, false),
-                storage(2, true),
-                storage(3, false),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("diffinv solver step"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("diffinv params"),
-            contents: bytemuck::bytes_of(&<SolverStepParams as bytemuck::Zeroable>::zeroed()),
+        let arena = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("diffinv params arena"),
+            size: ARENA_BYTES,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
         });
         let max_workgroups = MAX_WORKGROUPS.min(limits.max_compute_workgroups_per_dimension);
         Ok(WgpuBackend {
@@ -217,15 +173,18 @@ impl WgpuBackend {
             queue,
             info,
             native_f16,
-            layout,
-            pipeline_layout,
-            params,
-            pipelines: Mutex::new(HashMap::new()),
-            submit: Mutex::new(()),
+            kernels: KernelCache::new(),
+            arena,
+            params_align: u64::from(limits.min_uniform_buffer_offset_alignment).max(4),
+            pending: Mutex::new(Pending::default()),
+            staging: Mutex::new(None),
+            pool: BufferPool::default(),
             uncaptured,
             launches: AtomicU64::new(0),
+            submissions: AtomicU64::new(0),
             workgroup_size: 256,
             max_workgroups,
+            submit_budget: DEFAULT_SUBMIT_BUDGET,
         })
     }
 
@@ -251,6 +210,12 @@ impl WgpuBackend {
         limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size)
+    }
+
+    /// Queue submissions made so far (each carries every dispatch recorded since
+    /// the previous one).
+    pub fn submission_count(&self) -> u64 {
+        self.submissions.load(Ordering::Relaxed)
     }
 
     /// Invocations per workgroup (default 256), e.g. to test sizes that are
@@ -281,60 +246,144 @@ impl WgpuBackend {
         Ok(())
     }
 
-    fn variant(&self, dtype: DType) -> Result<ShaderVariant> {
+    /// Dispatches recorded before a submission is forced (default 256, which
+    /// the params arena also holds); 1 submits every dispatch on its own.
+    pub fn set_submit_budget(&mut self, budget: u32) -> Result<()> {
+        if !(1..=DEFAULT_SUBMIT_BUDGET).contains(&budget) {
+            return Err(Error::InvalidParameter {
+                name: "submit_budget",
+                value: f64::from(budget),
+                reason: "must be in 1..=256",
+            });
+        }
+        self.submit_budget = budget;
+        Ok(())
+    }
+
+    /// The shader variant computing on `dtype`, if the backend has one.
+    fn variant(&self, dtype: DType) -> Option<ShaderVariant> {
         match dtype {
-            DType::F32 => Ok(ShaderVariant::F32),
-            DType::F16 if self.native_f16 => Ok(ShaderVariant::F16Native),
-            DType::F16 => Ok(ShaderVariant::F16Packed),
-            DType::F64 => Err(Error::UnsupportedDType {
-                backend: "wgpu",
-                dtype,
-            }),
+            DType::F32 => Some(ShaderVariant::F32),
+            DType::F16 if self.native_f16 => Some(ShaderVariant::F16Native),
+            DType::F16 => Some(ShaderVariant::F16Packed),
+            DType::F64 | DType::C64 => None,
         }
     }
 
-    fn pipeline(&self, key: PipelineKey) -> Result<Arc<wgpu::ComputePipeline>> {
-        let mut cache = self
-            .pipelines
+    fn lock_pending(&self) -> Result<MutexGuard<'_, Pending>> {
+        self.pending
             .lock()
-            .map_err(|_| device_error("pipeline cache poisoned"))?;
-        if let Some(p) = cache.get(&key) {
-            return Ok(Arc::clone(p));
+            .map_err(|_| device_error("dispatch recorder poisoned"))
+    }
+
+    /// Record `kernel` over `items` invocations (grid-stride beyond the
+    /// workgroup cap) with its params block and one buffer per storage binding.
+    pub(crate) fn dispatch(
+        &self,
+        kernel: &'static kernels::Kernel,
+        variant: ShaderVariant,
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+        items: usize,
+    ) -> Result<()> {
+        if buffers.len() != kernel.bindings.len() || params.len() as u64 != kernel.params_size {
+            return Err(Error::KernelSignature {
+                kernel: kernel.entry,
+                reason: format!(
+                    "declared {} bindings and {} params bytes, given {} and {}",
+                    kernel.bindings.len(),
+                    kernel.params_size,
+                    buffers.len(),
+                    params.len()
+                ),
+            });
         }
-        let source = match key.kernel {
-            Kernel::SolverStep => {
-                assemble(key.variant, SOLVER_WGSL, SOLVER_PACKED_WGSL).map_err(device_error)?
+        let pipeline = self
+            .kernels
+            .pipeline(&self.device, kernel, variant, self.workgroup_size)?;
+        let layout = self.kernels.bind_group_layout(&self.device, kernel)?;
+        let workgroups =
+            (items.div_ceil(self.workgroup_size as usize) as u32).clamp(1, self.max_workgroups);
+        let mut pending = self.lock_pending()?;
+        self.record(
+            &mut pending,
+            Dispatch {
+                kernel,
+                pipeline: &pipeline,
+                layout,
+                params,
+                buffers,
+                workgroups,
+            },
+        )?;
+        self.launches.fetch_add(1, Ordering::Relaxed);
+        if pending.dispatches >= self.submit_budget {
+            self.submit(&mut pending)?;
+        }
+        Ok(())
+    }
+
+    fn record(&self, pending: &mut Pending, d: Dispatch<'_>) -> Result<()> {
+        let size = d.kernel.params_size;
+        let offset = match pending.params_slot(size, self.params_align) {
+            Some(offset) => offset,
+            None => {
+                self.submit(pending)?;
+                pending
+                    .params_slot(size, self.params_align)
+                    .ok_or_else(|| device_error("params block larger than the arena"))?
             }
         };
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("diffinv solver step"),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some("diffinv solver step"),
-                layout: Some(&self.pipeline_layout),
-                module: &module,
-                entry_point: Some("solver_step"),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[("WORKGROUP_SIZE", f64::from(key.workgroup_size))],
-                    ..Default::default()
-                },
-                cache: None,
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(device_error(format!(
-                "creating the {:?} pipeline: {e}",
-                key.variant
-            )));
+        pending.push_params(offset, d.params);
+        let params = wgpu::BufferBinding {
+            buffer: &self.arena,
+            offset: 0,
+            size: NonZeroU64::new(size),
+        };
+        let entries: Vec<wgpu::BindGroupEntry<'_>> =
+            std::iter::once(wgpu::BindingResource::Buffer(params))
+                .chain(d.buffers.iter().map(|b| b.as_entire_binding()))
+                .enumerate()
+                .map(|(i, resource)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource,
+                })
+                .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: d.layout,
+            entries: &entries,
+        });
+        let encoder = pending.encoder(&self.device);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        pass.set_pipeline(d.pipeline);
+        // The arena offset fits u32: the arena is far smaller than 4 GiB.
+        pass.set_bind_group(0, &bind_group, &[offset as u32]);
+        pass.dispatch_workgroups(d.workgroups, 1, 1);
+        drop(pass);
+        pending.dispatches += 1;
+        Ok(())
+    }
+
+    /// Submit the pending work (its params first), if any.
+    fn submit(&self, pending: &mut Pending) -> Result<()> {
+        let Some(encoder) = pending.encoder.take() else {
+            return Ok(());
+        };
+        if !pending.params.is_empty() {
+            self.queue.write_buffer(&self.arena, 0, &pending.params);
         }
-        let pipeline = Arc::new(pipeline);
-        cache.insert(key, Arc::clone(&pipeline));
-        Ok(pipeline)
+        self.queue.submit([encoder.finish()]);
+        self.submissions.fetch_add(1, Ordering::Relaxed);
+        pending.params.clear();
+        pending.dispatches = 0;
+        self.take_uncaptured()
+    }
+
+    /// Submit everything recorded so far without waiting for it.
+    pub fn flush(&self) -> Result<()> {
+        let mut pending = self.lock_pending()?;
+        self.submit(&mut pending)
     }
 
     /// Block until the queue is idle, surfacing any error wgpu reported.
@@ -353,8 +402,46 @@ impl WgpuBackend {
         }
     }
 
-    fn check_buffer(buf: &WgpuBuffer, dtype: DType) -> Result<()> {
-        buf.describe("wgpu buffer").check(dtype, 0)
+    /// Bytes `range` (4-aligned) of `buffer`, through the reused staging buffer.
+    /// Submits pending work first, so the read sees every recorded dispatch.
+    fn read_words(&self, buffer: &wgpu::Buffer, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        let size = range.end - range.start;
+        let mut staging = self
+            .staging
+            .lock()
+            .map_err(|_| device_error("staging buffer poisoned"))?;
+        if staging.as_ref().is_none_or(|s| s.size() < size) {
+            *staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("diffinv readback"),
+                size: size.next_power_of_two(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = staging
+            .as_ref()
+            .ok_or_else(|| device_error("staging buffer missing"))?;
+        {
+            let mut pending = self.lock_pending()?;
+            let encoder = pending.encoder(&self.device);
+            encoder.copy_buffer_to_buffer(buffer, range.start, staging, 0, size);
+            self.submit(&mut pending)?;
+        }
+        let slice = staging.slice(..size);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| device_error("readback callback never ran"))?
+            .map_err(|e| device_error(format!("mapping the readback buffer: {e}")))?;
+        let bytes = slice
+            .get_mapped_range()
+            .map_err(|e| device_error(format!("reading the readback buffer: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
     }
 }
 
@@ -377,7 +464,12 @@ impl Backend for WgpuBackend {
     }
 
     fn alloc(&self, len: usize, dtype: DType) -> Result<WgpuBuffer> {
-        self.variant(dtype)?;
+        if !self.supports(dtype) {
+            return Err(Error::UnsupportedDType {
+                backend: "wgpu",
+                dtype,
+            });
+        }
         let size = byte_size(len, dtype);
         let max = self.max_buffer_bytes();
         if size > max {
@@ -406,99 +498,63 @@ impl Backend for WgpuBackend {
         Ok(WgpuBuffer { buffer, len, dtype })
     }
 
-    fn write(&self, buf: &mut WgpuBuffer, dtype: DType, data: HostSlice<'_>) -> Result<()> {
-        Self::check_buffer(buf, dtype)?;
-        if data.len() != buf.len {
-            return Err(Error::LengthMismatch {
-                what: "wgpu write",
-                expected: buf.len,
-                got: data.len(),
-            });
+    fn buffer_info(buf: &WgpuBuffer) -> BufferInfo {
+        BufferInfo {
+            dtype: buf.dtype,
+            len: buf.len,
         }
-        let mut bytes = match (dtype, data) {
-            (DType::F32, HostSlice::F32(s)) => bytemuck::cast_slice(s).to_vec(),
-            (DType::F32, HostSlice::F16(s)) => {
-                let mut v = vec![0f32; s.len()];
-                s.convert_to_f32_slice(&mut v);
-                bytemuck::cast_slice(&v).to_vec()
-            }
-            (DType::F32, HostSlice::F64(s)) => {
-                let v: Vec<f32> = s.iter().map(|&x| x as f32).collect();
-                bytemuck::cast_slice(&v).to_vec()
-            }
-            (DType::F16, HostSlice::F16(s)) => bytemuck::cast_slice(s).to_vec(),
-            (DType::F16, HostSlice::F32(s)) => {
-                let mut v = vec![f16::ZERO; s.len()];
-                v.convert_from_f32_slice(s);
-                bytemuck::cast_slice(&v).to_vec()
-            }
-            (DType::F16, HostSlice::F64(s)) => {
-                let mut v = vec![f16::ZERO; s.len()];
-                v.convert_from_f64_slice(s);
-                bytemuck::cast_slice(&v).to_vec()
-            }
-            (DType::F64, _) => {
-                return Err(Error::UnsupportedDType {
-                    backend: "wgpu",
-                    dtype,
-                })
-            }
-        };
-        // Copies must be a multiple of 4 bytes; the buffer was allocated with that padding.
-        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-        self.queue.write_buffer(&buf.buffer, 0, &bytes);
+    }
+
+    fn zero(&self, buf: &mut WgpuBuffer) -> Result<()> {
+        // Recorded with the pending dispatches: ordered after them, no transfer.
+        let mut pending = self.lock_pending()?;
+        pending
+            .encoder(&self.device)
+            .clear_buffer(&buf.buffer, 0, None);
         Ok(())
     }
 
-    fn read(&self, buf: &WgpuBuffer, dtype: DType, len: usize) -> Result<HostVec> {
-        Self::check_buffer(buf, dtype)?;
-        if len > buf.len {
-            return Err(Error::LengthMismatch {
-                what: "wgpu read",
-                expected: buf.len,
-                got: len,
-            });
+    fn write_checked(
+        &self,
+        buf: &mut WgpuBuffer,
+        range: CheckedRange,
+        data: HostSlice<'_>,
+    ) -> Result<()> {
+        let bytes = data.storage_bytes(range.dtype())?;
+        let exact = range.bytes();
+        let words = word_range(&exact);
+        // A write is ordered before the next submission: submit what was
+        // recorded first, or those dispatches would see the new data.
+        self.flush()?;
+        if words.start as usize == exact.start && words.end as usize == exact.end {
+            self.queue.write_buffer(&buf.buffer, words.start, &bytes);
+        } else {
+            // A range that starts or ends inside a word (odd f16 views): keep the
+            // neighbouring halves by patching the covering words.
+            let mut covering = self.read_words(&buf.buffer, words.clone())?;
+            let at = exact.start - words.start as usize;
+            covering[at..at + bytes.len()].copy_from_slice(&bytes);
+            self.queue.write_buffer(&buf.buffer, words.start, &covering);
         }
-        let size = byte_size(len, dtype);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("diffinv readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, size);
-        self.queue.submit([encoder.finish()]);
-        let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait()?;
-        rx.recv()
-            .map_err(|_| device_error("readback callback never ran"))?
-            .map_err(|e| device_error(format!("mapping the readback buffer: {e}")))?;
-        let out = {
-            let mapped = slice
-                .get_mapped_range()
-                .map_err(|e| device_error(format!("reading the readback buffer: {e}")))?;
-            let bytes = &mapped[..len * dtype.size()];
-            match dtype {
-                DType::F32 => HostVec::F32(bytemuck::pod_collect_to_vec(bytes)),
-                DType::F16 => HostVec::F16(bytemuck::pod_collect_to_vec(bytes)),
-                DType::F64 => {
-                    return Err(Error::UnsupportedDType {
-                        backend: "wgpu",
-                        dtype,
-                    })
-                }
-            }
-        };
-        staging.unmap();
+        Ok(())
+    }
+
+    fn read_checked(&self, buf: &WgpuBuffer, range: CheckedRange) -> Result<HostVec> {
+        let exact = range.bytes();
+        let words = word_range(&exact);
+        let mut out = HostVec::zeroed(range.dtype(), range.len());
+        if range.is_empty() {
+            return Ok(out);
+        }
+        let bytes = self.read_words(&buf.buffer, words.clone())?;
+        let at = exact.start - words.start as usize;
+        out.bytes_mut()
+            .copy_from_slice(&bytes[at..at + exact.len()]);
         Ok(out)
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.flush()?;
         self.wait()
     }
 
@@ -506,82 +562,7 @@ impl Backend for WgpuBackend {
         self.launches.load(Ordering::Relaxed)
     }
 
-    fn solver_step_raw(
-        &self,
-        step: &SolverStep,
-        launch: StepLaunch,
-        dtype: DType,
-        n: usize,
-        stride: usize,
-        x: &mut WgpuBuffer,
-        model_out: &WgpuBuffer,
-        state: &mut WgpuBuffer,
-    ) -> Result<()> {
-        let variant = self.variant(dtype)?;
-        check_raw_step(
-            step,
-            dtype,
-            n,
-            stride,
-            [
-                x.describe("x"),
-                model_out.describe("model output"),
-                state.describe("solver state"),
-            ],
-        )?;
-        let pipeline = self.pipeline(PipelineKey {
-            kernel: Kernel::SolverStep,
-            variant,
-            workgroup_size: self.workgroup_size,
-        })?;
-        // n fits u32: it is at most x's length, and a bindable buffer is smaller.
-        // stride fits u32 whenever a slot is used (slots·stride ≤ state's length).
-        let params = SolverStepParams::new(step, launch, n as u32, stride as u32);
-        let items = if variant == ShaderVariant::F16Packed {
-            n.div_ceil(2)
-        } else {
-            n
-        };
-        let groups =
-            (items.div_ceil(self.workgroup_size as usize) as u32).clamp(1, self.max_workgroups);
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: self.params.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: x.buffer.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: model_out.buffer.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: state.buffer.as_entire_binding(),
-                },
-            ],
-        });
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(groups, 1, 1);
-        }
-        let _guard = self
-            .submit
-            .lock()
-            .map_err(|_| device_error("submit lock poisoned"))?;
-        // The params write lands before this submission and after every earlier one.
-        self.queue
-            .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
-        self.queue.submit([encoder.finish()]);
-        self.launches.fetch_add(1, Ordering::Relaxed);
-        self.take_uncaptured()
+    fn pool(&self) -> &BufferPool<WgpuBuffer> {
+        &self.pool
     }
 }

@@ -1,0 +1,23 @@
+//! Kernel families as traits on top of the core [`Backend`], the way burn
+//! composes `Backend: FloatTensorOps + ModuleOps + …`.
+//!
+//! Each family lives in one module here: its trait, whose one required method
+//! takes a call that only this module can construct (so every launch has been
+//! validated), and its checked public entry points, the one place that checks
+//! shapes, dtypes, lengths and strides for every backend.
+//!
+//! [`Ops`] gathers every family; code above the backends is generic over
+//! `B: Ops`, and [`crate::AnyBackend::run`] reaches it from a run-time choice.
+//! Adding a family adds its trait here and to `Ops`'s supertraits — nothing
+//! else dispatches on it. `docs/adding-a-kernel-family.md` walks through it.
+
+pub mod solver;
+
+use crate::backend::Backend;
+
+pub use solver::{solver_step, solver_step_raw, SolverOps, SolverStepCall};
+
+/// Every kernel family: what a backend must implement to run everything.
+pub trait Ops: Backend + SolverOps {}
+
+impl<B: Backend + SolverOps> Ops for B {}
