@@ -46,7 +46,8 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use diffinv::backend::cpu::CpuBackend;
-use diffinv::backend::{solver_step, Backend};
+use diffinv::backend::Backend;
+use diffinv::ops::{solver_step, SolverOps};
 use diffinv::solver::{slot_stride, PlanStep, SolverStep, StepLaunch};
 use diffinv::{rng, DType, HostSlice, NoiseSchedule, Plan, PlanConfig, Shape, Solver, Tensor};
 
@@ -146,6 +147,7 @@ fn dtype_name(d: DType) -> &'static str {
         DType::F16 => "f16",
         DType::F32 => "f32",
         DType::F64 => "f64",
+        DType::C64 => "c64",
     }
 }
 
@@ -261,7 +263,7 @@ fn timed<B: Backend>(
 }
 
 /// The fused step on any backend.
-fn bench_fused<B: Backend>(
+fn bench_fused<B: SolverOps>(
     group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
     backend: &B,
     ps: &PlanStep,
@@ -270,7 +272,7 @@ fn bench_fused<B: Backend>(
     cold: bool,
     rows: &mut Vec<Row>,
 ) -> diffinv::Result<()> {
-    let sh = Shape(shape);
+    let sh = Shape::from_dims(&shape)?;
     let n = sh.checked_len()?;
     let inputs = Inputs::new(n);
     let stride = slot_stride(n);
@@ -365,7 +367,7 @@ fn elementwise(cx: f64, ce: f64) -> SolverStep {
 /// The unfused sequence on a device backend, one kernel launch per op.
 // Only device backends use it (wgpu today).
 #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
-fn bench_unfused_device<B: Backend>(
+fn bench_unfused_device<B: SolverOps>(
     group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
     backend: &B,
     ps: &PlanStep,
@@ -373,7 +375,7 @@ fn bench_unfused_device<B: Backend>(
     dtype: DType,
     rows: &mut Vec<Row>,
 ) -> diffinv::Result<()> {
-    let sh = Shape(shape);
+    let sh = Shape::from_dims(&shape)?;
     let n = sh.checked_len()?;
     let inputs = Inputs::new(n);
     let k = Unfused::new(ps);
@@ -551,7 +553,7 @@ fn bench_unfused_cpu(
     cold: bool,
     rows: &mut Vec<Row>,
 ) -> diffinv::Result<()> {
-    let n = Shape(shape).checked_len()?;
+    let n = Shape::from_dims(&shape)?.checked_len()?;
     let inputs = Inputs::new(n);
     let k = Unfused::new(ps);
     let mut t = Temps::new(n);
@@ -763,8 +765,8 @@ fn bench_copy_cpu(c: &mut Criterion, rows: &mut Vec<Row>) {
 
 #[cfg(feature = "wgpu")]
 mod gpu {
-    //! wgpu parts: the backend's cases and a buffer-to-buffer copy on a
-    //! device of the same adapter (the backend does not expose its buffers).
+    //! wgpu parts: the backend's cases and a buffer-to-buffer copy on the
+    //! backend's device.
 
     use super::*;
     use diffinv::backend::wgpu::WgpuBackend;
@@ -779,31 +781,10 @@ mod gpu {
         }
     }
 
-    /// Copy `bytes` buffer to buffer on a device of the backend's adapter.
+    /// Copy `bytes` buffer to buffer on the backend's own device.
     pub fn bench_copy(c: &mut Criterion, backend: &WgpuBackend, rows: &mut Vec<Row>) {
-        let want = backend.adapter_info().clone();
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        let Some(adapter) = adapters.into_iter().find(|a| {
-            let i = a.get_info();
-            i.name == want.name && i.backend == want.backend
-        }) else {
-            eprintln!("wgpu copy skipped: adapter {} not found again", want.name);
-            return;
-        };
-        let limits = adapter.limits();
-        let bytes = (*COPY_BYTES as u64).min(limits.max_buffer_size) / 4 * 4;
-        let Ok((device, queue)) =
-            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-                label: Some("copy bandwidth"),
-                required_limits: limits,
-                ..Default::default()
-            }))
-        else {
-            eprintln!("wgpu copy skipped: no device");
-            return;
-        };
+        let (device, queue) = (backend.device(), backend.queue());
+        let bytes = (*COPY_BYTES as u64).min(device.limits().max_buffer_size) / 4 * 4;
         let buf = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),

@@ -203,6 +203,18 @@ impl WgpuBackend {
         &self.info
     }
 
+    /// The device every buffer and pipeline of this backend lives on.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The queue this backend submits to. Work submitted here directly is
+    /// ordered after this backend's submissions only once [`WgpuBackend::flush`]
+    /// has run.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
     /// Largest buffer `alloc` accepts, in bytes: the device's storage-binding
     /// and buffer-size limits (the adapter's own, not WebGPU's 128 MiB default).
     pub fn max_buffer_bytes(&self) -> u64 {
