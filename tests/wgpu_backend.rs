@@ -458,3 +458,175 @@ fn more_elements_than_one_dispatch_covers() {
         }
     }
 }
+
+/// One tensor's (x', state') from the device and from the CPU.
+type Pair = ((Vec<f64>, Vec<f64>), (Vec<f64>, Vec<f64>));
+
+/// Record `rounds × tensors` fused steps (a different step kind, scale and
+/// step index per dispatch) on `backend` and the CPU, chained per tensor; calls
+/// `before_read` once all are recorded, then returns every tensor's results.
+fn recorded_steps<B: Ops>(
+    backend: &B,
+    dtype: DType,
+    tensors: usize,
+    rounds: usize,
+    before_read: impl FnOnce(),
+) -> Vec<Pair> {
+    let n = 301;
+    let stride = slot_stride(n);
+    let kinds = common::steps::step_kinds();
+    let cpu = CpuBackend::new();
+    let inputs = |j: usize| {
+        (
+            values(50 + j as u64, n, 2.0),
+            values(90 + j as u64, 4 * stride, 2.0),
+        )
+    };
+    let m = values(40, n, 2.0);
+    let (m_dev, m_cpu) = (upload(backend, dtype, &m), upload(&cpu, dtype, &m));
+    let mut dev: Vec<_> = (0..tensors)
+        .map(|j| {
+            let (x, s) = inputs(j);
+            (upload(backend, dtype, &x), upload(backend, dtype, &s))
+        })
+        .collect();
+    let mut host: Vec<_> = (0..tensors)
+        .map(|j| {
+            let (x, s) = inputs(j);
+            (upload(&cpu, dtype, &x), upload(&cpu, dtype, &s))
+        })
+        .collect();
+    for round in 0..rounds {
+        for j in 0..tensors {
+            let k = round * tensors + j;
+            let (_, kind) = kinds[k % kinds.len()];
+            let step = SolverStep {
+                a: kind.a * (1.0 - k as f64 / 200.0),
+                cx: kind.cx + k as f64 / 100.0,
+                ..kind
+            };
+            let launch = StepLaunch {
+                step: k as u32,
+                seed: 7,
+            };
+            let (x, s) = &mut dev[j];
+            solver_step(backend, &step, launch, x, &m_dev, s).unwrap();
+            let (x, s) = &mut host[j];
+            solver_step(&cpu, &step, launch, x, &m_cpu, s).unwrap();
+        }
+    }
+    before_read();
+    dev.iter()
+        .zip(&host)
+        .map(|((x, s), (hx, hs))| {
+            (
+                (x.to_f64(backend).unwrap(), s.to_f64(backend).unwrap()),
+                (hx.to_f64(&cpu).unwrap(), hs.to_f64(&cpu).unwrap()),
+            )
+        })
+        .collect()
+}
+
+fn upload<B: Ops>(b: &B, dtype: DType, v: &[f64]) -> Tensor<B> {
+    Tensor::from_host(b, Shape::flat(v.len()), dtype, HostSlice::F64(v)).unwrap()
+}
+
+fn unshared(packed: bool) -> Option<WgpuBackend> {
+    match WgpuBackend::with_options(WgpuOptions {
+        force_packed_f16: packed,
+        allow_software: true,
+    }) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            common::skip("wgpu", e);
+            None
+        }
+    }
+}
+
+/// Dozens of dispatches with different parameters, recorded into one
+/// submission: each keeps its own params block (the uniform arena), chained
+/// dispatches see their predecessors' writes, and every result is the CPU's.
+#[test]
+fn many_dispatches_share_one_submission_and_keep_their_parameters() {
+    for packed in [false, true] {
+        let Some(b) = unshared(packed) else { return };
+        for dtype in [DType::F32, DType::F16] {
+            let (tensors, rounds) = (16, 3);
+            let (subs, launches) = (b.submission_count(), b.launch_count());
+            let results = recorded_steps(&b, dtype, tensors, rounds, || {
+                // Uploads come before the first dispatch; recording submits nothing.
+                assert_eq!(
+                    b.submission_count(),
+                    subs,
+                    "{dtype:?}: submitted while recording"
+                );
+                assert_eq!(b.launch_count() - launches, (tensors * rounds) as u64);
+            });
+            // The first read submitted all 48 dispatches at once; each read-back
+            // after it is one copy submission.
+            let reads = 2 * tensors as u64;
+            assert_eq!(b.submission_count() - subs, reads, "{dtype:?}");
+            let (rel, abs) = if dtype == DType::F16 {
+                (2e-3, 8e-3)
+            } else {
+                (1e-6, 1e-5)
+            };
+            for (j, ((x, s), (hx, hs))) in results.iter().enumerate() {
+                let what = format!("packed {packed} {dtype:?} tensor {j}");
+                compare(&format!("{what}: x"), x, hx, rel, abs);
+                compare(&format!("{what}: state"), s, hs, rel, abs);
+            }
+        }
+    }
+}
+
+/// A submission budget splits long recordings: 48 dispatches at a budget of 5
+/// are 9 full batches plus the 3 left for the first read.
+#[test]
+fn the_submit_budget_bounds_recorded_work() {
+    let Some(mut b) = unshared(false) else { return };
+    b.set_submit_budget(5).unwrap();
+    assert!(b.set_submit_budget(0).is_err());
+    assert!(b.set_submit_budget(257).is_err());
+    let subs = b.submission_count();
+    let results = recorded_steps(&b, DType::F32, 16, 3, || {
+        assert_eq!(b.submission_count() - subs, 9);
+    });
+    assert_eq!(b.submission_count() - subs, 9 + 32);
+    for ((x, s), (hx, hs)) in &results {
+        compare("budget 5: x", x, hx, 1e-6, 1e-5);
+        compare("budget 5: state", s, hs, 1e-6, 1e-5);
+    }
+}
+
+/// Without XDG_RUNTIME_DIR (a headless machine), opening the backend prints
+/// nothing: run in a child process, where the variable can be removed safely.
+#[test]
+fn opening_on_a_headless_machine_is_quiet() {
+    if std::env::var_os("DIFFINV_QUIET_CHILD").is_some() {
+        let _ = WgpuBackend::new();
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "opening_on_a_headless_machine_is_quiet",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DIFFINV_QUIET_CHILD", "1")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stderr}");
+    assert!(
+        !stderr.contains("XDG_RUNTIME_DIR"),
+        "driver chatter on stderr:\n{stderr}"
+    );
+}

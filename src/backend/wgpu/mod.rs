@@ -538,8 +538,15 @@ impl Backend for WgpuBackend {
         // A write is ordered before the next submission: submit what was
         // recorded first, or those dispatches would see the new data.
         self.flush()?;
+        // Bytes past the buffer's last element are allocation padding: a write
+        // that ends there may overwrite them.
+        let ends_at_padding = exact.end == buf.len * buf.dtype.size();
         if words.start as usize == exact.start && words.end as usize == exact.end {
             self.queue.write_buffer(&buf.buffer, words.start, &bytes);
+        } else if words.start as usize == exact.start && ends_at_padding {
+            let mut padded = bytes.into_owned();
+            padded.resize((words.end - words.start) as usize, 0);
+            self.queue.write_buffer(&buf.buffer, words.start, &padded);
         } else {
             // A range that starts or ends inside a word (odd f16 views): keep the
             // neighbouring halves by patching the covering words.
