@@ -41,7 +41,7 @@ impl DType {
 }
 
 /// Most dimensions a [`Shape`] has.
-pub const MAX_RANK: usize = 6;
+pub const MAX_RANK: usize = 5;
 
 /// An N-d shape (rank 1 to [`MAX_RANK`]), row-major. Images are `[B, C, H, W]`
 /// ([`Shape::new`]); flat buffers are rank 1 ([`Shape::flat`]).

@@ -528,3 +528,51 @@ fn launcher_config_covers_the_work() {
     };
     assert!(backend.device_name().contains("cuda-emu"));
 }
+
+/// A launch through the typed argument builder reaches the emulated device as
+/// the kernel declares it: params block first (its bytes, 96 of them), then x
+/// written, the model output read and the state written — at the addresses of
+/// the tensors given.
+#[test]
+fn typed_launches_carry_order_sizes_and_write_intent() {
+    use diffinv::backend::params::SolverStepParams;
+    let Some(backend) = new_cuda_emu() else {
+        return;
+    };
+    let n = 77;
+    let step = common::steps::full_step();
+    let launch = StepLaunch { step: 4, seed: 11 };
+    for dtype in [DType::F32, DType::F16] {
+        let mut x = Tensor::zeros(&backend, Shape::flat(n), dtype).unwrap();
+        let m = Tensor::zeros(&backend, Shape::flat(n), dtype).unwrap();
+        let mut s = Tensor::zeros(&backend, Shape::flat(4 * slot_stride(n)), dtype).unwrap();
+        solver_step(&backend, &step, launch, &mut x, &m, &mut s).unwrap();
+        let rec = backend
+            .device()
+            .last_launch()
+            .expect("a launch was recorded");
+        let params = SolverStepParams::new(&step, launch, n as u32, slot_stride(n) as u32);
+        let dev = backend.device();
+        let expected = vec![
+            (Param::Value(96), bytemuck::bytes_of(&params).to_vec(), 0),
+            (Param::Out, vec![], dev.device_ptr(x.buffer().mem())),
+            (Param::In, vec![], dev.device_ptr(m.buffer().mem())),
+            (Param::Out, vec![], dev.device_ptr(s.buffer().mem())),
+        ];
+        assert_eq!(rec.args, expected, "{dtype:?}");
+        let kernel = KERNELS.iter().find(|k| k.name == rec.kernel).unwrap();
+        assert_eq!(
+            kernel.params,
+            expected.iter().map(|(p, ..)| *p).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            rec.cfg,
+            backend.launch_config(if dtype == DType::F16 { 39 } else { 77 })
+        );
+        // Args that do not fit the declaration are refused before the device sees them.
+        let bad = KernelArgs::<common::cuda_emu::EmuMem>::new()
+            .value(&params)
+            .input(x.buffer().mem());
+        assert!(bad.check(kernel).is_err());
+    }
+}

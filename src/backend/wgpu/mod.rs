@@ -3,7 +3,7 @@
 //!
 //! One device and queue. Kernels come from a table ([`kernels`]) whose layouts
 //! and pipelines are built once; dispatches are recorded into one pending
-//! submission with per-dispatch params in a uniform arena ([`recorder`]) and
+//! submission with per-dispatch params in a uniform arena (`recorder.rs`) and
 //! submitted when results are needed. f16 tensors use `array<f16>` when the
 //! adapter offers SHADER_F16 and a packed-u32 variant otherwise (or when
 //! forced, so both are tested on one machine).
