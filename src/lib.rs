@@ -10,7 +10,7 @@
 //! use diffinv::*;
 //!
 //! # fn main() -> diffinv::Result<()> {
-//! let backend = CpuBackend::new(); // or select(None)?.backend
+//! let backend = CpuBackend::new(); // any `B: Ops`; or select(None)?.backend.run(…)
 //! let schedule = NoiseSchedule::ddpm_linear();
 //! let config = PlanConfig { solver: Solver::DPMPP_2M, steps: 10, ..PlanConfig::default() };
 //! let plan = Plan::new(&schedule, &config)?;

@@ -1,6 +1,6 @@
 //! Noise schedules and time grids, all in f64 on the host.
 //!
-//! Conventions follow MATH.md §1: `ᾱ_k` includes index `k`; `α = √ᾱ`,
+//! Conventions follow docs/math.md §1: `ᾱ_k` includes index `k`; `α = √ᾱ`,
 //! `σ = √(1 − ᾱ)`, half log-SNR `λ = ln α − ln σ`, VE noise level `s = σ/α`.
 //! Integer spacings reproduce diffusers' `set_timesteps` exactly (numpy's
 //! `linspace`/`arange` arithmetic and round-half-to-even).

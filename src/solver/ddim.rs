@@ -1,4 +1,4 @@
-//! DDIM(η) on (x, D): MATH.md §2.1.
+//! DDIM(η) on (x, D): docs/math.md §2.1.
 
 use super::{simple_step, PlanStep};
 use crate::error::{Error, Result};

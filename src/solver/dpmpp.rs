@@ -1,4 +1,4 @@
-//! DPM-Solver++ multistep (data prediction, ODE): MATH.md §2.2, diffusers' order rules.
+//! DPM-Solver++ multistep (data prediction, ODE): docs/math.md §2.2, diffusers' order rules.
 
 use super::{simple_step, PlanStep, SecondOrder};
 use crate::schedule::Point;

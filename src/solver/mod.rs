@@ -1,6 +1,6 @@
 //! Solvers as host-side plans: one [`SolverStep`] of f64 scalars per model call.
 //!
-//! DDIM (MATH.md §2.1), DPM-Solver++ 1S/2M/3M (§2.2) and UniPC bh2 (§2.3)
+//! DDIM (docs/math.md §2.1), DPM-Solver++ 1S/2M/3M (§2.2) and UniPC bh2 (§2.3)
 //! differ only in how they turn the time grid into the scalars of the one
 //! fused update described in [`SolverStep`]; the kernels never see which solver runs.
 
@@ -229,8 +229,8 @@ mod tests {
     }
 
     #[test]
-    fn unipc_coefficients_match_the_math_md_table() {
-        // MATH.md §2.3, leading.n5: (UniC a, UniC c, UniP a, UniP b) per step.
+    fn unipc_coefficients_match_the_reference_table() {
+        // The table of docs/math.md §2.3: (UniC a, UniC c, UniP a, UniP b) per step.
         let p = plan_of(Solver::UniPc, Spacing::Leading, 5);
         let close = |a: f64, b: f64| (a - b).abs() < 5e-6;
         let want_pred = [

@@ -1,4 +1,4 @@
-//! UniPC bh2, order 2, data prediction (diffusers defaults): MATH.md §2.3.
+//! UniPC bh2, order 2, data prediction (diffusers defaults): docs/math.md §2.3.
 //!
 //! Step k fuses the corrector of step k−1 (UniC, once ε_k is known) with the
 //! predictor of step k (UniP). History slots hold D[k] at `k mod 3`; slot 3
