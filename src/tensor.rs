@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -399,7 +400,7 @@ impl<B: Backend> Tensor<B> {
     /// A read-only view of `shape` starting at element `offset`: no copy.
     pub fn view(&self, offset: usize, shape: Shape) -> Result<TensorView<'_, B>> {
         let len = self.range(offset, shape)?;
-        Ok(TensorView {
+        Ok(View {
             tensor: self,
             offset,
             shape,
@@ -410,7 +411,7 @@ impl<B: Backend> Tensor<B> {
     /// A writable view of `shape` starting at element `offset`: no copy.
     pub fn view_mut(&mut self, offset: usize, shape: Shape) -> Result<TensorViewMut<'_, B>> {
         let len = self.range(offset, shape)?;
-        Ok(TensorViewMut {
+        Ok(View {
             tensor: self,
             offset,
             shape,
@@ -459,20 +460,29 @@ impl<B: Backend> Tensor<B> {
     }
 }
 
-/// A read-only window of one tensor: elements `offset..offset + len`.
-pub struct TensorView<'a, B: Backend> {
-    tensor: &'a Tensor<B>,
+/// A window of one tensor — elements `offset..offset + len` with their own
+/// shape — through a shared (`TensorView`) or exclusive (`TensorViewMut`)
+/// borrow of the tensor. No data is copied.
+pub struct View<R> {
+    tensor: R,
     offset: usize,
     shape: Shape,
     len: usize,
 }
 
-impl<B: Backend> TensorView<'_, B> {
+/// A read-only window of one tensor.
+pub type TensorView<'a, B> = View<&'a Tensor<B>>;
+
+/// A writable window of one tensor.
+pub type TensorViewMut<'a, B> = View<&'a mut Tensor<B>>;
+
+impl<B: Backend, R: Deref<Target = Tensor<B>>> View<R> {
     /// Download the window in the storage dtype.
     pub fn download(&self, backend: &B) -> Result<HostVec> {
         backend.read(&self.tensor.buf, self.tensor.dtype, self.offset, self.len)
     }
 
+    /// First element of the window in the tensor.
     pub fn offset(&self) -> usize {
         self.offset
     }
@@ -491,15 +501,7 @@ impl<B: Backend> TensorView<'_, B> {
     }
 }
 
-/// A writable window of one tensor: elements `offset..offset + len`.
-pub struct TensorViewMut<'a, B: Backend> {
-    tensor: &'a mut Tensor<B>,
-    offset: usize,
-    shape: Shape,
-    len: usize,
-}
-
-impl<B: Backend> TensorViewMut<'_, B> {
+impl<B: Backend, R: DerefMut<Target = Tensor<B>>> View<R> {
     /// Overwrite the window with `data` (exactly its element count).
     pub fn upload(&mut self, backend: &B, data: HostSlice<'_>) -> Result<()> {
         if data.len() != self.len {
@@ -511,28 +513,6 @@ impl<B: Backend> TensorViewMut<'_, B> {
         }
         let dtype = self.tensor.dtype;
         backend.write(&mut self.tensor.buf, dtype, self.offset, data)
-    }
-
-    /// Download the window in the storage dtype.
-    pub fn download(&self, backend: &B) -> Result<HostVec> {
-        backend.read(&self.tensor.buf, self.tensor.dtype, self.offset, self.len)
-    }
-
-    pub fn offset(&self) -> usize {
-        self.offset
-    }
-
-    pub fn shape(&self) -> Shape {
-        self.shape
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Always false: empty shapes are rejected.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -564,14 +544,14 @@ impl<'b, B: Backend> Temp<'b, B> {
     }
 }
 
-impl<B: Backend> std::ops::Deref for Temp<'_, B> {
+impl<B: Backend> Deref for Temp<'_, B> {
     type Target = Tensor<B>;
     fn deref(&self) -> &Tensor<B> {
         &self.tensor
     }
 }
 
-impl<B: Backend> std::ops::DerefMut for Temp<'_, B> {
+impl<B: Backend> DerefMut for Temp<'_, B> {
     fn deref_mut(&mut self) -> &mut Tensor<B> {
         &mut self.tensor
     }

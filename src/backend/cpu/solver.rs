@@ -93,9 +93,30 @@ impl Math for f64 {
     }
 }
 
+/// `Storage::slice` / `slice_mut` for the `CpuBuffer` variant holding `Self`.
+macro_rules! buffer_variant {
+    ($variant:ident) => {
+        fn slice(buf: &CpuBuffer) -> Option<&[Self]> {
+            match buf {
+                CpuBuffer::$variant(v) => Some(v),
+                _ => None,
+            }
+        }
+        fn slice_mut(buf: &mut CpuBuffer) -> Option<&mut [Self]> {
+            match buf {
+                CpuBuffer::$variant(v) => Some(v),
+                _ => None,
+            }
+        }
+    };
+}
+
 /// A storage element and its chunk conversions to and from its math type.
 trait Storage: Copy + Send + Sync {
     type M: Math;
+    /// The buffer's elements, if it stores `Self`.
+    fn slice(buf: &CpuBuffer) -> Option<&[Self]>;
+    fn slice_mut(buf: &mut CpuBuffer) -> Option<&mut [Self]>;
     fn load(src: &[Self], dst: &mut [Self::M]);
     fn store(src: &[Self::M], dst: &mut [Self]);
     /// A fast path that handles a prefix of the chunk (possibly all of it)
@@ -107,6 +128,7 @@ trait Storage: Copy + Send + Sync {
 }
 
 impl Storage for f16 {
+    buffer_variant!(F16);
     type M = f32;
     fn load(src: &[Self], dst: &mut [f32]) {
         src.convert_to_f32_slice(dst);
@@ -130,6 +152,7 @@ impl Storage for f16 {
 static AVX2_F16C: std::sync::LazyLock<bool> = std::sync::LazyLock::new(f16_avx2::available);
 
 impl Storage for f32 {
+    buffer_variant!(F32);
     type M = f32;
     fn load(src: &[Self], dst: &mut [f32]) {
         dst.copy_from_slice(src);
@@ -143,6 +166,7 @@ impl Storage for f32 {
 }
 
 impl Storage for f64 {
+    buffer_variant!(F64);
     type M = f64;
     fn load(src: &[Self], dst: &mut [f64]) {
         dst.copy_from_slice(src);
@@ -424,57 +448,32 @@ impl SolverOps for CpuBackend {
     }
 
     fn solver_step_checked(&self, call: SolverStepCall<'_, Self>) -> Result<()> {
-        let SolverStepCall {
-            step,
-            launch,
-            dtype,
-            n,
-            stride,
-            state_len,
-            x,
-            model_out,
-            state,
-        } = call;
-        // The checked call guarantees the lengths these slices take.
-        match (x, model_out, state) {
-            (CpuBuffer::F16(x), CpuBuffer::F16(m), CpuBuffer::F16(s)) => solver_step_typed(
-                step,
-                launch,
-                n,
-                stride,
-                &mut x[..n],
-                &m[..n],
-                &mut s[..state_len],
-            ),
-            (CpuBuffer::F32(x), CpuBuffer::F32(m), CpuBuffer::F32(s)) => solver_step_typed(
-                step,
-                launch,
-                n,
-                stride,
-                &mut x[..n],
-                &m[..n],
-                &mut s[..state_len],
-            ),
-            (CpuBuffer::F64(x), CpuBuffer::F64(m), CpuBuffer::F64(s)) => solver_step_typed(
-                step,
-                launch,
-                n,
-                stride,
-                &mut x[..n],
-                &m[..n],
-                &mut s[..state_len],
-            ),
-            (x, ..) => {
-                return Err(Error::DTypeMismatch {
-                    what: "solver step buffers",
-                    expected: dtype,
-                    got: x.dtype(),
-                })
-            }
+        let dtype = call.dtype;
+        match dtype {
+            DType::F16 => step_call::<f16>(call),
+            DType::F32 => step_call::<f32>(call),
+            DType::F64 => step_call::<f64>(call),
+            DType::C64 => None,
         }
+        .ok_or(Error::UnsupportedDType {
+            backend: "cpu",
+            dtype,
+        })?;
         self.count_launch();
         Ok(())
     }
+}
+
+/// The checked call on storage `S`; `None` if the buffers are not of `S`
+/// (the checked call gave all three the call's dtype, so that never happens).
+fn step_call<S: Storage>(call: SolverStepCall<'_, CpuBackend>) -> Option<()> {
+    let (n, state_len) = (call.n, call.state_len);
+    // The checked call guarantees the lengths these slices take.
+    let x = &mut S::slice_mut(call.x)?[..n];
+    let m = &S::slice(call.model_out)?[..n];
+    let state = &mut S::slice_mut(call.state)?[..state_len];
+    solver_step_typed(call.step, call.launch, n, call.stride, x, m, state);
+    Some(())
 }
 
 #[cfg(test)]

@@ -45,15 +45,13 @@ impl<D: CudaDevice> SolverOps for CudaBackend<D> {
 
     fn solver_step_checked(&self, call: SolverStepCall<'_, Self>) -> Result<()> {
         let SolverStepCall {
-            step,
-            launch,
             dtype,
             n,
-            stride,
             state_len,
             x,
             model_out,
             state,
+            ..
         } = call;
         let (kernel, work) = match dtype {
             // One thread per f16 pair (plus the odd tail element, done by thread 0).
@@ -67,7 +65,7 @@ impl<D: CudaDevice> SolverOps for CudaBackend<D> {
             }
         }
         // Both fit u32: checked against MAX_LAUNCH_ELEMENTS above.
-        let params = SolverStepParams::new(step, launch, n as u32, stride as u32);
+        let params = SolverStepParams::new(call.step, call.launch, n as u32, call.stride as u32);
         let args = KernelArgs::new()
             .value(&params)
             .output(&mut x.mem)
