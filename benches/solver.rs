@@ -148,6 +148,7 @@ fn dtype_name(d: DType) -> &'static str {
         DType::F32 => "f32",
         DType::F64 => "f64",
         DType::C64 => "c64",
+        DType::U32 => "u32",
     }
 }
 

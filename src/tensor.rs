@@ -23,6 +23,9 @@ pub enum DType {
     /// Interleaved complex64: (re, im) as two f32, one element per pair — the
     /// layout of k-space data and complex images (MRI).
     C64,
+    /// Unsigned 32-bit integers: index tables (kept-pixel lists, ranks) that
+    /// kernels read. Stored, never computed on.
+    U32,
 }
 
 impl DType {
@@ -30,7 +33,7 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::F16 => 2,
-            DType::F32 => 4,
+            DType::F32 | DType::U32 => 4,
             DType::F64 | DType::C64 => 8,
         }
     }
@@ -38,6 +41,11 @@ impl DType {
     /// Whether elements are complex numbers.
     pub fn is_complex(self) -> bool {
         self == DType::C64
+    }
+
+    /// Whether elements are real floating-point numbers (what real kernels compute on).
+    pub fn is_real_float(self) -> bool {
+        matches!(self, DType::F16 | DType::F32 | DType::F64)
     }
 }
 
@@ -169,6 +177,7 @@ pub enum HostSlice<'a> {
     F32(&'a [f32]),
     F64(&'a [f64]),
     C64(&'a [Complex32]),
+    U32(&'a [u32]),
 }
 
 impl HostSlice<'_> {
@@ -178,6 +187,7 @@ impl HostSlice<'_> {
             HostSlice::F32(s) => s.len(),
             HostSlice::F64(s) => s.len(),
             HostSlice::C64(s) => s.len(),
+            HostSlice::U32(s) => s.len(),
         }
     }
 
@@ -192,12 +202,14 @@ impl HostSlice<'_> {
             HostSlice::F32(_) => DType::F32,
             HostSlice::F64(_) => DType::F64,
             HostSlice::C64(_) => DType::C64,
+            HostSlice::U32(_) => DType::U32,
         }
     }
 
     /// The bytes of a `dtype` buffer holding this data: borrowed when the
     /// types agree, converted once otherwise (F16C-accelerated for f16 ↔ f32).
-    /// Real ↔ complex is [`Error::DTypeMismatch`]: no implicit imaginary part.
+    /// Real ↔ complex and anything ↔ integer are [`Error::DTypeMismatch`]: no
+    /// implicit imaginary part, no rounding to indices.
     pub fn storage_bytes(&self, dtype: DType) -> Result<Cow<'_, [u8]>> {
         fn owned<T: bytemuck::Pod>(v: Vec<T>) -> Cow<'static, [u8]> {
             Cow::Owned(bytemuck::cast_slice(&v).to_vec())
@@ -207,6 +219,7 @@ impl HostSlice<'_> {
             (DType::F32, HostSlice::F32(s)) => Cow::Borrowed(bytemuck::cast_slice(s)),
             (DType::F64, HostSlice::F64(s)) => Cow::Borrowed(bytemuck::cast_slice(s)),
             (DType::C64, HostSlice::C64(s)) => Cow::Borrowed(bytemuck::cast_slice(s)),
+            (DType::U32, HostSlice::U32(s)) => Cow::Borrowed(bytemuck::cast_slice(s)),
             (DType::F16, HostSlice::F32(s)) => {
                 let mut v = vec![f16::ZERO; s.len()];
                 v.convert_from_f32_slice(s);
@@ -231,7 +244,7 @@ impl HostSlice<'_> {
             (DType::F64, HostSlice::F32(s)) => owned(s.iter().map(|&x| f64::from(x)).collect()),
             (expected, got) => {
                 return Err(Error::DTypeMismatch {
-                    what: "host data (real and complex do not convert)",
+                    what: "host data (only real floats convert into each other)",
                     expected,
                     got: got.dtype(),
                 })
@@ -247,6 +260,7 @@ pub enum HostVec {
     F32(Vec<f32>),
     F64(Vec<f64>),
     C64(Vec<Complex32>),
+    U32(Vec<u32>),
 }
 
 impl HostVec {
@@ -257,6 +271,7 @@ impl HostVec {
             DType::F32 => HostVec::F32(bytemuck::pod_collect_to_vec(bytes)),
             DType::F64 => HostVec::F64(bytemuck::pod_collect_to_vec(bytes)),
             DType::C64 => HostVec::C64(bytemuck::pod_collect_to_vec(bytes)),
+            DType::U32 => HostVec::U32(bytemuck::pod_collect_to_vec(bytes)),
         }
     }
 
@@ -267,6 +282,7 @@ impl HostVec {
             DType::F32 => HostVec::F32(vec![0.0; len]),
             DType::F64 => HostVec::F64(vec![0.0; len]),
             DType::C64 => HostVec::C64(vec![Complex32::new(0.0, 0.0); len]),
+            DType::U32 => HostVec::U32(vec![0; len]),
         }
     }
 
@@ -277,6 +293,7 @@ impl HostVec {
             HostVec::F32(v) => bytemuck::cast_slice_mut(v),
             HostVec::F64(v) => bytemuck::cast_slice_mut(v),
             HostVec::C64(v) => bytemuck::cast_slice_mut(v),
+            HostVec::U32(v) => bytemuck::cast_slice_mut(v),
         }
     }
 
@@ -286,6 +303,7 @@ impl HostVec {
             HostVec::F32(v) => v.len(),
             HostVec::F64(v) => v.len(),
             HostVec::C64(v) => v.len(),
+            HostVec::U32(v) => v.len(),
         }
     }
 
@@ -294,7 +312,8 @@ impl HostVec {
     }
 
     /// Widen to f32 (exact for F16 and F32; rounds F64). Complex data comes
-    /// back interleaved, `[re0, im0, re1, im1, …]` (twice the length).
+    /// back interleaved, `[re0, im0, re1, im1, …]` (twice the length); integers
+    /// are converted by value (exact below 2²⁴).
     pub fn into_f32(self) -> Vec<f32> {
         match self {
             HostVec::F16(v) => {
@@ -305,6 +324,7 @@ impl HostVec {
             HostVec::F32(v) => v,
             HostVec::F64(v) => v.into_iter().map(|x| x as f32).collect(),
             HostVec::C64(v) => bytemuck::cast_slice(&v).to_vec(),
+            HostVec::U32(v) => v.into_iter().map(|x| x as f32).collect(),
         }
     }
 
@@ -320,6 +340,7 @@ impl HostVec {
             HostVec::F32(v) => v.into_iter().map(f64::from).collect(),
             HostVec::F64(v) => v,
             c @ HostVec::C64(_) => c.into_f32().into_iter().map(f64::from).collect(),
+            HostVec::U32(v) => v.into_iter().map(f64::from).collect(),
         }
     }
 }

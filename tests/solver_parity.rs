@@ -25,7 +25,7 @@ fn round_to(dtype: DType, v: &[f64]) -> Vec<f64> {
             .collect(),
         DType::F32 => v.iter().map(|&x| f64::from(x as f32)).collect(),
         DType::F64 => v.to_vec(),
-        DType::C64 => unreachable!("the solver family is real"),
+        DType::C64 | DType::U32 => unreachable!("the solver family is real"),
     }
 }
 

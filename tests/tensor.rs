@@ -15,6 +15,7 @@ fn bits(v: HostVec) -> Vec<u64> {
             .iter()
             .map(|c| u64::from(c.re.to_bits()) << 32 | u64::from(c.im.to_bits()))
             .collect(),
+        HostVec::U32(v) => v.iter().map(|&x| u64::from(x)).collect(),
     }
 }
 
@@ -199,6 +200,34 @@ fn per_sample_vectors_and_zero_fill<B: Ops>(b: &B) {
             "{dtype:?}"
         );
     }
+}
+
+/// u32 index tables round-trip exactly (every bit pattern) and never convert
+/// to or from floats.
+fn index_tables_round_trip<B: Ops>(b: &B) {
+    assert!(b.supports(DType::U32));
+    let v: Vec<u32> = (0..301u32)
+        .map(|i| i.wrapping_mul(0x9E37_79B9))
+        .chain([0, u32::MAX])
+        .collect();
+    let mut t = Tensor::from_host(b, Shape::flat(v.len()), DType::U32, HostSlice::U32(&v)).unwrap();
+    assert_eq!(t.download(b).unwrap(), HostVec::U32(v.clone()));
+    t.view_mut(3, Shape::flat(2))
+        .unwrap()
+        .upload(b, HostSlice::U32(&[7, 8]))
+        .unwrap();
+    assert_eq!(
+        t.view(2, Shape::flat(3)).unwrap().download(b).unwrap(),
+        HostVec::U32(vec![v[2], 7, 8])
+    );
+    assert!(matches!(
+        t.upload(b, HostSlice::F32(&vec![0.0; v.len()])),
+        Err(Error::DTypeMismatch { .. })
+    ));
+}
+
+mod index_tables {
+    crate::for_each_backend!(super::index_tables_round_trip);
 }
 
 mod per_sample {

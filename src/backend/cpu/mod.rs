@@ -18,6 +18,7 @@ pub enum CpuBuffer {
     F32(Vec<f32>),
     F64(Vec<f64>),
     C64(Vec<Complex32>),
+    U32(Vec<u32>),
 }
 
 /// The reference backend.
@@ -45,6 +46,7 @@ impl CpuBuffer {
             CpuBuffer::F32(_) => DType::F32,
             CpuBuffer::F64(_) => DType::F64,
             CpuBuffer::C64(_) => DType::C64,
+            CpuBuffer::U32(_) => DType::U32,
         }
     }
 
@@ -54,6 +56,7 @@ impl CpuBuffer {
             CpuBuffer::F32(v) => v.len(),
             CpuBuffer::F64(v) => v.len(),
             CpuBuffer::C64(v) => v.len(),
+            CpuBuffer::U32(v) => v.len(),
         }
     }
 
@@ -64,6 +67,7 @@ impl CpuBuffer {
             CpuBuffer::F32(v) => bytemuck::cast_slice_mut(v),
             CpuBuffer::F64(v) => bytemuck::cast_slice_mut(v),
             CpuBuffer::C64(v) => bytemuck::cast_slice_mut(v),
+            CpuBuffer::U32(v) => bytemuck::cast_slice_mut(v),
         }
     }
 
@@ -73,6 +77,7 @@ impl CpuBuffer {
             CpuBuffer::F32(v) => bytemuck::cast_slice(v),
             CpuBuffer::F64(v) => bytemuck::cast_slice(v),
             CpuBuffer::C64(v) => bytemuck::cast_slice(v),
+            CpuBuffer::U32(v) => bytemuck::cast_slice(v),
         }
     }
 }
@@ -98,6 +103,7 @@ impl Backend for CpuBackend {
             DType::F32 => CpuBuffer::F32(vec![0.0; len]),
             DType::F64 => CpuBuffer::F64(vec![0.0; len]),
             DType::C64 => CpuBuffer::C64(vec![Complex32::new(0.0, 0.0); len]),
+            DType::U32 => CpuBuffer::U32(vec![0; len]),
         })
     }
 

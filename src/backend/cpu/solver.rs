@@ -444,7 +444,7 @@ fn step_row<S: Storage>(
 
 impl SolverOps for CpuBackend {
     fn solver_supports(&self, dtype: DType) -> bool {
-        dtype != DType::C64
+        dtype.is_real_float()
     }
 
     fn solver_step_checked(&self, call: SolverStepCall<'_, Self>) -> Result<()> {
@@ -453,7 +453,7 @@ impl SolverOps for CpuBackend {
             DType::F16 => step_call::<f16>(call),
             DType::F32 => step_call::<f32>(call),
             DType::F64 => step_call::<f64>(call),
-            DType::C64 => None,
+            DType::C64 | DType::U32 => None,
         }
         .ok_or(Error::UnsupportedDType {
             backend: "cpu",

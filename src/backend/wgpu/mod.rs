@@ -278,7 +278,7 @@ impl WgpuBackend {
             DType::F32 => Some(ShaderVariant::F32),
             DType::F16 if self.native_f16 => Some(ShaderVariant::F16Native),
             DType::F16 => Some(ShaderVariant::F16Packed),
-            DType::F64 | DType::C64 => None,
+            DType::F64 | DType::C64 | DType::U32 => None,
         }
     }
 
