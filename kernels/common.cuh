@@ -34,6 +34,25 @@ struct SolverStepParams {
 };
 static_assert(sizeof(SolverStepParams) == 96, "SolverStepParams must match src/backend/params.rs");
 
+// Mirrors OperatorParams (src/backend/params.rs): 12 × u32, 8 × f32.
+struct OperatorParams {
+    unsigned int n_out;
+    unsigned int out_item;
+    unsigned int in_item;
+    unsigned int program;
+    unsigned int channels;
+    unsigned int height;
+    unsigned int width;
+    unsigned int factor;
+    unsigned int rank_offset;
+    unsigned int pad[3];
+    float scale;
+    float h[3];
+    float g[3];
+    float pad2;
+};
+static_assert(sizeof(OperatorParams) == 80, "OperatorParams must match src/backend/params.rs");
+
 #define DIFFINV_NO_SLOT 0xffffffffu
 #define DIFFINV_CORR_OFF 0u
 #define DIFFINV_CORR_FROM_SLOT 1u

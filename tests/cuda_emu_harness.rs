@@ -444,6 +444,68 @@ fn solver_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
     }
 }
 
+/// The bits of every mode of every operator on `item` (batch 2) at `dtype`.
+fn operator_bits<B: Ops>(backend: &B, dtype: DType, item: [usize; 3]) -> Vec<Vec<u64>> {
+    use diffinv::ops::{Mode, Operator};
+    let shape = Shape::from_dims(&item).unwrap();
+    let n = shape.checked_len().unwrap();
+    let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 2 { 0.0 } else { 1.0 }).collect();
+    let mut ops = vec![
+        Operator::inpaint(backend, shape, &mask, true).unwrap(),
+        Operator::inpaint(backend, shape, &mask, false).unwrap(),
+        Operator::colorize(backend, shape, [0.3, 0.6, 0.1]).unwrap(),
+    ];
+    ops.extend(
+        [2, 3]
+            .into_iter()
+            .filter(|s| item[1].is_multiple_of(*s) && item[2].is_multiple_of(*s))
+            .map(|s| Operator::avg_pool(backend, shape, s).unwrap()),
+    );
+    let batch = |i: Shape| Shape::from_dims(&[&[2][..], i.dims()].concat()).unwrap();
+    let mut out = Vec::new();
+    for op in &ops {
+        for mode in Mode::ALL {
+            let (i, o) = match mode {
+                Mode::Forward => (op.x_item(), op.y_item()),
+                Mode::Adjoint | Mode::PseudoInverse => (op.y_item(), op.x_item()),
+                Mode::Project => (op.x_item(), op.x_item()),
+            };
+            let len = batch(i).checked_len().unwrap();
+            let x = Tensor::from_host(
+                backend,
+                batch(i),
+                dtype,
+                HostSlice::F64(&values(len as u64, len, 2.0)),
+            )
+            .unwrap();
+            let mut y = Tensor::zeros(backend, batch(o), dtype).unwrap();
+            op.apply(backend, mode, &x, &mut y).unwrap();
+            out.push(
+                y.to_f64(backend)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// operator_apply_{f16,f32}: every program, at an even and an odd item, equals
+/// the CPU backend bit for bit (same sums in the same order, no contraction).
+fn operator_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
+    let cpu = CpuBackend::new();
+    for dtype in [DType::F32, DType::F16] {
+        for item in [[3, 6, 12], [3, 9, 15], [3, 1, 1]] {
+            assert!(
+                operator_bits(backend, dtype, item) == operator_bits(&cpu, dtype, item),
+                "{dtype:?} {item:?}: emulated operator kernel differs from the CPU backend"
+            );
+        }
+    }
+}
+
 /// Launch configurations every kernel is run at: the launcher's default (and the
 /// grid it computes), then blockDim 96 and 100 (not powers of two; 100 is not a
 /// multiple of 32) and 1, with few blocks so grid-stride loops wrap.
@@ -456,6 +518,8 @@ type Runner = fn(&CudaBackend<EmuDevice>);
 const RUNNERS: &[(&str, Runner)] = &[
     ("solver_step_f16", solver_kernels_match_cpu_bitwise),
     ("solver_step_f32", solver_kernels_match_cpu_bitwise),
+    ("operator_apply_f16", operator_kernels_match_cpu_bitwise),
+    ("operator_apply_f32", operator_kernels_match_cpu_bitwise),
 ];
 
 #[test]

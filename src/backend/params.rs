@@ -113,6 +113,62 @@ impl SolverStepParams {
     }
 }
 
+/// What one launch of the operator kernel computes for output element `o`
+/// (`docs/math.md` §5; `b = o / out_item`, `r = o % out_item`).
+pub mod program {
+    /// `out[b, r] = in[b, table[r]]` (inpainting H, y = kept entries).
+    pub const GATHER: u32 = 0;
+    /// `out[b, r] = t ≠ NONE ? in[b, t] : 0`, `t = table[rank_offset + r]` (inpainting Hᵀ = H⁺).
+    pub const SCATTER: u32 = 1;
+    /// `out[b, r] = table[rank_offset + r] ≠ NONE ? in[b, r] : 0` (a mask: diag(m)).
+    pub const MASK: u32 = 2;
+    /// `out = scale · Σ` over the `factor × factor` block of output pixel `r` (average pool).
+    pub const POOL_MEAN: u32 = 3;
+    /// `out = scale · in[b, c, i / factor, j / factor]` (nearest upsampling).
+    pub const POOL_SPREAD: u32 = 4;
+    /// `out = scale · Σ` over the block containing pixel `r` (upsample ∘ pool).
+    pub const POOL_PROJECT: u32 = 5;
+    /// `out[b, p] = h0·in[b, 0, p] + h1·in[b, 1, p] + h2·in[b, 2, p]` (colour → grey).
+    pub const COLOR_DOT: u32 = 6;
+    /// `out[b, c, p] = g_c · in[b, p]`.
+    pub const COLOR_SPREAD: u32 = 7;
+    /// `out[b, c, p] = g_c · (h0·in[b, 0, p] + h1·in[b, 1, p] + h2·in[b, 2, p])`.
+    pub const COLOR_PROJECT: u32 = 8;
+    /// An index-table entry meaning "not observed".
+    pub const NONE: u32 = u32::MAX;
+}
+
+/// Parameters of `operator_apply_{f16,f32}` (kernels/operator.cu, shaders/operator.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct OperatorParams {
+    /// Output elements in total (batch × out_item).
+    pub n_out: u32,
+    pub out_item: u32,
+    pub in_item: u32,
+    /// One of [`program`].
+    pub program: u32,
+    /// Image item `[channels, height, width]` of x.
+    pub channels: u32,
+    pub height: u32,
+    pub width: u32,
+    /// Pooling factor (1 for other programs).
+    pub factor: u32,
+    /// Where the rank table starts in the index table.
+    pub rank_offset: u32,
+    pub _pad: [u32; 3],
+    pub scale: f32,
+    /// Colour weights h.
+    pub h: [f32; 3],
+    /// Colour spreading weights g (h for Hᵀ, h/‖h‖² for H⁺ and P).
+    pub g: [f32; 3],
+    pub _pad2: f32,
+}
+
+/// Byte size the kernels assert for [`OperatorParams`].
+pub const OPERATOR_PARAMS_SIZE: usize = 80;
+const _: () = assert!(std::mem::size_of::<OperatorParams>() == OPERATOR_PARAMS_SIZE);
+
 #[cfg(test)]
 mod tests {
     use super::*;

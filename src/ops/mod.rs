@@ -11,13 +11,15 @@
 //! Adding a family adds its trait here and to `Ops`'s supertraits — nothing
 //! else dispatches on it. `docs/adding-a-kernel-family.md` walks through it.
 
+pub mod operator;
 pub mod solver;
 
 use crate::backend::Backend;
 
+pub use operator::{Mode, Operator, OperatorCall, OperatorKind, OperatorOps};
 pub use solver::{solver_step, solver_step_raw, SolverOps, SolverStepCall};
 
 /// Every kernel family: what a backend must implement to run everything.
-pub trait Ops: Backend + SolverOps {}
+pub trait Ops: Backend + SolverOps + OperatorOps {}
 
-impl<B: Backend + SolverOps> Ops for B {}
+impl<B: Backend + SolverOps + OperatorOps> Ops for B {}

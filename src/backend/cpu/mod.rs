@@ -1,6 +1,7 @@
 //! The CPU reference backend: host memory, and the definition of every kernel
 //! family as plain loops (`cpu/<family>.rs`), parallel over chunks with rayon.
 
+mod operator;
 mod solver;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use half::f16;
 
 use super::{Backend, BackendKind, BufferInfo, BufferPool, CheckedRange};
 use crate::error::Result;
+use crate::rng;
 use crate::tensor::{Complex32, DType, HostSlice, HostVec};
 
 /// Storage of one CPU tensor.
@@ -36,6 +38,113 @@ impl CpuBackend {
     /// One kernel (fused pass) has run.
     fn count_launch(&self) {
         self.launches.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Elements per row of the generic path's scratch (and of the zero row that
+/// stands in for an absent history slot): the rows of one piece stay in L1/L2.
+pub(super) const ROW: usize = 4096;
+
+/// The arithmetic type a storage type computes in.
+pub(super) trait Math:
+    'static
+    + Copy
+    + Send
+    + Sync
+    + PartialEq
+    + std::ops::Add<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Sub<Output = Self>
+{
+    const ZERO: Self;
+    /// A row of zeros, read where a history slot is absent (the kernels read 0 there).
+    const ZERO_ROW: &'static [Self; ROW];
+    fn from_f64(v: f64) -> Self;
+    fn normal(seed: u64, step: u32, index: u32) -> Self;
+}
+
+impl Math for f32 {
+    const ZERO: Self = 0.0;
+    const ZERO_ROW: &'static [Self; ROW] = &[0.0; ROW];
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn normal(seed: u64, step: u32, index: u32) -> Self {
+        rng::normal_f32(seed, step, index)
+    }
+}
+
+impl Math for f64 {
+    const ZERO: Self = 0.0;
+    const ZERO_ROW: &'static [Self; ROW] = &[0.0; ROW];
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn normal(seed: u64, step: u32, index: u32) -> Self {
+        rng::normal_f64(seed, step, index)
+    }
+}
+
+/// `Element::slice` / `slice_mut` for the `CpuBuffer` variant holding `Self`.
+macro_rules! buffer_variant {
+    ($variant:ident) => {
+        fn slice(buf: &CpuBuffer) -> Option<&[Self]> {
+            match buf {
+                CpuBuffer::$variant(v) => Some(v),
+                _ => None,
+            }
+        }
+        fn slice_mut(buf: &mut CpuBuffer) -> Option<&mut [Self]> {
+            match buf {
+                CpuBuffer::$variant(v) => Some(v),
+                _ => None,
+            }
+        }
+    };
+}
+
+/// A real storage element of a CPU buffer and the type it computes in: f32 for
+/// f16 and f32 storage, f64 for f64 (the oracle path).
+pub(super) trait Element: Copy + Send + Sync {
+    type M: Math;
+    /// The buffer's elements, if it stores `Self`.
+    fn slice(buf: &CpuBuffer) -> Option<&[Self]>;
+    fn slice_mut(buf: &mut CpuBuffer) -> Option<&mut [Self]>;
+    fn to_math(self) -> Self::M;
+    /// Round to the storage type (nearest even, like the devices).
+    fn from_math(v: Self::M) -> Self;
+}
+
+impl Element for f16 {
+    type M = f32;
+    buffer_variant!(F16);
+    fn to_math(self) -> f32 {
+        self.to_f32()
+    }
+    fn from_math(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+}
+
+impl Element for f32 {
+    type M = f32;
+    buffer_variant!(F32);
+    fn to_math(self) -> f32 {
+        self
+    }
+    fn from_math(v: f32) -> Self {
+        v
+    }
+}
+
+impl Element for f64 {
+    type M = f64;
+    buffer_variant!(F64);
+    fn to_math(self) -> f64 {
+        self
+    }
+    fn from_math(v: f64) -> Self {
+        v
     }
 }
 

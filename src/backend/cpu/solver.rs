@@ -38,10 +38,9 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::{CpuBackend, CpuBuffer};
+use super::{CpuBackend, Element, Math, ROW};
 use crate::error::{Error, Result};
 use crate::ops::{SolverOps, SolverStepCall};
-use crate::rng;
 use crate::solver::{CorrectorBase, SolverStep, StepLaunch};
 use crate::tensor::DType;
 
@@ -49,74 +48,9 @@ use crate::tensor::DType;
 /// noise next to the memory traffic of the item.
 const CHUNK: usize = 32 * 1024;
 
-/// Elements per row of the generic path's scratch (and of the zero row that
-/// stands in for an absent history slot): the rows of one piece stay in L1/L2.
-const ROW: usize = 4096;
-
-/// The arithmetic type a storage type computes in.
-trait Math:
-    'static
-    + Copy
-    + Send
-    + Sync
-    + PartialEq
-    + std::ops::Add<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Sub<Output = Self>
-{
-    const ZERO: Self;
-    /// A row of zeros, read where a history slot is absent (the kernels read 0 there).
-    const ZERO_ROW: &'static [Self; ROW];
-    fn from_f64(v: f64) -> Self;
-    fn normal(seed: u64, step: u32, index: u32) -> Self;
-}
-
-impl Math for f32 {
-    const ZERO: Self = 0.0;
-    const ZERO_ROW: &'static [Self; ROW] = &[0.0; ROW];
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-    fn normal(seed: u64, step: u32, index: u32) -> Self {
-        rng::normal_f32(seed, step, index)
-    }
-}
-
-impl Math for f64 {
-    const ZERO: Self = 0.0;
-    const ZERO_ROW: &'static [Self; ROW] = &[0.0; ROW];
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-    fn normal(seed: u64, step: u32, index: u32) -> Self {
-        rng::normal_f64(seed, step, index)
-    }
-}
-
-/// `Storage::slice` / `slice_mut` for the `CpuBuffer` variant holding `Self`.
-macro_rules! buffer_variant {
-    ($variant:ident) => {
-        fn slice(buf: &CpuBuffer) -> Option<&[Self]> {
-            match buf {
-                CpuBuffer::$variant(v) => Some(v),
-                _ => None,
-            }
-        }
-        fn slice_mut(buf: &mut CpuBuffer) -> Option<&mut [Self]> {
-            match buf {
-                CpuBuffer::$variant(v) => Some(v),
-                _ => None,
-            }
-        }
-    };
-}
-
-/// A storage element and its chunk conversions to and from its math type.
-trait Storage: Copy + Send + Sync {
-    type M: Math;
-    /// The buffer's elements, if it stores `Self`.
-    fn slice(buf: &CpuBuffer) -> Option<&[Self]>;
-    fn slice_mut(buf: &mut CpuBuffer) -> Option<&mut [Self]>;
+/// A storage element's row conversions to and from its math type, and the
+/// fused fast path of the update.
+trait Storage: Element {
     fn load(src: &[Self], dst: &mut [Self::M]);
     fn store(src: &[Self::M], dst: &mut [Self]);
     /// A fast path that handles a prefix of the chunk (possibly all of it)
@@ -128,8 +62,6 @@ trait Storage: Copy + Send + Sync {
 }
 
 impl Storage for f16 {
-    buffer_variant!(F16);
-    type M = f32;
     fn load(src: &[Self], dst: &mut [f32]) {
         src.convert_to_f32_slice(dst);
     }
@@ -152,8 +84,6 @@ impl Storage for f16 {
 static AVX2_F16C: std::sync::LazyLock<bool> = std::sync::LazyLock::new(f16_avx2::available);
 
 impl Storage for f32 {
-    buffer_variant!(F32);
-    type M = f32;
     fn load(src: &[Self], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
@@ -166,8 +96,6 @@ impl Storage for f32 {
 }
 
 impl Storage for f64 {
-    buffer_variant!(F64);
-    type M = f64;
     fn load(src: &[Self], dst: &mut [f64]) {
         dst.copy_from_slice(src);
     }
@@ -479,6 +407,7 @@ fn step_call<S: Storage>(call: SolverStepCall<'_, CpuBackend>) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::CpuBuffer;
     use crate::ops::solver_step_raw;
     use crate::solver::{slot_stride, Corrector};
 
@@ -551,7 +480,7 @@ mod tests {
     /// combination of present outputs, over row boundaries and odd lengths.
     fn direct_path_matches_generic<M>()
     where
-        M: Math + Storage<M = M> + From<f32> + Into<f64>,
+        M: Math + Element<M = M> + Storage + From<f32> + Into<f64>,
     {
         let variants = step_variants();
         let launch = StepLaunch { step: 0, seed: 0 };

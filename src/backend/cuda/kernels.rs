@@ -13,16 +13,21 @@ use std::ffi::{c_char, CString};
 use cudarc::nvrtc::sys;
 
 use super::launch::{Kernel, Module};
-use super::solver;
+use super::{operator, solver};
 use crate::error::{Error, Result};
 
 const COMMON: &str = include_str!("../../../kernels/common.cuh");
 
 /// Every kernel module (`kernels/<family>.cu`); `MODULES[i].id == i`.
-pub const MODULES: &[&Module] = &[&solver::MODULE];
+pub const MODULES: &[&Module] = &[&solver::MODULE, &operator::MODULE];
 
 /// Every kernel entry point; `KERNELS[i].id == i`.
-pub const KERNELS: &[&Kernel] = &[&solver::STEP_F32, &solver::STEP_F16];
+pub const KERNELS: &[&Kernel] = &[
+    &solver::STEP_F32,
+    &solver::STEP_F16,
+    &operator::APPLY_F32,
+    &operator::APPLY_F16,
+];
 
 /// The line each `.cu` file includes the shared header with.
 const COMMON_INCLUDE: &str = "#include \"common.cuh\"";

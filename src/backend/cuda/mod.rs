@@ -10,6 +10,7 @@ pub mod device;
 mod driver;
 pub mod kernels;
 pub mod launch;
+mod operator;
 mod solver;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::solver;
 use super::variants::{assemble, ShaderVariant};
+use super::{operator, solver};
 use crate::error::Result;
 
 /// How a kernel uses one storage binding.
@@ -54,7 +54,7 @@ pub struct Kernel {
 }
 
 /// Every kernel; `KERNELS[i].id == i`.
-pub const KERNELS: &[&Kernel] = &[&solver::STEP];
+pub const KERNELS: &[&Kernel] = &[&solver::STEP, &operator::APPLY];
 
 /// Layouts of one kernel.
 struct Layouts {

@@ -9,6 +9,7 @@
 //! forced, so both are tested on one machine).
 
 pub mod kernels;
+mod operator;
 mod quiet;
 mod recorder;
 mod solver;
