@@ -33,6 +33,7 @@
 pub mod backend;
 pub mod error;
 pub mod gmm;
+pub mod guidance;
 pub mod ops;
 pub mod rng;
 pub mod sampler;
