@@ -53,6 +53,17 @@ struct OperatorParams {
 };
 static_assert(sizeof(OperatorParams) == 80, "OperatorParams must match src/backend/params.rs");
 
+// Mirrors CpgdmParams (src/backend/params.rs): the operator's Project program,
+// the pass, and 8 coefficients.
+struct CpgdmParams {
+    OperatorParams op;
+    unsigned int pass;
+    unsigned int use_g;
+    unsigned int pad[2];
+    float c[8];
+};
+static_assert(sizeof(CpgdmParams) == 128, "CpgdmParams must match src/backend/params.rs");
+
 #define DIFFINV_NO_SLOT 0xffffffffu
 #define DIFFINV_CORR_OFF 0u
 #define DIFFINV_CORR_FROM_SLOT 1u

@@ -7,6 +7,7 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::ops::guidance::{GuidedDenoiser, ModelPoint};
 use crate::sampler::Denoiser;
 use crate::schedule::NoiseSchedule;
 use crate::tensor::{HostSlice, Tensor};
@@ -159,6 +160,71 @@ impl GmmDenoiser {
         Ok(x.chunks(self.dim)
             .flat_map(|item| self.eps_item(item, alpha_bar))
             .collect())
+    }
+}
+
+impl GmmDenoiser {
+    /// `f` applied to every item of the batch `x` on the host, uploaded to `out`.
+    fn per_item<B: Backend>(
+        &self,
+        backend: &B,
+        x: &Tensor<B>,
+        out: &mut Tensor<B>,
+        f: impl Fn(usize, &[f64]) -> Vec<f64>,
+    ) -> Result<()> {
+        if x.shape().item_len() != self.dim {
+            return Err(Error::LengthMismatch {
+                what: "gmm input item (C·H·W)",
+                expected: self.dim,
+                got: x.shape().item_len(),
+            });
+        }
+        let values: Vec<f64> = x
+            .to_f64(backend)?
+            .chunks(self.dim)
+            .enumerate()
+            .flat_map(|(i, item)| f(i, item))
+            .collect();
+        out.upload(backend, HostSlice::F64(&values))
+    }
+}
+
+/// The conditional samplers' view: ε at the model point they name, and the
+/// exact Jacobian product (J is symmetric, so JVP = VJP).
+impl<B: Backend> GuidedDenoiser<B> for GmmDenoiser {
+    fn eps(
+        &mut self,
+        backend: &B,
+        x: &Tensor<B>,
+        point: ModelPoint,
+        out: &mut Tensor<B>,
+    ) -> Result<()> {
+        self.per_item(backend, x, out, |_, item| {
+            self.eps_at(item, point.a, point.b)
+        })
+    }
+
+    fn vjp(
+        &mut self,
+        backend: &B,
+        x: &Tensor<B>,
+        point: ModelPoint,
+        m: &Tensor<B>,
+        out: &mut Tensor<B>,
+    ) -> Result<bool> {
+        if m.len() != x.len() {
+            return Err(Error::LengthMismatch {
+                what: "gmm VJP vector (one value per element of x)",
+                expected: x.len(),
+                got: m.len(),
+            });
+        }
+        let m = m.to_f64(backend)?;
+        let dim = self.dim;
+        self.per_item(backend, x, out, |i, item| {
+            self.eps_jvp_at(item, point.a, point.b, &m[i * dim..(i + 1) * dim])
+        })?;
+        Ok(true)
     }
 }
 

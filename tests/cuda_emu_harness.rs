@@ -506,6 +506,56 @@ fn operator_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
     }
 }
 
+/// cpgdm_pass_{f16,f32}: every pass (with and without g) for every operator
+/// equals the CPU backend bit for bit.
+fn guidance_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
+    use diffinv::guidance::{CpgdmConfig, CpgdmPlan};
+    use diffinv::ops::{CpgdmSampler, Operator};
+    fn outputs<B: Ops>(b: &B, dtype: DType) -> Vec<Vec<u64>> {
+        let plan = CpgdmPlan::new(CpgdmConfig {
+            steps: 2,
+            ..CpgdmConfig::default()
+        })
+        .unwrap();
+        let item = Shape::from_dims(&[3, 8, 12]).unwrap();
+        let mask: Vec<f32> = (0..288)
+            .map(|i| if i % 3 == 0 { 0.0 } else { 1.0 })
+            .collect();
+        let ops = [
+            Operator::inpaint(b, item, &mask, true).unwrap(),
+            Operator::avg_pool(b, item, 4).unwrap(),
+            Operator::colorize(b, item, [0.3, 0.6, 0.1]).unwrap(),
+        ];
+        let x_shape = Shape::new(2, 3, 8, 12);
+        let t = |seed: u64, shape: Shape| {
+            let n = shape.checked_len().unwrap();
+            Tensor::from_host(b, shape, dtype, HostSlice::F64(&values(seed, n, 1.0))).unwrap()
+        };
+        let bits = |t: &Tensor<B>| t.to_f64(b).unwrap().iter().map(|v| v.to_bits()).collect();
+        let mut out = Vec::new();
+        for op in &ops {
+            let y_shape = Shape::from_dims(&[&[2][..], op.y_item().dims()].concat()).unwrap();
+            let (y, z, eps, g) = (t(1, y_shape), t(2, x_shape), t(3, x_shape), t(4, x_shape));
+            let mut run = CpgdmSampler::new(b, &plan, op, &y).unwrap();
+            run.init(b, &z).unwrap();
+            out.push(bits(run.x()));
+            out.push(bits(run.residual(b, &eps).unwrap()));
+            run.update(b, &eps, Some(&g)).unwrap();
+            out.push(bits(run.x()));
+            run.update(b, &eps, None).unwrap();
+            out.push(bits(run.x()));
+        }
+        out
+    }
+    let cpu = CpuBackend::new();
+    for dtype in [DType::F32, DType::F16] {
+        assert!(
+            outputs(backend, dtype) == outputs(&cpu, dtype),
+            "{dtype:?}: emulated C-ΠGDM passes differ from the CPU backend"
+        );
+    }
+}
+
 /// Launch configurations every kernel is run at: the launcher's default (and the
 /// grid it computes), then blockDim 96 and 100 (not powers of two; 100 is not a
 /// multiple of 32) and 1, with few blocks so grid-stride loops wrap.
@@ -520,6 +570,8 @@ const RUNNERS: &[(&str, Runner)] = &[
     ("solver_step_f32", solver_kernels_match_cpu_bitwise),
     ("operator_apply_f16", operator_kernels_match_cpu_bitwise),
     ("operator_apply_f32", operator_kernels_match_cpu_bitwise),
+    ("cpgdm_pass_f16", guidance_kernels_match_cpu_bitwise),
+    ("cpgdm_pass_f32", guidance_kernels_match_cpu_bitwise),
 ];
 
 #[test]

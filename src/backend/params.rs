@@ -169,6 +169,39 @@ pub struct OperatorParams {
 pub const OPERATOR_PARAMS_SIZE: usize = 80;
 const _: () = assert!(std::mem::size_of::<OperatorParams>() == OPERATOR_PARAMS_SIZE);
 
+/// What one launch of the C-ΠGDM kernel does (`docs/math.md` §6.4), with
+/// `Pz`, `Pε`, `Pg` computed inline by the operator's Project program.
+pub mod cpgdm_pass {
+    /// From noise z (in the ε slot): `u = c0·hy + c1·Pz`, `v = c2·(z − Pz)`,
+    /// `x = c3·hy + c4·z`.
+    pub const INIT: u32 = 0;
+    /// Before the Jacobian product: `m = hy − c0·u + c1·Pε`.
+    pub const RESIDUAL: u32 = 1;
+    /// The step: `u ← c0·u + c1·hy + c2·Pε + c3·Pg`,
+    /// `v ← c0·v + c4·(ε − Pε) + c5·(g − Pg)`, then the next network input
+    /// `x = c6·v + c7·u` (g terms only with a Jacobian product).
+    pub const UPDATE: u32 = 2;
+}
+
+/// Parameters of `cpgdm_pass_{f16,f32}` (kernels/guidance.cu, shaders/guidance.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct CpgdmParams {
+    /// The operator's Project program for one batch item (`n_out` = all elements).
+    pub op: OperatorParams,
+    /// One of [`cpgdm_pass`].
+    pub pass: u32,
+    /// 1 when the update has a Jacobian product g, else 0.
+    pub use_g: u32,
+    pub _pad: [u32; 2],
+    /// The pass's coefficients (meaning per [`cpgdm_pass`]).
+    pub c: [f32; 8],
+}
+
+/// Byte size the kernels assert for [`CpgdmParams`].
+pub const CPGDM_PARAMS_SIZE: usize = 128;
+const _: () = assert!(std::mem::size_of::<CpgdmParams>() == CPGDM_PARAMS_SIZE);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,7 +48,7 @@ fn rule(f: &impl Fn(f64) -> f64, a: f64, b: f64) -> (f64, f64) {
 }
 
 /// Most intervals [`integrate`] splits the range into.
-const MAX_INTERVALS: usize = 4000;
+pub const MAX_INTERVALS: usize = 4000;
 
 /// ∫ₐᵇ f with an absolute error of about `tol` (globally adaptive, like
 /// QUADPACK's QAG): the interval with the largest error estimate is halved

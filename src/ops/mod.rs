@@ -11,15 +11,17 @@
 //! Adding a family adds its trait here and to `Ops`'s supertraits — nothing
 //! else dispatches on it. `docs/adding-a-kernel-family.md` walks through it.
 
+pub mod guidance;
 pub mod operator;
 pub mod solver;
 
 use crate::backend::Backend;
 
+pub use guidance::{cpgdm_sample, CpgdmSampler, GuidanceOps, GuidedDenoiser, Jacobian, ModelPoint};
 pub use operator::{Mode, Operator, OperatorCall, OperatorKind, OperatorOps};
 pub use solver::{solver_step, solver_step_raw, SolverOps, SolverStepCall};
 
 /// Every kernel family: what a backend must implement to run everything.
-pub trait Ops: Backend + SolverOps + OperatorOps {}
+pub trait Ops: Backend + SolverOps + OperatorOps + GuidanceOps {}
 
-impl<B: Backend + SolverOps + OperatorOps> Ops for B {}
+impl<B: Backend + SolverOps + OperatorOps + GuidanceOps> Ops for B {}

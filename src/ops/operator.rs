@@ -299,7 +299,7 @@ impl<B: OperatorOps> Operator<B> {
         expect("operator input", input, in_item)?;
         expect("operator output", output, out_item)?;
         let (params, scalars) =
-            self.params(mode, batch, in_item.checked_len()?, out_item.checked_len()?);
+            self.mode_params(mode, batch, in_item.checked_len()?, out_item.checked_len()?);
         backend.operator_apply_checked(OperatorCall {
             params,
             scalars,
@@ -330,9 +330,15 @@ impl<B: OperatorOps> Operator<B> {
         self.apply(backend, Mode::Project, x, out)
     }
 
-    /// The kernel parameters of `mode`: which program, and its f64 scalars
-    /// rounded once to f32.
-    fn params(
+    /// The device index table (for kernels of other families that apply this
+    /// operator inline).
+    pub(crate) fn table_buffer(&self) -> &B::Buffer {
+        &self.table.buf
+    }
+
+    /// The kernel parameters of `mode` over `batch` items: which program, and
+    /// its f64 scalars rounded once to f32.
+    pub(crate) fn mode_params(
         &self,
         mode: Mode,
         batch: usize,

@@ -1,6 +1,7 @@
 //! The CPU reference backend: host memory, and the definition of every kernel
 //! family as plain loops (`cpu/<family>.rs`), parallel over chunks with rayon.
 
+mod guidance;
 mod operator;
 mod solver;
 

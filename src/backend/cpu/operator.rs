@@ -64,7 +64,7 @@ fn apply<S: Element>(call: OperatorCall<'_, CpuBackend>) -> Option<()> {
 }
 
 /// The launch parameters with the scalars in the math type.
-struct Program<M> {
+pub(super) struct Program<M> {
     p: OperatorParams,
     scale: M,
     h: [M; 3],
@@ -72,7 +72,7 @@ struct Program<M> {
 }
 
 impl<M: Math> Program<M> {
-    fn new(p: OperatorParams, s: &OperatorScalars) -> Self {
+    pub(super) fn new(p: OperatorParams, s: &OperatorScalars) -> Self {
         Program {
             p,
             scale: M::from_f64(s.scale),
@@ -82,7 +82,7 @@ impl<M: Math> Program<M> {
     }
 
     /// Output element `o`: the definition every backend computes.
-    fn value<S: Element<M = M>>(&self, o: usize, input: &[S], table: &[u32]) -> M {
+    pub(super) fn value<S: Element<M = M>>(&self, o: usize, input: &[S], table: &[u32]) -> M {
         let p = &self.p;
         let (out_item, in_item) = (p.out_item as usize, p.in_item as usize);
         let (b, r) = (o / out_item, o % out_item);

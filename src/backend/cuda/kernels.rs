@@ -13,13 +13,20 @@ use std::ffi::{c_char, CString};
 use cudarc::nvrtc::sys;
 
 use super::launch::{Kernel, Module};
-use super::{operator, solver};
+use super::{guidance, operator, solver};
 use crate::error::{Error, Result};
 
-const COMMON: &str = include_str!("../../../kernels/common.cuh");
+/// The headers `kernels/*.cu` include, spliced in by [`module_source`].
+pub const HEADERS: &[(&str, &str)] = &[
+    ("common.cuh", include_str!("../../../kernels/common.cuh")),
+    (
+        "operator.cuh",
+        include_str!("../../../kernels/operator.cuh"),
+    ),
+];
 
 /// Every kernel module (`kernels/<family>.cu`); `MODULES[i].id == i`.
-pub const MODULES: &[&Module] = &[&solver::MODULE, &operator::MODULE];
+pub const MODULES: &[&Module] = &[&solver::MODULE, &operator::MODULE, &guidance::MODULE];
 
 /// Every kernel entry point; `KERNELS[i].id == i`.
 pub const KERNELS: &[&Kernel] = &[
@@ -27,16 +34,22 @@ pub const KERNELS: &[&Kernel] = &[
     &solver::STEP_F16,
     &operator::APPLY_F32,
     &operator::APPLY_F16,
+    &guidance::PASS_F32,
+    &guidance::PASS_F16,
 ];
 
-/// The line each `.cu` file includes the shared header with.
-const COMMON_INCLUDE: &str = "#include \"common.cuh\"";
-
-/// A module's source as NVRTC compiles it: `common.cuh` spliced in where the
-/// file includes it (NVRTC sees no files, only this string).
+/// A module's source as NVRTC compiles it: each header of [`HEADERS`] spliced
+/// in where the file includes it (NVRTC sees no files, only this string).
 pub fn module_source(module: &Module) -> String {
-    let common = COMMON.replace("#pragma once", "");
-    module.source.replacen(COMMON_INCLUDE, &common, 1)
+    HEADERS
+        .iter()
+        .fold(module.source.to_string(), |src, (name, text)| {
+            src.replacen(
+                &format!("#include \"{name}\""),
+                &text.replace("#pragma once", ""),
+                1,
+            )
+        })
 }
 
 /// The module of that name, if any.

@@ -8,6 +8,7 @@
 
 pub mod device;
 mod driver;
+mod guidance;
 pub mod kernels;
 pub mod launch;
 mod operator;

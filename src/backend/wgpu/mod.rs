@@ -8,6 +8,7 @@
 //! adapter offers SHADER_F16 and a packed-u32 variant otherwise (or when
 //! forced, so both are tested on one machine).
 
+mod guidance;
 pub mod kernels;
 mod operator;
 mod quiet;

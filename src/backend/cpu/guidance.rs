@@ -1,0 +1,101 @@
+//! The guidance family on the CPU: the definition of the C-ΠGDM passes
+//! (`docs/math.md` §6.4; `ops::guidance` documents each pass), one element at
+//! a time, with P applied by the operator family's own per-element program.
+//!
+//! Network tensors are stored as f16/f32 (f64 on the oracle path) and the
+//! conjugate state as f32 (f64); math is f32 (f64), every sum left to right
+//! as written here, which the device kernels follow exactly.
+
+use half::f16;
+use rayon::prelude::*;
+
+use super::operator::Program;
+use super::{CpuBackend, CpuBuffer, Element, Math};
+use crate::backend::params::cpgdm_pass;
+use crate::error::{Error, Result};
+use crate::ops::guidance::{CpgdmCall, GuidanceOps};
+use crate::tensor::DType;
+
+/// Elements per parallel work item.
+const CHUNK: usize = 16 * 1024;
+
+impl GuidanceOps for CpuBackend {
+    fn guidance_supports(&self, dtype: DType) -> bool {
+        dtype.is_real_float()
+    }
+
+    fn cpgdm_pass_checked(&self, call: CpgdmCall<'_, Self>) -> Result<()> {
+        let dtype = call.dtype;
+        match dtype {
+            DType::F16 => pass::<f16>(call),
+            DType::F32 => pass::<f32>(call),
+            DType::F64 => pass::<f64>(call),
+            DType::C64 | DType::U32 => None,
+        }
+        .ok_or(Error::UnsupportedDType {
+            backend: "cpu",
+            dtype,
+        })?;
+        self.count_launch();
+        Ok(())
+    }
+}
+
+/// The checked pass on network storage `S` and state storage `S::M`; `None`
+/// if a buffer is not of its dtype (the checked call rules that out).
+fn pass<S: Element>(call: CpgdmCall<'_, CpuBackend>) -> Option<()>
+where
+    S::M: Element<M = S::M>,
+{
+    let n = call.params.op.n_out as usize;
+    let op = Program::<S::M>::new(call.params.op, &call.op_scalars);
+    let c = call.coefficients.map(S::M::from_f64);
+    let (pass, use_g) = (call.params.pass, call.params.use_g != 0);
+    let CpuBuffer::U32(table) = call.table else {
+        return None;
+    };
+    let (eps, g, hy) = (S::slice(call.eps)?, S::slice(call.g)?, S::slice(call.hy)?);
+    // The checked call guarantees every buffer holds n elements.
+    let u = &mut <S::M as Element>::slice_mut(call.u)?[..n];
+    let v = &mut <S::M as Element>::slice_mut(call.v)?[..n];
+    let x = &mut S::slice_mut(call.x)?[..n];
+    let m = &mut S::slice_mut(call.m)?[..n];
+    let at = |t: &[S], i: usize| t[i].to_math();
+    u.par_chunks_mut(CHUNK)
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(x.par_chunks_mut(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(chunk, (((u, v), x), m))| {
+            for k in 0..u.len() {
+                let o = chunk * CHUNK + k;
+                match pass {
+                    cpgdm_pass::INIT => {
+                        let (z, pz) = (at(eps, o), op.value(o, eps, table));
+                        u[k] = c[0] * at(hy, o) + c[1] * pz;
+                        v[k] = c[2] * (z - pz);
+                        x[k] = S::from_math(c[3] * at(hy, o) + c[4] * z);
+                    }
+                    cpgdm_pass::RESIDUAL => {
+                        let pe = op.value(o, eps, table);
+                        m[k] = S::from_math(at(hy, o) - c[0] * u[k] + c[1] * pe);
+                    }
+                    cpgdm_pass::UPDATE => {
+                        let (e, pe) = (at(eps, o), op.value(o, eps, table));
+                        let mut un = c[0] * u[k] + c[1] * at(hy, o) + c[2] * pe;
+                        let mut vn = c[0] * v[k] + c[4] * (e - pe);
+                        if use_g {
+                            let pg = op.value(o, g, table);
+                            un = un + c[3] * pg;
+                            vn = vn + c[5] * (at(g, o) - pg);
+                        }
+                        u[k] = un;
+                        v[k] = vn;
+                        x[k] = S::from_math(c[6] * vn + c[7] * un);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    Some(())
+}
