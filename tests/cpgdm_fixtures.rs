@@ -12,34 +12,16 @@
 
 mod common;
 
-use common::fixtures::{path, Fixture};
+use common::fixtures::{
+    cpgdm_config, ipsolvers_gmm, ipsolvers_manifest, ipsolvers_operator, Fixture,
+};
 use diffinv::backend::cpu::CpuBackend;
-use diffinv::guidance::{CpgdmConfig, CpgdmPlan, NetworkTime, VpSde};
+use diffinv::guidance::CpgdmPlan;
 use diffinv::ops::{Mode, Operator};
-use diffinv::{DType, GmmDenoiser, HostSlice, NoiseSchedule, Shape, Tensor};
+use diffinv::{DType, GmmDenoiser, HostSlice, Shape, Tensor};
 
 /// Methods of the manifest this replay implements (others are reported).
 const IMPLEMENTED: [&str; 1] = ["cpgdm"];
-
-fn manifest() -> serde_json::Value {
-    let p = path("ipsolvers/manifest_cpgdm.json");
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).expect("manifest is JSON")
-}
-
-fn gmm() -> GmmDenoiser {
-    let f = Fixture::open("ipsolvers/gmm.safetensors");
-    let (means, shape) = f.f64("gmm.means");
-    let dim = shape[1..].iter().product();
-    GmmDenoiser::new(
-        means,
-        f.f64("gmm.stds").0,
-        f.f64("gmm.weights").0,
-        dim,
-        NoiseSchedule::ddpm_linear(),
-    )
-    .unwrap()
-}
 
 /// Max |a − b| / max |b|.
 fn rel(a: &[f64], b: &[f64]) -> f64 {
@@ -47,22 +29,6 @@ fn rel(a: &[f64], b: &[f64]) -> f64 {
     let den = b.iter().fold(0f64, |m, v| m.max(v.abs()));
     let num = a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
     num / den.max(1e-300)
-}
-
-/// The operator a run names, on the CPU backend, from the manifest and file.
-fn operator(meta: &serde_json::Value, f: &Fixture, item: Shape) -> Operator<CpuBackend> {
-    let cpu = CpuBackend::new();
-    match meta["operator"]["class"].as_str().unwrap() {
-        "SuperResolution" => {
-            let ratio = meta["operator"]["ratio"].as_u64().unwrap() as usize;
-            Operator::avg_pool(&cpu, item, ratio).unwrap()
-        }
-        "Inpainting" => {
-            let mask: Vec<f32> = f.f64("op/mask").0.iter().map(|&v| v as f32).collect();
-            Operator::inpaint(&cpu, item, &mask, true).unwrap()
-        }
-        other => panic!("operator class {other} is not handled by this replay"),
-    }
 }
 
 /// f64 vectors on the CPU backend, batch-shaped.
@@ -153,10 +119,13 @@ fn split(host: &Host<'_>, xbar: &[f64]) -> (Vec<f64>, Vec<f64>) {
 
 #[test]
 fn official_cpgdm_runs_are_reproduced() {
-    let gmm = gmm();
+    let gmm = ipsolvers_gmm();
     let cpu = CpuBackend::new();
     let mut replayed = 0;
-    for (name, run) in manifest().as_object().unwrap() {
+    for (name, run) in ipsolvers_manifest("manifest_cpgdm.json")
+        .as_object()
+        .unwrap()
+    {
         let meta = &run["meta"];
         let algo = meta["run"]["algo"].as_str().unwrap();
         if !IMPLEMENTED.contains(&algo) {
@@ -164,19 +133,8 @@ fn official_cpgdm_runs_are_reproduced() {
             continue;
         }
         let f = Fixture::open(&format!("ipsolvers/{name}.safetensors"));
-        let (t_rev, _) = f.f64("t_rev");
-        let steps = meta["run"]["steps"].as_u64().unwrap() as usize;
-        let plan = CpgdmPlan::new(CpgdmConfig {
-            steps,
-            w: meta["run"]["w"].as_f64().unwrap(),
-            lambda: meta["run"]["lam"].as_f64().unwrap(),
-            t_start: t_rev[0],
-            t_end: t_rev[steps],
-            eps_num: meta["run"]["num_eps"].as_f64().unwrap(),
-            sde: VpSde::default(),
-            network_time: NetworkTime::Floor999,
-        })
-        .unwrap();
+        let plan = CpgdmPlan::new(cpgdm_config(meta, &f)).unwrap();
+        let steps = plan.steps.len();
 
         // The plan: grid, SDE, network times and model points, ΔΦ.
         let points = |key: &str, get: &dyn Fn(usize) -> f64| {
@@ -225,7 +183,7 @@ fn official_cpgdm_runs_are_reproduced() {
         let (x_true, xs) = f.f64("x_true");
         let batch = xs[0];
         let item = Shape::from_dims(&xs[1..]).unwrap();
-        let op = operator(meta, &f, item);
+        let op = ipsolvers_operator(&cpu, meta, &f, item);
         let host = Host {
             cpu: &cpu,
             op: &op,

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::fixtures::{path, Fixture};
+use common::fixtures::{
+    cpgdm_config, ipsolvers_gmm, ipsolvers_manifest, ipsolvers_operator, Fixture,
+};
 use common::{compare, values};
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::guidance::{CpgdmConfig, CpgdmPlan};
@@ -130,59 +132,25 @@ mod pass_parity {
     crate::for_each_backend!(super::passes_match_the_f64_definition);
 }
 
-fn manifest() -> serde_json::Value {
-    let p = path("ipsolvers/manifest_cpgdm.json");
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&text).expect("manifest is JSON")
-}
-
 /// The whole sampler (`cpgdm_sample`, exact Jacobian from the GMM) on every
 /// backend and dtype against every official noiseless C-ΠGDM run of the
 /// manifest: x_final within the stated tolerances, and the launches per step.
 fn the_sampler_reproduces_the_official_runs<B: Ops>(b: &B) {
-    let f = Fixture::open("ipsolvers/gmm.safetensors");
-    let (means, shape) = f.f64("gmm.means");
-    let mut gmm = GmmDenoiser::new(
-        means,
-        f.f64("gmm.stds").0,
-        f.f64("gmm.weights").0,
-        shape[1..].iter().product(),
-        NoiseSchedule::ddpm_linear(),
-    )
-    .unwrap();
-    for (name, run) in manifest().as_object().unwrap() {
+    let mut gmm = ipsolvers_gmm();
+    for (name, run) in ipsolvers_manifest("manifest_cpgdm.json")
+        .as_object()
+        .unwrap()
+    {
         let meta = &run["meta"];
         if meta["run"]["algo"].as_str() != Some("cpgdm") {
             continue;
         }
         let f = Fixture::open(&format!("ipsolvers/{name}.safetensors"));
-        let (t_rev, _) = f.f64("t_rev");
-        let steps = meta["run"]["steps"].as_u64().unwrap() as usize;
-        let plan = CpgdmPlan::new(CpgdmConfig {
-            steps,
-            w: meta["run"]["w"].as_f64().unwrap(),
-            lambda: meta["run"]["lam"].as_f64().unwrap(),
-            t_start: t_rev[0],
-            t_end: t_rev[steps],
-            eps_num: meta["run"]["num_eps"].as_f64().unwrap(),
-            ..CpgdmConfig::default()
-        })
-        .unwrap();
+        let plan = CpgdmPlan::new(cpgdm_config(meta, &f)).unwrap();
+        let steps = plan.steps.len();
         let (_, xs) = f.f64("x_true");
         let item = Shape::from_dims(&xs[1..]).unwrap();
-        let op = match meta["operator"]["class"].as_str().unwrap() {
-            "SuperResolution" => Operator::avg_pool(
-                b,
-                item,
-                meta["operator"]["ratio"].as_u64().unwrap() as usize,
-            )
-            .unwrap(),
-            "Inpainting" => {
-                let mask: Vec<f32> = f.f64("op/mask").0.iter().map(|&v| v as f32).collect();
-                Operator::inpaint(b, item, &mask, true).unwrap()
-            }
-            other => panic!("operator class {other}"),
-        };
+        let op = ipsolvers_operator(b, meta, &f, item);
         let (y, ys) = f.f64("y");
         let (z, _) = f.f64("z_init");
         let want = f.f64("x_final").0;

@@ -70,3 +70,62 @@ pub fn sched_manifest() -> serde_json::Value {
         .replace("NaN", "null");
     serde_json::from_str(&text).expect("manifest is JSON")
 }
+
+/// `tests/fixtures/ipsolvers/<name>` (a manifest of the official inverse-problem runs).
+pub fn ipsolvers_manifest(name: &str) -> serde_json::Value {
+    let p = path(&format!("ipsolvers/{name}"));
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    serde_json::from_str(&text).expect("manifest is JSON")
+}
+
+/// The analytic prior every ipsolvers run uses.
+pub fn ipsolvers_gmm() -> diffinv::GmmDenoiser {
+    let f = Fixture::open("ipsolvers/gmm.safetensors");
+    let (means, shape) = f.f64("gmm.means");
+    diffinv::GmmDenoiser::new(
+        means,
+        f.f64("gmm.stds").0,
+        f.f64("gmm.weights").0,
+        shape[1..].iter().product(),
+        diffinv::NoiseSchedule::ddpm_linear(),
+    )
+    .expect("valid mixture")
+}
+
+/// The C-ΠGDM settings of a run: its manifest entry's `meta.run` and the file's grid.
+pub fn cpgdm_config(meta: &serde_json::Value, f: &Fixture) -> diffinv::guidance::CpgdmConfig {
+    let (t_rev, _) = f.f64("t_rev");
+    let run = &meta["run"];
+    let steps = run["steps"].as_u64().expect("steps") as usize;
+    diffinv::guidance::CpgdmConfig {
+        steps,
+        w: run["w"].as_f64().expect("w"),
+        lambda: run["lam"].as_f64().expect("lam"),
+        t_start: t_rev[0],
+        t_end: t_rev[steps],
+        eps_num: run["num_eps"].as_f64().expect("num_eps"),
+        ..diffinv::guidance::CpgdmConfig::default()
+    }
+}
+
+/// The operator a run names (`meta.operator.class`), on backend `b`.
+pub fn ipsolvers_operator<B: diffinv::Ops>(
+    b: &B,
+    meta: &serde_json::Value,
+    f: &Fixture,
+    item: diffinv::Shape,
+) -> diffinv::ops::Operator<B> {
+    use diffinv::ops::Operator;
+    match meta["operator"]["class"].as_str().expect("operator class") {
+        "SuperResolution" => {
+            let ratio = meta["operator"]["ratio"].as_u64().expect("ratio") as usize;
+            Operator::avg_pool(b, item, ratio).expect("pooling operator")
+        }
+        "Inpainting" => {
+            let mask: Vec<f32> = f.f64("op/mask").0.iter().map(|&v| v as f32).collect();
+            Operator::inpaint(b, item, &mask, true).expect("inpainting operator")
+        }
+        other => panic!("operator class {other} is not handled by the replays"),
+    }
+}

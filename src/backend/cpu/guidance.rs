@@ -6,7 +6,6 @@
 //! conjugate state as f32 (f64); math is f32 (f64), every sum left to right
 //! as written here, which the device kernels follow exactly.
 
-use half::f16;
 use rayon::prelude::*;
 
 use super::operator::Program;
@@ -25,19 +24,7 @@ impl GuidanceOps for CpuBackend {
     }
 
     fn cpgdm_pass_checked(&self, call: CpgdmCall<'_, Self>) -> Result<()> {
-        let dtype = call.dtype;
-        match dtype {
-            DType::F16 => pass::<f16>(call),
-            DType::F32 => pass::<f32>(call),
-            DType::F64 => pass::<f64>(call),
-            DType::C64 | DType::U32 => None,
-        }
-        .ok_or(Error::UnsupportedDType {
-            backend: "cpu",
-            dtype,
-        })?;
-        self.count_launch();
-        Ok(())
+        launch_on_storage!(self, call.dtype, pass(call))
     }
 }
 

@@ -1,6 +1,27 @@
 //! The CPU reference backend: host memory, and the definition of every kernel
 //! family as plain loops (`cpu/<family>.rs`), parallel over chunks with rayon.
 
+/// The body of a family's checked launch on the CPU: `$body::<S>(call)` for
+/// the call's real storage dtype (`None` if a buffer is not of it, which the
+/// checked call rules out), then one launch counted.
+macro_rules! launch_on_storage {
+    ($backend:expr, $dtype:expr, $body:ident($call:expr)) => {{
+        let dtype = $dtype;
+        match dtype {
+            DType::F16 => $body::<half::f16>($call),
+            DType::F32 => $body::<f32>($call),
+            DType::F64 => $body::<f64>($call),
+            DType::C64 | DType::U32 => None,
+        }
+        .ok_or(Error::UnsupportedDType {
+            backend: "cpu",
+            dtype,
+        })?;
+        $backend.count_launch();
+        Ok(())
+    }};
+}
+
 mod guidance;
 mod operator;
 mod solver;

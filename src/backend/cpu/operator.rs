@@ -6,7 +6,6 @@
 //! storage computes in f64 with the unrounded scalars. Sums run left to right
 //! in the order written here, which the device kernels follow exactly.
 
-use half::f16;
 use rayon::prelude::*;
 
 use super::{CpuBackend, CpuBuffer, Element, Math};
@@ -25,19 +24,7 @@ impl OperatorOps for CpuBackend {
     }
 
     fn operator_apply_checked(&self, call: OperatorCall<'_, Self>) -> Result<()> {
-        let dtype = call.dtype;
-        match dtype {
-            DType::F16 => apply::<f16>(call),
-            DType::F32 => apply::<f32>(call),
-            DType::F64 => apply::<f64>(call),
-            DType::C64 | DType::U32 => None,
-        }
-        .ok_or(Error::UnsupportedDType {
-            backend: "cpu",
-            dtype,
-        })?;
-        self.count_launch();
-        Ok(())
+        launch_on_storage!(self, call.dtype, apply(call))
     }
 }
 

@@ -376,19 +376,7 @@ impl SolverOps for CpuBackend {
     }
 
     fn solver_step_checked(&self, call: SolverStepCall<'_, Self>) -> Result<()> {
-        let dtype = call.dtype;
-        match dtype {
-            DType::F16 => step_call::<f16>(call),
-            DType::F32 => step_call::<f32>(call),
-            DType::F64 => step_call::<f64>(call),
-            DType::C64 | DType::U32 => None,
-        }
-        .ok_or(Error::UnsupportedDType {
-            backend: "cpu",
-            dtype,
-        })?;
-        self.count_launch();
-        Ok(())
+        launch_on_storage!(self, call.dtype, step_call(call))
     }
 }
 
