@@ -459,6 +459,14 @@ impl WgpuBackend {
     }
 }
 
+/// Recorded work is submitted, not lost, when the backend goes away: a caller
+/// may still hold the buffers it wrote (they keep the device alive).
+impl Drop for WgpuBackend {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
 impl Backend for WgpuBackend {
     type Buffer = WgpuBuffer;
 
