@@ -29,7 +29,7 @@ __device__ __forceinline__ void cpgdm_pass(const CpgdmParams& p, float* u, float
             const float z = load_elem(eps, o), pz = project(p.op, eps, table, o);
             u[o] = c[0] * load_elem(hy, o) + c[1] * pz;
             v[o] = c[2] * (z - pz);
-            store_elem(x, o, c[3] * load_elem(hy, o) + c[4] * z);
+            store_elem(x, o, c[3] * load_elem(hy, o) + c[4] * z + c[5] * pz);
         } else if (p.pass == PASS_RESIDUAL) {
             const float pe = project(p.op, eps, table, o);
             store_elem(m, o, load_elem(hy, o) - c[0] * u[o] + c[1] * pe);

@@ -130,7 +130,7 @@ fn run_element(o: u32) -> f32 {
         let pz = project(FROM_EPS, o);
         us[o] = p.c0 * load_hy(o) + p.c1 * pz;
         vs[o] = p.c2 * (z - pz);
-        return p.c3 * load_hy(o) + p.c4 * z;
+        return p.c3 * load_hy(o) + p.c4 * z + p.c5 * pz;
     }
     if (p.stage == PASS_RESIDUAL) {
         let pe = project(FROM_EPS, o);

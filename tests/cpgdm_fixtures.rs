@@ -13,7 +13,8 @@
 mod common;
 
 use common::fixtures::{
-    cpgdm_config, ipsolvers_gmm, ipsolvers_manifest, ipsolvers_operator, Fixture,
+    cpgdm_config, ipsolvers_gmm, ipsolvers_manifest, ipsolvers_operator, official_delta_phi,
+    Fixture,
 };
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::guidance::CpgdmPlan;
@@ -129,7 +130,11 @@ fn official_cpgdm_runs_are_reproduced() {
         let meta = &run["meta"];
         let algo = meta["run"]["algo"].as_str().unwrap();
         if !IMPLEMENTED.contains(&algo) {
-            eprintln!("NOT REPLAYED {name}: method {algo} is not implemented yet");
+            // Noisy C-ΠGDM is replayed through the sampler itself in
+            // tests/guidance_parity.rs; the ΠGDM runs are not implemented yet.
+            eprintln!(
+                "NOT REPLAYED HERE {name}: method {algo} (this reference loop is noiseless C-ΠGDM)"
+            );
             continue;
         }
         let f = Fixture::open(&format!("ipsolvers/{name}.safetensors"));
@@ -151,31 +156,28 @@ fn official_cpgdm_runs_are_reproduced() {
         points("model_tau", &|i| plan.steps[i].tau);
         points("model_a", &|i| plan.steps[i].model_a);
         points("model_b", &|i| plan.steps[i].model_b);
-        let (phi_y, _) = f.f64("Phi_y");
-        let (phi_s, _) = f.f64("Phi_s");
-        let (phi_j, _) = f.f64("Phi_j");
         let mut worst_dphi = 0f64;
         // The same plan with the official ΔΦ: isolates the integrator from the
         // quadrature (the official tables carry RK45's error).
         let mut official = plan.clone();
         for (n, s) in plan.steps.iter().enumerate() {
-            let want = [
-                phi_y[n + 1] - phi_y[n],
-                phi_s[2 * n + 2] - phi_s[2 * n],
-                phi_s[2 * n + 3] - phi_s[2 * n + 1],
-                phi_j[2 * n + 2] - phi_j[2 * n],
-                phi_j[2 * n + 3] - phi_j[2 * n + 1],
+            let want = official_delta_phi(&f, n);
+            let pairs = [
+                (s.d_phi.y, want.y),
+                (s.d_phi.s1, want.s1),
+                (s.d_phi.s2, want.s2),
+                (s.d_phi.j1, want.j1),
+                (s.d_phi.j2, want.j2),
             ];
-            let got = [s.d_phi.y, s.d_phi.s1, s.d_phi.s2, s.d_phi.j1, s.d_phi.j2];
-            for (g, w) in got.iter().zip(want) {
+            for (g, w) in pairs {
                 worst_dphi = worst_dphi.max((g - w).abs());
             }
-            let [y, s1, s2, j1, j2] = want;
-            official.steps[n].d_phi = diffinv::guidance::cpgdm::DeltaPhi { y, s1, s2, j1, j2 };
+            official.steps[n].d_phi = want;
         }
-        // The official Φ come from RK45 at rtol = atol = 1e-5 (the fixtures' README).
+        // The official Φ come from RK45 at rtol = atol = 1e-5; their ΔΦ agree
+        // with an exact quadrature to about 3e-6 absolute (the fixtures' README).
         assert!(
-            worst_dphi < 2e-5,
+            worst_dphi < 5e-6,
             "{name}: ΔΦ differ from the official RK45 tables by {worst_dphi:.2e}"
         );
 

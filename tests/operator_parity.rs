@@ -297,6 +297,49 @@ fn small_cases_by_hand() {
     );
 }
 
+/// `pinv_gram_scale`: H⁺(H⁺)ᵀ = q·P for every operator, checked with dense
+/// matrices built column by column from the f64 operator (a 3×4×8 item).
+#[test]
+fn the_pseudo_inverse_gram_is_a_multiple_of_the_projector() {
+    let b = CpuBackend::new();
+    let item = [3, 4, 8];
+    for (name, op) in operators(&b, item) {
+        let (nx, ny) = (
+            op.x_item().checked_len().unwrap(),
+            op.y_item().checked_len().unwrap(),
+        );
+        let column = |mode: Mode, j: usize, n: usize| {
+            let mut e = vec![0.0; n];
+            e[j] = 1.0;
+            let shape = |i: Shape| Shape::from_dims(&[&[1][..], i.dims()].concat()).unwrap();
+            let (i, o) = match mode {
+                Mode::PseudoInverse => (op.y_item(), op.x_item()),
+                _ => (op.x_item(), op.x_item()),
+            };
+            let t = Tensor::from_host(&b, shape(i), DType::F64, HostSlice::F64(&e)).unwrap();
+            let mut out = Tensor::zeros(&b, shape(o), DType::F64).unwrap();
+            op.apply(&b, mode, &t, &mut out).unwrap();
+            out.to_f64(&b).unwrap()
+        };
+        // pinv[j] is column j of H⁺ (nx values); p[j] is column j of P.
+        let pinv: Vec<Vec<f64>> = (0..ny)
+            .map(|j| column(Mode::PseudoInverse, j, ny))
+            .collect();
+        let p: Vec<Vec<f64>> = (0..nx).map(|j| column(Mode::Project, j, nx)).collect();
+        let q = op.pinv_gram_scale();
+        for r in 0..nx {
+            for c in 0..nx {
+                let gram: f64 = (0..ny).map(|k| pinv[k][r] * pinv[k][c]).sum();
+                assert!(
+                    (gram - q * p[c][r]).abs() < 1e-12,
+                    "{name}: Q[{r},{c}] = {gram}, q·P = {}",
+                    q * p[c][r]
+                );
+            }
+        }
+    }
+}
+
 /// Unobserved entries are exactly zero whatever x holds there (NaN, ±Inf),
 /// and observed non-finite values pass through where the operator reads them.
 fn non_finite_values_follow_what_the_operator_reads<B: Ops>(b: &B) {

@@ -173,7 +173,7 @@ const _: () = assert!(std::mem::size_of::<OperatorParams>() == OPERATOR_PARAMS_S
 /// `Pz`, `Pε`, `Pg` computed inline by the operator's Project program.
 pub mod cpgdm_pass {
     /// From noise z (in the ε slot): `u = c0·hy + c1·Pz`, `v = c2·(z − Pz)`,
-    /// `x = c3·hy + c4·z`.
+    /// `x = c3·hy + c4·z + c5·Pz`.
     pub const INIT: u32 = 0;
     /// Before the Jacobian product: `m = hy − c0·u + c1·Pε`.
     pub const RESIDUAL: u32 = 1;

@@ -39,6 +39,10 @@ pub struct CpgdmConfig {
     pub t_end: f64,
     /// ε added to σ in the 1/σ coefficients (the official `num_eps`).
     pub eps_num: f64,
+    /// Measurement noise σ_y of the noisy variant (§6.5), in the units the
+    /// official code states it (the noise added to y in [−1, 1] images is
+    /// 2σ_y); 0 is the noiseless method.
+    pub sigma_y: f64,
     pub sde: VpSde,
     pub network_time: NetworkTime,
 }
@@ -54,6 +58,7 @@ impl Default for CpgdmConfig {
             t_start: 0.6,
             t_end: 0.999,
             eps_num: 1e-6,
+            sigma_y: 0.0,
             sde: VpSde::default(),
             network_time: NetworkTime::Floor999,
         }
@@ -70,6 +75,9 @@ pub struct GridPoint {
     pub k1: f64,
     /// κ₂ = −wB(t)/2.
     pub k2: f64,
+    /// κ₃ of the noisy variant, `½w(e^{κ₁+κ₂} − 1)·σ_y²·ln(e^B − 1 + ε_num)`
+    /// (0 when noiseless).
+    pub k3: f64,
 }
 
 /// The ΔΦ of one step: the integral of each term's coefficient over the step
@@ -84,6 +92,11 @@ pub struct DeltaPhi {
     /// Of the Jacobian product g = J_εᵀm and of Pg.
     pub j1: f64,
     pub j2: f64,
+    /// The noisy variant's terms in Q H⁺y, Qε and Qg (0 when noiseless), with
+    /// Q = H⁺(H⁺)ᵀ.
+    pub yc: f64,
+    pub sc: f64,
+    pub jc: f64,
 }
 
 /// The scalars of step n, from grid point n to n + 1.
@@ -115,6 +128,10 @@ fn invalid(name: &'static str, value: f64, reason: &'static str) -> Error {
     }
 }
 
+/// Coefficient functions of the projected ODE: y, s1, s2, j1, j2 and the noisy
+/// variant's yc, sc, jc.
+pub const TERMS: usize = 8;
+
 /// Absolute tolerance of the ΔΦ quadratures (ΔΦ are O(1e-3 … 10)).
 const QUADRATURE_TOL: f64 = 1e-13;
 
@@ -145,6 +162,13 @@ impl CpgdmConfig {
         if !(self.eps_num.is_finite() && self.eps_num >= 0.0) {
             return Err(invalid("eps_num", self.eps_num, "must be finite and ≥ 0"));
         }
+        if !(self.sigma_y.is_finite() && self.sigma_y >= 0.0) {
+            return Err(invalid(
+                "sigma_y",
+                self.sigma_y,
+                "must be finite and ≥ 0 (0: the noiseless method)",
+            ));
+        }
         let sde = self.sde;
         if !(sde.beta0.is_finite()
             && sde.beta1.is_finite()
@@ -159,18 +183,29 @@ impl CpgdmConfig {
     /// The grid point at diffusion time `t`.
     pub fn point(&self, t: f64) -> GridPoint {
         let b = self.sde.big_b(t);
+        let (k1, k2) = (self.lambda * t + 0.5 * b, -0.5 * self.w * b);
+        let k3 = if self.sigma_y > 0.0 {
+            0.5 * self.w
+                * (k1 + k2).exp_m1()
+                * self.sigma_y
+                * self.sigma_y
+                * (b.exp_m1() + self.eps_num).ln()
+        } else {
+            0.0
+        };
         GridPoint {
             t,
             mu: self.sde.mu(t),
             sigma: self.sde.sigma(t),
-            k1: self.lambda * t + 0.5 * b,
-            k2: -0.5 * self.w * b,
+            k1,
+            k2,
+            k3,
         }
     }
 
-    /// The coefficient functions `(f_y, f_s1, f_s2, f_j1, f_j2)` at `t`
-    /// (`docs/math.md` §6.2), whose integrals are the Φ.
-    pub fn integrands(&self, t: f64) -> [f64; 5] {
+    /// The coefficient functions `(f_y, f_s1, f_s2, f_j1, f_j2, f_yc, f_sc,
+    /// f_jc)` at `t` (`docs/math.md` §6.2, §6.5), whose integrals are the Φ.
+    pub fn integrands(&self, t: f64) -> [f64; TERMS] {
         let p = self.point(t);
         let (beta, w) = (self.sde.beta(t), self.w);
         let (e1, e2) = (p.k1.exp(), p.k2.exp());
@@ -181,13 +216,16 @@ impl CpgdmConfig {
             0.5 * beta * e1 * (e2 - 1.0) * inv_sigma - 0.5 * w * beta * p.sigma * e1 * e2,
             0.5 * w * beta * p.sigma * p.mu * e1,
             0.5 * w * beta * p.sigma * p.mu * e1 * (e2 - 1.0),
+            -0.5 * beta * w * p.mu * p.k3,
+            0.5 * beta * p.k3 * (inv_sigma - w * p.sigma),
+            0.5 * w * p.sigma * p.mu * beta * p.k3,
         ]
     }
 
     /// `∫ₐᵇ` of each coefficient function, through `t = u²` (the 1/σ terms grow
     /// like `t^{−1/2}` near 0; in u they are smooth).
-    pub fn integrals(&self, a: f64, b: f64) -> [f64; 5] {
-        let mut out = [0.0; 5];
+    pub fn integrals(&self, a: f64, b: f64) -> [f64; TERMS] {
+        let mut out = [0.0; TERMS];
         for (i, o) in out.iter_mut().enumerate() {
             *o = integrate(
                 |u| 2.0 * u * self.integrands(u * u)[i],
@@ -200,7 +238,7 @@ impl CpgdmConfig {
     }
 
     /// `Φ(t) = ∫₀ᵗ` of each coefficient function.
-    pub fn phi(&self, t: f64) -> [f64; 5] {
+    pub fn phi(&self, t: f64) -> [f64; TERMS] {
         self.integrals(0.0, t)
     }
 }
@@ -236,12 +274,21 @@ impl CpgdmPlan {
                     NetworkTime::Continuous => (from.t * 999.0, from.t),
                 };
                 // ∫ from t_n down to t_{n+1} = Φ(t_{n+1}) − Φ(t_n).
-                let [y, s1, s2, j1, j2] = config.integrals(from.t, to.t);
+                let [y, s1, s2, j1, j2, yc, sc, jc] = config.integrals(from.t, to.t);
                 CpgdmStep {
                     tau,
                     model_a: config.sde.mu(t_model),
                     model_b: config.sde.sigma(t_model),
-                    d_phi: DeltaPhi { y, s1, s2, j1, j2 },
+                    d_phi: DeltaPhi {
+                        y,
+                        s1,
+                        s2,
+                        j1,
+                        j2,
+                        yc,
+                        sc,
+                        jc,
+                    },
                     dr: from.t - to.t,
                 }
             })
@@ -329,7 +376,7 @@ mod tests {
             let (from, to) = (plan.points[n], plan.points[n + 1]);
             let d_rho = to.sigma / to.mu - from.sigma / from.mu;
             close("ΔΦ_s1", s.d_phi.s1, d_rho, 1e-10);
-            for v in [s.d_phi.y, s.d_phi.s2, s.d_phi.j1, s.d_phi.j2] {
+            for v in [s.d_phi.y, s.d_phi.s2, s.d_phi.j1, s.d_phi.j2, s.d_phi.yc] {
                 assert!(v.abs() < 1e-12, "{v}");
             }
             assert_eq!(
@@ -379,6 +426,14 @@ mod tests {
             "lambda",
         );
         bad(CpgdmConfig { eps_num: -1.0, ..d }, "eps_num");
+        bad(CpgdmConfig { sigma_y: -0.1, ..d }, "sigma_y");
+        bad(
+            CpgdmConfig {
+                sigma_y: f64::NAN,
+                ..d
+            },
+            "sigma_y",
+        );
         assert!(matches!(
             CpgdmPlan::new(CpgdmConfig { steps: 0, ..d }),
             Err(Error::InvalidSteps { .. })

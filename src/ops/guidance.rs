@@ -242,19 +242,39 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
         })
     }
 
-    /// Start (or restart) from noise `z`: the state at the first grid point,
-    /// and the first network input `x = μ₀H⁺y + σ₀z`. One launch.
+    /// `a = κ₃·q·e^{−κ₁−κ₂}` at grid point `n`: the first-order correction the
+    /// noisy variant's state map applies to the P-component (0 when noiseless).
+    fn noisy_correction(&self, n: usize) -> f64 {
+        let p = self.plan.points[n];
+        p.k3 * self.op.pinv_gram_scale() * (-p.k1 - p.k2).exp()
+    }
+
+    /// The coefficient of u in x at grid point `n`: `e^{−κ₁−κ₂}(1 − a)` (the
+    /// official first-order inverse of Ā = A + κ₃Q; exact A⁻¹ when noiseless).
+    fn to_u(&self, n: usize) -> f64 {
+        let p = self.plan.points[n];
+        (-p.k1 - p.k2).exp() * (1.0 - self.noisy_correction(n))
+    }
+
+    /// Start (or restart) from noise `z`: `x₀ = μ₀H⁺y + σ₀z` mapped to the
+    /// state at the first grid point, and the first network input (x₀ itself
+    /// when noiseless; the noisy variant's first-order inverse of its map
+    /// otherwise, as the official code does). One launch.
     pub fn init(&mut self, backend: &B, z: &Tensor<B>) -> Result<()> {
         self.check("noise", z)?;
         let p = self.plan.points[0];
-        let (e1, e12) = (p.k1.exp(), (p.k1 + p.k2).exp());
+        let a = self.noisy_correction(0);
+        // u₀ = (e^{κ₁+κ₂} + κ₃q)·P x₀, v₀ = e^{κ₁}σ(z − Pz); the network input
+        // e^{−κ₁}v₀ + to_u·u₀ = T·μH⁺y + σz + (T − 1)σPz with T = 1 − a².
+        let scale_u = (p.k1 + p.k2).exp() * (1.0 + a);
+        let t = 1.0 - a * a;
         let c = [
-            e12 * p.mu,
-            e12 * p.sigma,
-            e1 * p.sigma,
-            p.mu,
+            scale_u * p.mu,
+            scale_u * p.sigma,
+            p.k1.exp() * p.sigma,
+            t * p.mu,
             p.sigma,
-            0.0,
+            (t - 1.0) * p.sigma,
             0.0,
             0.0,
         ];
@@ -269,8 +289,16 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
         self.check("network output", eps)?;
         self.model_point()?;
         let p = self.plan.points[self.step];
-        let to_u = (-p.k1 - p.k2).exp();
-        let c = [to_u / p.mu, p.sigma / p.mu, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let c = [
+            self.to_u(self.step) / p.mu,
+            p.sigma / p.mu,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+        ];
         self.pass(backend, cpgdm_pass::RESIDUAL, c, eps, None)?;
         Ok(&self.m)
     }
@@ -287,15 +315,17 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
         let s = self.plan.steps[self.step];
         let next = self.plan.points[self.step + 1];
         let (d, keep) = (s.d_phi, 1.0 - self.plan.config.lambda * s.dr);
+        // Q = q·P, and P H⁺ = H⁺: the noisy terms join the P-component.
+        let q = self.op.pinv_gram_scale();
         let c = [
             keep,
-            d.y,
-            d.s1 + d.s2,
-            d.j1 + d.j2,
+            d.y + q * d.yc,
+            d.s1 + d.s2 + q * d.sc,
+            d.j1 + d.j2 + q * d.jc,
             d.s1,
             d.j1,
             (-next.k1).exp(),
-            (-next.k1 - next.k2).exp(),
+            self.to_u(self.step + 1),
         ];
         self.pass(backend, cpgdm_pass::UPDATE, c, eps, g)?;
         self.step += 1;

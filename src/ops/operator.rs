@@ -244,6 +244,16 @@ impl<B: OperatorOps> Operator<B> {
         &self.kind
     }
 
+    /// `q` with `H⁺(H⁺)ᵀ = q·P` (the noisy C-ΠGDM's Q): 1 for inpainting, s²
+    /// for s×s average pooling, 1/‖h‖² for colorization.
+    pub fn pinv_gram_scale(&self) -> f64 {
+        match &self.kind {
+            OperatorKind::InpaintKept | OperatorKind::InpaintMasked => 1.0,
+            OperatorKind::AvgPool { factor } => (factor * factor) as f64,
+            OperatorKind::Colorize { h } => 1.0 / h.iter().map(|v| v * v).sum::<f64>(),
+        }
+    }
+
     /// The image item `[C, H, W]` the operator acts on.
     pub fn x_item(&self) -> Shape {
         self.x_item

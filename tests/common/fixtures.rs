@@ -105,6 +105,7 @@ pub fn cpgdm_config(meta: &serde_json::Value, f: &Fixture) -> diffinv::guidance:
         t_start: t_rev[0],
         t_end: t_rev[steps],
         eps_num: run["num_eps"].as_f64().expect("num_eps"),
+        sigma_y: run["sigma_y"].as_f64().unwrap_or(0.0),
         ..diffinv::guidance::CpgdmConfig::default()
     }
 }
@@ -127,5 +128,31 @@ pub fn ipsolvers_operator<B: diffinv::Ops>(
             Operator::inpaint(b, item, &mask, true).expect("inpainting operator")
         }
         other => panic!("operator class {other} is not handled by the replays"),
+    }
+}
+
+/// The official ΔΦ of step `n` of a C-ΠGDM run (differences of its Φ tables;
+/// the noisy terms from `Phi_c` where the file has it, else 0).
+pub fn official_delta_phi(f: &Fixture, n: usize) -> diffinv::guidance::cpgdm::DeltaPhi {
+    let (phi_y, _) = f.f64("Phi_y");
+    let (phi_s, _) = f.f64("Phi_s");
+    let (phi_j, _) = f.f64("Phi_j");
+    let pair = |t: &[f64], k: usize| t[2 * (n + 1) + k] - t[2 * n + k];
+    let (yc, sc, jc) = if f.has("Phi_c") {
+        let (c, _) = f.f64("Phi_c");
+        let d = |k: usize| c[3 * (n + 1) + k] - c[3 * n + k];
+        (d(0), d(1), d(2))
+    } else {
+        (0.0, 0.0, 0.0)
+    };
+    diffinv::guidance::cpgdm::DeltaPhi {
+        y: phi_y[n + 1] - phi_y[n],
+        s1: pair(&phi_s, 0),
+        s2: pair(&phi_s, 1),
+        j1: pair(&phi_j, 0),
+        j2: pair(&phi_j, 1),
+        yc,
+        sc,
+        jc,
     }
 }

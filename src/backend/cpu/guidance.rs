@@ -61,7 +61,7 @@ where
                         let (z, pz) = (at(eps, o), op.value(o, eps, table));
                         u[k] = c[0] * at(hy, o) + c[1] * pz;
                         v[k] = c[2] * (z - pz);
-                        x[k] = S::from_math(c[3] * at(hy, o) + c[4] * z);
+                        x[k] = S::from_math(c[3] * at(hy, o) + c[4] * z + c[5] * pz);
                     }
                     cpgdm_pass::RESIDUAL => {
                         let pe = op.value(o, eps, table);
