@@ -60,9 +60,9 @@ struct CpgdmParams {
     unsigned int pass;
     unsigned int use_g;
     unsigned int pad[2];
-    float c[8];
+    float c[12];
 };
-static_assert(sizeof(CpgdmParams) == 128, "CpgdmParams must match src/backend/params.rs");
+static_assert(sizeof(CpgdmParams) == 144, "CpgdmParams must match src/backend/params.rs");
 
 #define DIFFINV_NO_SLOT 0xffffffffu
 #define DIFFINV_CORR_OFF 0u

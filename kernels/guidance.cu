@@ -36,7 +36,7 @@ __device__ __forceinline__ void cpgdm_pass(const CpgdmParams& p, float* u, float
         } else if (p.pass == PASS_UPDATE) {
             const float e = load_elem(eps, o), pe = project(p.op, eps, table, o);
             float un = c[0] * u[o] + c[1] * load_elem(hy, o) + c[2] * pe;
-            float vn = c[0] * v[o] + c[4] * (e - pe);
+            float vn = c[8] * v[o] + c[4] * (e - pe);
             if (p.use_g != 0u) {
                 const float pg = project(p.op, g, table, o);
                 un = un + c[3] * pg;

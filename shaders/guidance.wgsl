@@ -8,7 +8,7 @@
 
 alias Elem = f32;
 
-// Mirrors CpgdmParams (src/backend/params.rs), 128 bytes: the operator's
+// Mirrors CpgdmParams (src/backend/params.rs), 144 bytes: the operator's
 // params, then the pass.
 struct Params {
     n_out: u32,
@@ -43,6 +43,10 @@ struct Params {
     c5: f32,
     c6: f32,
     c7: f32,
+    c8: f32,
+    c9: f32,
+    c10: f32,
+    c11: f32,
 }
 
 const GATHER: u32 = 0u;
@@ -139,7 +143,7 @@ fn run_element(o: u32) -> f32 {
     let e = load_src(FROM_EPS, o);
     let pe = project(FROM_EPS, o);
     var un = p.c0 * us[o] + p.c1 * load_hy(o) + p.c2 * pe;
-    var vn = p.c0 * vs[o] + p.c4 * (e - pe);
+    var vn = p.c8 * vs[o] + p.c4 * (e - pe);
     if (p.use_g != 0u) {
         let pg = project(FROM_G, o);
         un = un + p.c3 * pg;

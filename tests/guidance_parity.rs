@@ -134,8 +134,8 @@ mod pass_parity {
 }
 
 /// The methods of `manifest_cpgdm.json` the sampler implements: noiseless and
-/// noisy C-ΠGDM (the ΠGDM runs are for later).
-const IMPLEMENTED: [&str; 2] = ["cpgdm", "ncpgdm"];
+/// noisy C-ΠGDM and continuous ΠGDM (discrete ΠGDM is for later).
+const IMPLEMENTED: [&str; 3] = ["cpgdm", "ncpgdm", "pgdm_cont"];
 
 /// On the f64 CPU path with the official ΔΦ (isolating the sampler from the
 /// quadrature), every network input of every implemented run — the step-0

@@ -178,7 +178,7 @@ pub mod cpgdm_pass {
     /// Before the Jacobian product: `m = hy − c0·u + c1·Pε`.
     pub const RESIDUAL: u32 = 1;
     /// The step: `u ← c0·u + c1·hy + c2·Pε + c3·Pg`,
-    /// `v ← c0·v + c4·(ε − Pε) + c5·(g − Pg)`, then the next network input
+    /// `v ← c8·v + c4·(ε − Pε) + c5·(g − Pg)`, then the next network input
     /// `x = c6·v + c7·u` (g terms only with a Jacobian product).
     pub const UPDATE: u32 = 2;
 }
@@ -194,12 +194,12 @@ pub struct CpgdmParams {
     /// 1 when the update has a Jacobian product g, else 0.
     pub use_g: u32,
     pub _pad: [u32; 2],
-    /// The pass's coefficients (meaning per [`cpgdm_pass`]).
-    pub c: [f32; 8],
+    /// The pass's coefficients (meaning per [`cpgdm_pass`]; the rest 0).
+    pub c: [f32; 12],
 }
 
 /// Byte size the kernels assert for [`CpgdmParams`].
-pub const CPGDM_PARAMS_SIZE: usize = 128;
+pub const CPGDM_PARAMS_SIZE: usize = 144;
 const _: () = assert!(std::mem::size_of::<CpgdmParams>() == CPGDM_PARAMS_SIZE);
 
 #[cfg(test)]

@@ -22,7 +22,18 @@ pub enum NetworkTime {
     Continuous,
 }
 
-/// Settings of a C-ΠGDM run.
+/// Which conditional sampler a plan is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// C-ΠGDM: the projector-preconditioned conjugate integrator (§6.2–6.5).
+    Cpgdm,
+    /// Continuous ΠGDM as the C-ΠGDM authors implement it (§6.6): the scalar
+    /// map `x̄ = e^{κ₁}x`, ε integrated exactly, the guidance `w·J_x̂0ᵀm` by an
+    /// explicit Euler step.
+    PgdmContinuous,
+}
+
+/// Settings of a C-ΠGDM (or continuous ΠGDM) run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CpgdmConfig {
     /// Sampler steps N (network calls).
@@ -45,6 +56,7 @@ pub struct CpgdmConfig {
     pub sigma_y: f64,
     pub sde: VpSde,
     pub network_time: NetworkTime,
+    pub method: Method,
 }
 
 impl Default for CpgdmConfig {
@@ -61,6 +73,7 @@ impl Default for CpgdmConfig {
             sigma_y: 0.0,
             sde: VpSde::default(),
             network_time: NetworkTime::Floor999,
+            method: Method::Cpgdm,
         }
     }
 }
@@ -110,6 +123,9 @@ pub struct CpgdmStep {
     pub d_phi: DeltaPhi,
     /// Reverse-time step `t_n − t_{n+1}` (> 0), for the explicit λ term.
     pub dr: f64,
+    /// Continuous ΠGDM's explicit guidance coefficient `½wβ(t_n)e^{κ₁(t_n)}Δr`
+    /// on `J_x̂0ᵀm` (0 for C-ΠGDM).
+    pub euler_guidance: f64,
 }
 
 /// The plan of a C-ΠGDM run: `steps + 1` grid points and `steps` steps.
@@ -162,6 +178,13 @@ impl CpgdmConfig {
         if !(self.eps_num.is_finite() && self.eps_num >= 0.0) {
             return Err(invalid("eps_num", self.eps_num, "must be finite and ≥ 0"));
         }
+        if self.method == Method::PgdmContinuous && self.sigma_y != 0.0 {
+            return Err(invalid(
+                "sigma_y",
+                self.sigma_y,
+                "continuous ΠGDM is implemented for noiseless measurements only",
+            ));
+        }
         if !(self.sigma_y.is_finite() && self.sigma_y >= 0.0) {
             return Err(invalid(
                 "sigma_y",
@@ -183,7 +206,12 @@ impl CpgdmConfig {
     /// The grid point at diffusion time `t`.
     pub fn point(&self, t: f64) -> GridPoint {
         let b = self.sde.big_b(t);
-        let (k1, k2) = (self.lambda * t + 0.5 * b, -0.5 * self.w * b);
+        // Continuous ΠGDM's map is the scalar e^{κ₁}: no projector part.
+        let w_map = match self.method {
+            Method::Cpgdm => self.w,
+            Method::PgdmContinuous => 0.0,
+        };
+        let (k1, k2) = (self.lambda * t + 0.5 * b, -0.5 * w_map * b);
         let k3 = if self.sigma_y > 0.0 {
             0.5 * self.w
                 * (k1 + k2).exp_m1()
@@ -207,7 +235,12 @@ impl CpgdmConfig {
     /// f_jc)` at `t` (`docs/math.md` §6.2, §6.5), whose integrals are the Φ.
     pub fn integrands(&self, t: f64) -> [f64; TERMS] {
         let p = self.point(t);
-        let (beta, w) = (self.sde.beta(t), self.w);
+        let beta = self.sde.beta(t);
+        // Continuous ΠGDM integrates only its ε term (w = 0 leaves f_s1 alone).
+        let w = match self.method {
+            Method::Cpgdm => self.w,
+            Method::PgdmContinuous => 0.0,
+        };
         let (e1, e2) = (p.k1.exp(), p.k2.exp());
         let inv_sigma = 1.0 / (p.sigma + self.eps_num);
         [
@@ -275,7 +308,15 @@ impl CpgdmPlan {
                 };
                 // ∫ from t_n down to t_{n+1} = Φ(t_{n+1}) − Φ(t_n).
                 let [y, s1, s2, j1, j2, yc, sc, jc] = config.integrals(from.t, to.t);
+                let dr = from.t - to.t;
+                let euler_guidance = match config.method {
+                    Method::Cpgdm => 0.0,
+                    Method::PgdmContinuous => {
+                        0.5 * config.w * config.sde.beta(from.t) * from.k1.exp() * dr
+                    }
+                };
                 CpgdmStep {
+                    euler_guidance,
                     tau,
                     model_a: config.sde.mu(t_model),
                     model_b: config.sde.sigma(t_model),
@@ -289,7 +330,7 @@ impl CpgdmPlan {
                         sc,
                         jc,
                     },
-                    dr: from.t - to.t,
+                    dr,
                 }
             })
             .collect();
@@ -404,6 +445,38 @@ mod tests {
             1e-15,
         );
         assert!((s0.dr - 0.0798).abs() < 1e-12);
+    }
+
+    /// Continuous ΠGDM: a scalar map (κ₂ = 0), only the ε term integrated,
+    /// the guidance as an explicit Euler coefficient.
+    #[test]
+    fn continuous_pgdm_plans_the_scalar_map() {
+        let config = CpgdmConfig {
+            w: 1.0,
+            method: Method::PgdmContinuous,
+            ..CpgdmConfig::default()
+        };
+        let plan = CpgdmPlan::new(config).unwrap();
+        for (n, s) in plan.steps.iter().enumerate() {
+            let (from, to) = (plan.points[n], plan.points[n + 1]);
+            assert_eq!((from.k2, from.k3), (0.0, 0.0));
+            let d = s.d_phi;
+            assert!(d.s1 < 0.0);
+            assert_eq!([d.y, d.s2, d.j1, d.j2, d.yc, d.sc, d.jc], [0.0; 7]);
+            let want = 0.5 * config.sde.beta(from.t) * from.k1.exp() * (from.t - to.t);
+            close("euler coefficient", s.euler_guidance, want, 1e-15);
+        }
+        let noisy = CpgdmConfig {
+            sigma_y: 0.05,
+            ..config
+        };
+        assert!(matches!(
+            CpgdmPlan::new(noisy),
+            Err(Error::InvalidParameter {
+                name: "sigma_y",
+                ..
+            })
+        ));
     }
 
     #[test]

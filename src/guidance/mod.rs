@@ -11,5 +11,5 @@ pub mod cpgdm;
 pub mod quadrature;
 pub mod vp;
 
-pub use cpgdm::{CpgdmConfig, CpgdmPlan, CpgdmStep, NetworkTime};
+pub use cpgdm::{CpgdmConfig, CpgdmPlan, CpgdmStep, Method, NetworkTime};
 pub use vp::VpSde;

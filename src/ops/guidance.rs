@@ -12,7 +12,7 @@
 use crate::backend::params::{cpgdm_pass, CpgdmParams};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::guidance::CpgdmPlan;
+use crate::guidance::{CpgdmPlan, Method};
 use crate::ops::operator::{Mode, Operator, OperatorScalars};
 use crate::ops::OperatorOps;
 use crate::tensor::{DType, Shape, Tensor};
@@ -33,7 +33,7 @@ pub struct CpgdmCall<'a, B: Backend> {
     pub(crate) params: CpgdmParams,
     /// `params.c` before rounding to f32, and the operator's scalars (the CPU's
     /// f64 oracle path).
-    pub(crate) coefficients: [f64; 8],
+    pub(crate) coefficients: [f64; 12],
     pub(crate) op_scalars: OperatorScalars,
     pub(crate) dtype: DType,
     pub(crate) u: &'a mut B::Buffer,
@@ -213,7 +213,7 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
         &mut self,
         backend: &B,
         pass: u32,
-        c: [f64; 8],
+        c: [f64; 12],
         eps: &Tensor<B>,
         g: Option<&Tensor<B>>,
     ) -> Result<()> {
@@ -277,6 +277,10 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
             (t - 1.0) * p.sigma,
             0.0,
             0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
         ];
         self.pass(backend, cpgdm_pass::INIT, c, z, None)?;
         self.step = 0;
@@ -289,16 +293,8 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
         self.check("network output", eps)?;
         self.model_point()?;
         let p = self.plan.points[self.step];
-        let c = [
-            self.to_u(self.step) / p.mu,
-            p.sigma / p.mu,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-        ];
+        let mut c = [0.0; 12];
+        (c[0], c[1]) = (self.to_u(self.step) / p.mu, p.sigma / p.mu);
         self.pass(backend, cpgdm_pass::RESIDUAL, c, eps, None)?;
         Ok(&self.m)
     }
@@ -315,18 +311,48 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
         let s = self.plan.steps[self.step];
         let next = self.plan.points[self.step + 1];
         let (d, keep) = (s.d_phi, 1.0 - self.plan.config.lambda * s.dr);
-        // Q = q·P, and P H⁺ = H⁺: the noisy terms join the P-component.
-        let q = self.op.pinv_gram_scale();
-        let c = [
-            keep,
-            d.y + q * d.yc,
-            d.s1 + d.s2 + q * d.sc,
-            d.j1 + d.j2 + q * d.jc,
-            d.s1,
-            d.j1,
-            (-next.k1).exp(),
-            self.to_u(self.step + 1),
-        ];
+        let (to_x_v, to_x_u) = ((-next.k1).exp(), self.to_u(self.step + 1));
+        let c = match self.plan.config.method {
+            Method::Cpgdm => {
+                // Q = q·P, and P H⁺ = H⁺: the noisy terms join the P-component.
+                let q = self.op.pinv_gram_scale();
+                [
+                    keep,
+                    d.y + q * d.yc,
+                    d.s1 + d.s2 + q * d.sc,
+                    d.j1 + d.j2 + q * d.jc,
+                    d.s1,
+                    d.j1,
+                    to_x_v,
+                    to_x_u,
+                    keep,
+                    0.0,
+                    0.0,
+                    0.0,
+                ]
+            }
+            Method::PgdmContinuous => {
+                // x̄ += ΔΦ ε + e·J_x̂0ᵀm with J_x̂0ᵀm = (m − σg)/μ and
+                // m = H⁺y − (e^{−κ₁}u − σPε)/μ, split into u = P x̄ and v.
+                let p = self.plan.points[self.step];
+                let (e, mu, sig) = (s.euler_guidance, p.mu, p.sigma);
+                let on_g = -e * sig / mu;
+                [
+                    keep - e * (-p.k1).exp() / (mu * mu),
+                    e / mu,
+                    d.s1 + e * sig / (mu * mu),
+                    on_g,
+                    d.s1,
+                    on_g,
+                    to_x_v,
+                    to_x_u,
+                    keep,
+                    0.0,
+                    0.0,
+                    0.0,
+                ]
+            }
+        };
         self.pass(backend, cpgdm_pass::UPDATE, c, eps, g)?;
         self.step += 1;
         Ok(())

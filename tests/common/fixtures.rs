@@ -106,6 +106,10 @@ pub fn cpgdm_config(meta: &serde_json::Value, f: &Fixture) -> diffinv::guidance:
         t_end: t_rev[steps],
         eps_num: run["num_eps"].as_f64().expect("num_eps"),
         sigma_y: run["sigma_y"].as_f64().unwrap_or(0.0),
+        method: match run["algo"].as_str() {
+            Some("pgdm_cont") => diffinv::guidance::Method::PgdmContinuous,
+            _ => diffinv::guidance::Method::Cpgdm,
+        },
         ..diffinv::guidance::CpgdmConfig::default()
     }
 }
@@ -132,8 +136,22 @@ pub fn ipsolvers_operator<B: diffinv::Ops>(
 }
 
 /// The official ΔΦ of step `n` of a C-ΠGDM run (differences of its Φ tables;
-/// the noisy terms from `Phi_c` where the file has it, else 0).
+/// the noisy terms from `Phi_c` where the file has it, else 0), or of a
+/// continuous-ΠGDM run (its one table `Phi`, the ε term).
 pub fn official_delta_phi(f: &Fixture, n: usize) -> diffinv::guidance::cpgdm::DeltaPhi {
+    if f.has("Phi") {
+        let (phi, _) = f.f64("Phi");
+        return diffinv::guidance::cpgdm::DeltaPhi {
+            y: 0.0,
+            s1: phi[n + 1] - phi[n],
+            s2: 0.0,
+            j1: 0.0,
+            j2: 0.0,
+            yc: 0.0,
+            sc: 0.0,
+            jc: 0.0,
+        };
+    }
     let (phi_y, _) = f.f64("Phi_y");
     let (phi_s, _) = f.f64("Phi_s");
     let (phi_j, _) = f.f64("Phi_j");

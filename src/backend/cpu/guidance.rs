@@ -70,7 +70,7 @@ where
                     cpgdm_pass::UPDATE => {
                         let (e, pe) = (at(eps, o), op.value(o, eps, table));
                         let mut un = c[0] * u[k] + c[1] * at(hy, o) + c[2] * pe;
-                        let mut vn = c[0] * v[k] + c[4] * (e - pe);
+                        let mut vn = c[8] * v[k] + c[4] * (e - pe);
                         if use_g {
                             let pg = op.value(o, g, table);
                             un = un + c[3] * pg;
