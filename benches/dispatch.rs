@@ -180,6 +180,9 @@ mod null_device {
         fn read(&self, _: &usize, _: usize, _: &mut [u8]) -> diffinv::Result<()> {
             Ok(())
         }
+        fn copy(&self, _: &usize, _: &mut usize, _: usize) -> diffinv::Result<()> {
+            Ok(())
+        }
         fn zero(&self, _: &mut usize) -> diffinv::Result<()> {
             Ok(())
         }

@@ -59,7 +59,8 @@ struct CpgdmParams {
     OperatorParams op;
     unsigned int pass;
     unsigned int use_g;
-    unsigned int pad[2];
+    unsigned int use_z;
+    unsigned int pad;
     float c[12];
 };
 static_assert(sizeof(CpgdmParams) == 144, "CpgdmParams must match src/backend/params.rs");

@@ -42,6 +42,12 @@ __device__ __forceinline__ void cpgdm_pass(const CpgdmParams& p, float* u, float
                 un = un + c[3] * pg;
                 vn = vn + c[5] * (load_elem(g, o) - pg);
             }
+            if (p.use_z != 0u) {
+                // The noise z is in the m buffer (the residual is spent by now).
+                const float z = load_elem(m, o), pz = project(p.op, (const T*)m, table, o);
+                un = un + c[9] * pz;
+                vn = vn + c[9] * (z - pz);
+            }
             u[o] = un;
             v[o] = vn;
             store_elem(x, o, c[6] * vn + c[7] * un);

@@ -33,7 +33,7 @@ struct Params {
     pad3: f32,
     stage: u32,
     use_g: u32,
-    pad4: u32,
+    use_z: u32,
     pad5: u32,
     c0: f32,
     c1: f32,
@@ -66,6 +66,8 @@ const PASS_UPDATE: u32 = 2u;
 // Which input P reads.
 const FROM_EPS: u32 = 0u;
 const FROM_G: u32 = 1u;
+// The noise z of an update, in the m buffer.
+const FROM_M: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> us: array<f32>;
@@ -149,6 +151,12 @@ fn run_element(o: u32) -> f32 {
         un = un + p.c3 * pg;
         vn = vn + p.c5 * (load_src(FROM_G, o) - pg);
     }
+    if (p.use_z != 0u) {
+        let z = load_src(FROM_M, o);
+        let pz = project(FROM_M, o);
+        un = un + p.c9 * pz;
+        vn = vn + p.c9 * (z - pz);
+    }
     us[o] = un;
     vs[o] = vn;
     return p.c6 * vn + p.c7 * un;
@@ -165,6 +173,9 @@ fn run_element(o: u32) -> f32 {
 fn load_src(which: u32, i: u32) -> f32 {
     if (which == FROM_G) {
         return f32(gs[i]);
+    }
+    if (which == FROM_M) {
+        return f32(ms[i]);
     }
     return f32(eps[i]);
 }

@@ -15,6 +15,9 @@ fn load_src(which: u32, i: u32) -> f32 {
     if (which == FROM_G) {
         return unpack2x16float(gs[i >> 1u])[i & 1u];
     }
+    if (which == FROM_M) {
+        return unpack2x16float(ms[i >> 1u])[i & 1u];
+    }
     return unpack2x16float(eps[i >> 1u])[i & 1u];
 }
 

@@ -130,8 +130,8 @@ fn official_cpgdm_runs_are_reproduced() {
         let meta = &run["meta"];
         let algo = meta["run"]["algo"].as_str().unwrap();
         if !IMPLEMENTED.contains(&algo) {
-            // Noisy C-ΠGDM and continuous ΠGDM are replayed through the sampler
-            // itself in tests/guidance_parity.rs; discrete ΠGDM is not implemented yet.
+            // Noisy C-ΠGDM and the two ΠGDMs are replayed through the sampler
+            // itself in tests/guidance_parity.rs.
             eprintln!(
                 "NOT REPLAYED HERE {name}: method {algo} (this reference loop is noiseless C-ΠGDM)"
             );

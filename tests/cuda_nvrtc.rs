@@ -258,6 +258,11 @@ impl CudaDevice for Recorder {
         Ok(())
     }
 
+    fn copy(&self, src: &Vec<u8>, dst: &mut Vec<u8>, bytes: usize) -> diffinv::Result<()> {
+        dst[..bytes].copy_from_slice(&src[..bytes]);
+        Ok(())
+    }
+
     fn zero(&self, mem: &mut Vec<u8>) -> diffinv::Result<()> {
         mem.fill(0);
         Ok(())

@@ -335,6 +335,52 @@ fn dropping_the_jacobian_costs_one_launch_per_step() {
     assert!(x.to_f64(&b).unwrap().iter().all(|v| v.is_finite()));
 }
 
+/// `guided_sample` with a plan whose steps draw noise (discrete ΠGDM, η = 1):
+/// one launch per step with the Jacobian dropped, the noise keyed by the seed.
+#[test]
+fn guided_sampling_draws_per_step_noise_from_the_seed() {
+    use diffinv::guidance::{PgdmDiscreteConfig, PgdmDiscretePlan};
+    use diffinv::ops::guided_sample;
+    let b = CpuBackend::new();
+    let plan = PgdmDiscretePlan::new(PgdmDiscreteConfig::default()).unwrap();
+    let item = Shape::from_dims(&ITEM).unwrap();
+    let op = Operator::avg_pool(&b, item, 4).unwrap();
+    let y = Tensor::zeros(&b, Shape::new(BATCH, 3, 3, 5), DType::F32).unwrap();
+    let z = Tensor::from_host(
+        &b,
+        Shape::new(BATCH, 3, 12, 20),
+        DType::F32,
+        HostSlice::F64(&values(9, 1440, 1.0)),
+    )
+    .unwrap();
+    let dim = item.checked_len().unwrap();
+    let mut gmm = GmmDenoiser::new(
+        values(5, 2 * dim, 0.5),
+        vec![0.1, 0.2],
+        vec![0.5, 0.5],
+        dim,
+        NoiseSchedule::ddpm_linear(),
+    )
+    .unwrap();
+    let mut run = |seed| {
+        let before = b.launch_count();
+        let x = guided_sample(&b, &plan, &op, &y, &z, &mut gmm, Jacobian::Dropped, seed).unwrap();
+        assert_eq!(b.launch_count() - before, 2 + plan.steps.len() as u64);
+        x.to_f64(&b).unwrap()
+    };
+    let (a, a2, other) = (run(1), run(1), run(2));
+    assert_eq!(a, a2, "the same seed, the same sample");
+    assert_ne!(a, other, "another seed, other noise");
+    // A step that draws noise refuses an update without it.
+    let mut s = diffinv::ops::GuidedSampler::new(&b, &plan, &op, &y).unwrap();
+    s.init(&b, &z).unwrap();
+    assert!(s.needs_noise());
+    assert!(matches!(
+        s.update(&b, &z, None),
+        Err(Error::InvalidStep { .. })
+    ));
+}
+
 /// Misuse is a typed error before any launch: wrong shapes and dtypes of z, ε
 /// and g, a step past the end, unsupported dtypes.
 fn bad_input_is_a_typed_error<B: Ops>(b: &B) {
@@ -387,4 +433,123 @@ fn bad_input_is_a_typed_error<B: Ops>(b: &B) {
 
 mod bad_input {
     crate::for_each_backend!(super::bad_input_is_a_typed_error);
+}
+
+/// One run of `plan` step by step on `b` at `dtype` with the recorded noise of
+/// fixture `f` (`z_init`, and `z_step` for steps that draw noise) and the
+/// GMM's exact Jacobian; returns (worst relative error of the network inputs
+/// against `x[n]`, relative error of the output against `x_final`).
+fn replay_with_recorded_noise<B: Ops, P: diffinv::guidance::GuidancePlan>(
+    b: &B,
+    plan: &P,
+    op: &Operator<B>,
+    f: &Fixture,
+    dtype: DType,
+    gmm: &mut GmmDenoiser,
+) -> (f64, f64) {
+    let (_, xs) = f.f64("x_true");
+    let shape = Shape::from_dims(&xs).unwrap();
+    let len = shape.checked_len().unwrap();
+    let (y, ys) = f.f64("y");
+    let up = |v: &[f64], s: Shape| Tensor::from_host(b, s, dtype, HostSlice::F64(v)).unwrap();
+    let yt = up(&y, Shape::from_dims(&ys).unwrap());
+    let mut run = diffinv::ops::GuidedSampler::new(b, plan, op, &yt).unwrap();
+    run.init(b, &up(&f.f64("z_init").0, shape)).unwrap();
+    let (x_all, _) = f.f64("x");
+    let z_steps = f.has("z_step").then(|| f.f64("z_step").0);
+    let (mut eps, mut g) = (
+        Tensor::zeros(b, shape, dtype).unwrap(),
+        Tensor::zeros(b, shape, dtype).unwrap(),
+    );
+    let mut worst = 0f64;
+    for n in 0..plan.len() {
+        worst = worst.max(max_rel(
+            &run.x().to_f64(b).unwrap(),
+            &x_all[n * len..(n + 1) * len],
+        ));
+        let point = run.model_point().unwrap();
+        gmm.eps(b, run.x(), point, &mut eps).unwrap();
+        let m = run.residual(b, &eps).unwrap().to_f64(b).unwrap();
+        let m = up(&m, shape);
+        gmm.vjp(b, run.x(), point, &m, &mut g).unwrap();
+        if run.needs_noise() {
+            let z = z_steps
+                .as_ref()
+                .expect("a run that draws noise records z_step");
+            run.update_with_noise(b, &eps, Some(&g), &up(&z[n * len..(n + 1) * len], shape))
+                .unwrap();
+        } else {
+            run.update(b, &eps, Some(&g)).unwrap();
+        }
+    }
+    let final_err = max_rel(&run.x().to_f64(b).unwrap(), &f.f64("x_final").0);
+    (worst, final_err)
+}
+
+/// Discrete ΠGDM against the official runs (`algo` "pgdm" in the manifest):
+/// the plan's pairs and ᾱ, then every state and the output on every backend
+/// with the recorded noise — f64 to 1e-12, f32 to 1e-5, f16 to 1e-2.
+fn discrete_pgdm_reproduces_the_official_runs<B: Ops>(b: &B) {
+    use diffinv::guidance::{PgdmDiscreteConfig, PgdmDiscretePlan};
+    let mut gmm = ipsolvers_gmm();
+    let mut replayed = 0;
+    for (name, run) in ipsolvers_manifest("manifest_cpgdm.json")
+        .as_object()
+        .unwrap()
+    {
+        let meta = &run["meta"];
+        if meta["run"]["algo"].as_str() != Some("pgdm") {
+            continue;
+        }
+        let f = Fixture::open(&format!("ipsolvers/{name}.safetensors"));
+        let plan = PgdmDiscretePlan::new(PgdmDiscreteConfig {
+            steps: meta["run"]["steps"].as_u64().unwrap() as usize,
+            w: meta["run"]["w"].as_f64().unwrap(),
+            eta: meta["run"]["eta"].as_f64().unwrap(),
+            schedule: NoiseSchedule::ddpm_linear(),
+        })
+        .unwrap();
+        let pairs: Vec<(i64, i64)> = plan.steps.iter().map(|s| (s.t, s.s)).collect();
+        let want: Vec<(i64, i64)> = meta["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap()))
+            .collect();
+        assert_eq!(pairs, want, "{name}: pairs");
+        let abar_t: Vec<f64> = plan.steps.iter().map(|s| s.abar_t).collect();
+        let abar_s: Vec<f64> = plan.steps.iter().map(|s| s.abar_s).collect();
+        assert!(
+            max_rel(&abar_t, &f.f64("abar_t").0) < 1e-14
+                && max_rel(&abar_s, &f.f64("abar_s").0) < 1e-14
+        );
+        let (_, xs) = f.f64("x_true");
+        let op = ipsolvers_operator(b, meta, &f, Shape::from_dims(&xs[1..]).unwrap());
+        for dtype in [DType::F64, DType::F32, DType::F16] {
+            if !b.guidance_supports(dtype) {
+                continue;
+            }
+            let (states, output) = replay_with_recorded_noise(b, &plan, &op, &f, dtype, &mut gmm);
+            eprintln!(
+                "{:?} {dtype:?} {name}: states {states:.1e}, x_final {output:.1e}",
+                b.kind()
+            );
+            let bar = match dtype {
+                DType::F64 => 1e-12,
+                DType::F32 => 1e-5,
+                _ => 1e-2,
+            };
+            assert!(
+                states < bar && output < bar,
+                "{:?} {dtype:?} {name}",
+                b.kind()
+            );
+        }
+        replayed += 1;
+    }
+    assert!(replayed > 0, "the manifest lists no discrete ΠGDM run");
+}
+
+mod discrete_pgdm {
+    crate::for_each_backend!(super::discrete_pgdm_reproduces_the_official_runs);
 }

@@ -159,6 +159,24 @@ pub trait Backend: Sized + Send + Sync {
     /// Set every element of a buffer to zero (ordered after earlier work).
     fn zero(&self, buf: &mut Self::Buffer) -> Result<()>;
 
+    /// Copy `src` into `dst`, which [`Backend::copy`] checked are of one dtype
+    /// and length; on the device, ordered after earlier work.
+    fn copy_checked(&self, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<()>;
+
+    /// Copy every element of `src` into `dst` (same dtype and length).
+    fn copy(&self, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<()> {
+        let (s, d) = (Self::buffer_info(src), Self::buffer_info(dst));
+        d.check("copy destination", s.dtype, s.len)?;
+        if d.len != s.len {
+            return Err(Error::LengthMismatch {
+                what: "copy destination",
+                expected: s.len,
+                got: d.len,
+            });
+        }
+        self.copy_checked(src, dst)
+    }
+
     /// Wait until all submitted work has finished.
     fn synchronize(&self) -> Result<()>;
 

@@ -178,8 +178,10 @@ pub mod cpgdm_pass {
     /// Before the Jacobian product: `m = hy − c0·u + c1·Pε`.
     pub const RESIDUAL: u32 = 1;
     /// The step: `u ← c0·u + c1·hy + c2·Pε + c3·Pg`,
-    /// `v ← c8·v + c4·(ε − Pε) + c5·(g − Pg)`, then the next network input
-    /// `x = c6·v + c7·u` (g terms only with a Jacobian product).
+    /// `v ← c8·v + c4·(ε − Pε) + c5·(g − Pg)`, then with noise z (in the m
+    /// buffer) `u += c9·Pz`, `v += c9·(z − Pz)`, and the next network input
+    /// `x = c6·v + c7·u` (g terms only with a Jacobian product, z terms only
+    /// with noise).
     pub const UPDATE: u32 = 2;
 }
 
@@ -193,7 +195,9 @@ pub struct CpgdmParams {
     pub pass: u32,
     /// 1 when the update has a Jacobian product g, else 0.
     pub use_g: u32,
-    pub _pad: [u32; 2],
+    /// 1 when the update adds noise z (read from the m buffer), else 0.
+    pub use_z: u32,
+    pub _pad: u32,
     /// The pass's coefficients (meaning per [`cpgdm_pass`]; the rest 0).
     pub c: [f32; 12],
 }

@@ -10,6 +10,7 @@
 
 use super::quadrature::integrate;
 use super::vp::VpSde;
+use super::{GuidancePlan, ModelPoint, PassCoefficients};
 use crate::error::{Error, Result};
 
 /// How the network's time input is derived from the diffusion time `t`.
@@ -339,6 +340,110 @@ impl CpgdmPlan {
             points,
             steps,
         })
+    }
+}
+
+impl CpgdmPlan {
+    /// `a = κ₃·q·e^{−κ₁−κ₂}` at grid point `n`: the first-order correction the
+    /// noisy variant's state map applies to the P-component (0 when noiseless).
+    fn noisy_correction(&self, n: usize, q: f64) -> f64 {
+        let p = self.points[n];
+        p.k3 * q * (-p.k1 - p.k2).exp()
+    }
+
+    /// The coefficient of u in x at grid point `n`: `e^{−κ₁−κ₂}(1 − a)` (the
+    /// official first-order inverse of Ā = A + κ₃Q; exact A⁻¹ when noiseless).
+    fn to_u(&self, n: usize, q: f64) -> f64 {
+        let p = self.points[n];
+        (-p.k1 - p.k2).exp() * (1.0 - self.noisy_correction(n, q))
+    }
+}
+
+impl GuidancePlan for CpgdmPlan {
+    fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    fn model_point(&self, n: usize) -> ModelPoint {
+        let s = self.steps[n];
+        ModelPoint {
+            tau: s.tau,
+            a: s.model_a,
+            b: s.model_b,
+        }
+    }
+
+    /// `x₀ = μ₀H⁺y + σ₀z` mapped to the state at the first grid point:
+    /// `u₀ = (e^{κ₁+κ₂} + κ₃q)·P x₀`, `v₀ = e^{κ₁}σ(z − Pz)`; the first network
+    /// input `e^{−κ₁}v₀ + to_u·u₀ = T·μH⁺y + σz + (T − 1)σPz`, `T = 1 − a²`
+    /// (x₀ itself when noiseless; the official first-order inverse otherwise).
+    fn init_coefficients(&self, q: f64) -> PassCoefficients {
+        let p = self.points[0];
+        let a = self.noisy_correction(0, q);
+        let scale_u = (p.k1 + p.k2).exp() * (1.0 + a);
+        let t = 1.0 - a * a;
+        let mut c = [0.0; 12];
+        c[..6].copy_from_slice(&[
+            scale_u * p.mu,
+            scale_u * p.sigma,
+            p.k1.exp() * p.sigma,
+            t * p.mu,
+            p.sigma,
+            (t - 1.0) * p.sigma,
+        ]);
+        c
+    }
+
+    /// `m = H⁺y − (P x − σPε)/μ` with `P x = to_u·u`.
+    fn residual_coefficients(&self, n: usize, q: f64) -> PassCoefficients {
+        let p = self.points[n];
+        let mut c = [0.0; 12];
+        (c[0], c[1]) = (self.to_u(n, q) / p.mu, p.sigma / p.mu);
+        c
+    }
+
+    fn update_coefficients(&self, n: usize, q: f64) -> PassCoefficients {
+        let (s, next) = (self.steps[n], self.points[n + 1]);
+        let (d, keep) = (s.d_phi, 1.0 - self.config.lambda * s.dr);
+        let (to_x_v, to_x_u) = ((-next.k1).exp(), self.to_u(n + 1, q));
+        match self.config.method {
+            // Q = q·P, and P H⁺ = H⁺: the noisy terms join the P-component.
+            Method::Cpgdm => [
+                keep,
+                d.y + q * d.yc,
+                d.s1 + d.s2 + q * d.sc,
+                d.j1 + d.j2 + q * d.jc,
+                d.s1,
+                d.j1,
+                to_x_v,
+                to_x_u,
+                keep,
+                0.0,
+                0.0,
+                0.0,
+            ],
+            Method::PgdmContinuous => {
+                // x̄ += ΔΦ ε + e·J_x̂0ᵀm with J_x̂0ᵀm = (m − σg)/μ and
+                // m = H⁺y − (e^{−κ₁}u − σPε)/μ, split into u = P x̄ and v.
+                let p = self.points[n];
+                let (e, mu, sig) = (s.euler_guidance, p.mu, p.sigma);
+                let on_g = -e * sig / mu;
+                [
+                    keep - e * (-p.k1).exp() / (mu * mu),
+                    e / mu,
+                    d.s1 + e * sig / (mu * mu),
+                    on_g,
+                    d.s1,
+                    on_g,
+                    to_x_v,
+                    to_x_u,
+                    keep,
+                    0.0,
+                    0.0,
+                    0.0,
+                ]
+            }
+        }
     }
 }
 

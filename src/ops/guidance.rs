@@ -1,5 +1,5 @@
-//! The guidance family: the fused passes of noiseless C-ΠGDM (`docs/math.md`
-//! §6.4) and the sampler built on them.
+//! The guidance family: the fused passes of C-ΠGDM and the ΠGDM variants
+//! (`docs/math.md` §6.4–6.7) and the sampler built on them.
 //!
 //! Outside the network a step is two launches — one before the Jacobian
 //! product (the residual m) and one after (the update, which also writes the
@@ -12,28 +12,29 @@
 use crate::backend::params::{cpgdm_pass, CpgdmParams};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::guidance::{CpgdmPlan, Method};
+pub use crate::guidance::ModelPoint;
+use crate::guidance::{CpgdmPlan, GuidancePlan, PassCoefficients};
 use crate::ops::operator::{Mode, Operator, OperatorScalars};
 use crate::ops::OperatorOps;
-use crate::tensor::{DType, Shape, Tensor};
+use crate::tensor::{DType, HostSlice, Shape, Tensor};
 
 /// Backends that run the C-ΠGDM passes.
 pub trait GuidanceOps: OperatorOps {
     /// Whether the passes compute with network tensors of `dtype` here.
     fn guidance_supports(&self, dtype: DType) -> bool;
 
-    /// Launch one pass [`CpgdmSampler`] has checked.
+    /// Launch one pass [`GuidedSampler`] has checked.
     fn cpgdm_pass_checked(&self, call: CpgdmCall<'_, Self>) -> Result<()>;
 }
 
 /// One validated pass: every buffer holds `params.op.n_out` elements; `u`, `v`
 /// are of [`state_dtype`]`(dtype)`, the others of `dtype`; `table` is the
-/// operator's. Only [`CpgdmSampler`] makes one.
+/// operator's. Only [`GuidedSampler`] makes one.
 pub struct CpgdmCall<'a, B: Backend> {
     pub(crate) params: CpgdmParams,
     /// `params.c` before rounding to f32, and the operator's scalars (the CPU's
     /// f64 oracle path).
-    pub(crate) coefficients: [f64; 12],
+    pub(crate) coefficients: PassCoefficients,
     pub(crate) op_scalars: OperatorScalars,
     pub(crate) dtype: DType,
     pub(crate) u: &'a mut B::Buffer,
@@ -55,14 +56,6 @@ pub fn state_dtype(dtype: DType) -> DType {
     } else {
         DType::F32
     }
-}
-
-/// The point a network call models: `x = a·x0 + b·noise` at network time `tau`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ModelPoint {
-    pub tau: f64,
-    pub a: f64,
-    pub b: f64,
 }
 
 /// A noise-predicting network the conditional samplers can call: ε at a model
@@ -99,30 +92,30 @@ pub enum Jacobian {
     Dropped,
 }
 
-/// The buffers and position of one noiseless C-ΠGDM run.
-pub struct CpgdmSampler<'r, B: GuidanceOps> {
-    plan: &'r CpgdmPlan,
+/// The buffers and position of one guided run (C-ΠGDM, noisy C-ΠGDM,
+/// continuous or discrete ΠGDM: whatever [`GuidancePlan`] drives it).
+pub struct GuidedSampler<'r, B: GuidanceOps, P: GuidancePlan = CpgdmPlan> {
+    plan: &'r P,
     op: &'r Operator<B>,
     dtype: DType,
     batch: usize,
-    /// The next step to run (== steps when done).
+    /// The next step to run (== plan length when done).
     step: usize,
     u: Tensor<B>,
     v: Tensor<B>,
     x: Tensor<B>,
     hy: Tensor<B>,
+    /// The residual m; in an update with noise, the noise z.
     m: Tensor<B>,
 }
 
-impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
+/// The sampler of the C-ΠGDM plans (the default plan type).
+pub type CpgdmSampler<'r, B> = GuidedSampler<'r, B, CpgdmPlan>;
+
+impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
     /// Allocate a run's buffers for measurements `y` (`[B, …y_item]`, in the
     /// network dtype) and compute H⁺y.
-    pub fn new(
-        backend: &B,
-        plan: &'r CpgdmPlan,
-        op: &'r Operator<B>,
-        y: &Tensor<B>,
-    ) -> Result<Self> {
+    pub fn new(backend: &B, plan: &'r P, op: &'r Operator<B>, y: &Tensor<B>) -> Result<Self> {
         let dtype = y.dtype();
         if !backend.guidance_supports(dtype) {
             return Err(Error::UnsupportedDType {
@@ -134,7 +127,7 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
         let x_shape = Shape::from_dims(&[&[batch][..], op.x_item().dims()].concat())?;
         let mut hy = Tensor::zeros(backend, x_shape, dtype)?;
         op.apply(backend, Mode::PseudoInverse, y, &mut hy)?;
-        Ok(CpgdmSampler {
+        Ok(GuidedSampler {
             plan,
             op,
             dtype,
@@ -173,21 +166,25 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
         self.step
     }
 
+    /// Whether the next step adds fresh noise ([`GuidedSampler::update_with_noise`]).
+    pub fn needs_noise(&self) -> bool {
+        self.step < self.plan.len() && self.plan.step_noise(self.step)
+    }
+
     /// The model point of the next network call.
     pub fn model_point(&self) -> Result<ModelPoint> {
-        let s = self
-            .plan
-            .steps
-            .get(self.step)
-            .ok_or(Error::StepOutOfRange {
+        self.check_step()?;
+        Ok(self.plan.model_point(self.step))
+    }
+
+    fn check_step(&self) -> Result<()> {
+        if self.step >= self.plan.len() {
+            return Err(Error::StepOutOfRange {
                 step: self.step,
-                steps: self.plan.steps.len(),
-            })?;
-        Ok(ModelPoint {
-            tau: s.tau,
-            a: s.model_a,
-            b: s.model_b,
-        })
+                steps: self.plan.len(),
+            });
+        }
+        Ok(())
     }
 
     fn check(&self, what: &'static str, t: &Tensor<B>) -> Result<()> {
@@ -213,9 +210,10 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
         &mut self,
         backend: &B,
         pass: u32,
-        c: [f64; 12],
+        c: PassCoefficients,
         eps: &Tensor<B>,
         g: Option<&Tensor<B>>,
+        use_z: bool,
     ) -> Result<()> {
         let item = self.hy.shape().item_len();
         let (op, op_scalars) = self.op.mode_params(Mode::Project, self.batch, item, item);
@@ -223,7 +221,8 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
             op,
             pass,
             use_g: u32::from(g.is_some()),
-            _pad: [0; 2],
+            use_z: u32::from(use_z),
+            _pad: 0,
             c: c.map(|v| v as f32),
         };
         backend.cpgdm_pass_checked(CpgdmCall {
@@ -242,47 +241,12 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
         })
     }
 
-    /// `a = κ₃·q·e^{−κ₁−κ₂}` at grid point `n`: the first-order correction the
-    /// noisy variant's state map applies to the P-component (0 when noiseless).
-    fn noisy_correction(&self, n: usize) -> f64 {
-        let p = self.plan.points[n];
-        p.k3 * self.op.pinv_gram_scale() * (-p.k1 - p.k2).exp()
-    }
-
-    /// The coefficient of u in x at grid point `n`: `e^{−κ₁−κ₂}(1 − a)` (the
-    /// official first-order inverse of Ā = A + κ₃Q; exact A⁻¹ when noiseless).
-    fn to_u(&self, n: usize) -> f64 {
-        let p = self.plan.points[n];
-        (-p.k1 - p.k2).exp() * (1.0 - self.noisy_correction(n))
-    }
-
-    /// Start (or restart) from noise `z`: `x₀ = μ₀H⁺y + σ₀z` mapped to the
-    /// state at the first grid point, and the first network input (x₀ itself
-    /// when noiseless; the noisy variant's first-order inverse of its map
-    /// otherwise, as the official code does). One launch.
+    /// Start (or restart) from noise `z`: the state at the first step and the
+    /// first network input. One launch.
     pub fn init(&mut self, backend: &B, z: &Tensor<B>) -> Result<()> {
         self.check("noise", z)?;
-        let p = self.plan.points[0];
-        let a = self.noisy_correction(0);
-        // u₀ = (e^{κ₁+κ₂} + κ₃q)·P x₀, v₀ = e^{κ₁}σ(z − Pz); the network input
-        // e^{−κ₁}v₀ + to_u·u₀ = T·μH⁺y + σz + (T − 1)σPz with T = 1 − a².
-        let scale_u = (p.k1 + p.k2).exp() * (1.0 + a);
-        let t = 1.0 - a * a;
-        let c = [
-            scale_u * p.mu,
-            scale_u * p.sigma,
-            p.k1.exp() * p.sigma,
-            t * p.mu,
-            p.sigma,
-            (t - 1.0) * p.sigma,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-        ];
-        self.pass(backend, cpgdm_pass::INIT, c, z, None)?;
+        let c = self.plan.init_coefficients(self.op.pinv_gram_scale());
+        self.pass(backend, cpgdm_pass::INIT, c, z, None, false)?;
         self.step = 0;
         Ok(())
     }
@@ -291,69 +255,69 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
     /// vector the Jacobian product is taken against. One launch.
     pub fn residual(&mut self, backend: &B, eps: &Tensor<B>) -> Result<&Tensor<B>> {
         self.check("network output", eps)?;
-        self.model_point()?;
-        let p = self.plan.points[self.step];
-        let mut c = [0.0; 12];
-        (c[0], c[1]) = (self.to_u(self.step) / p.mu, p.sigma / p.mu);
-        self.pass(backend, cpgdm_pass::RESIDUAL, c, eps, None)?;
+        self.check_step()?;
+        let c = self
+            .plan
+            .residual_coefficients(self.step, self.op.pinv_gram_scale());
+        self.pass(backend, cpgdm_pass::RESIDUAL, c, eps, None, false)?;
         Ok(&self.m)
+    }
+
+    /// The residual of the last [`GuidedSampler::residual`].
+    pub fn residual_vector(&self) -> &Tensor<B> {
+        &self.m
     }
 
     /// Advance one step with the network output `eps` and, unless the Jacobian
     /// is dropped, the product `g = J_εᵀm`; writes the next network input (the
-    /// output after the last step). One launch.
+    /// output after the last step). One launch. A step that needs noise
+    /// ([`GuidedSampler::needs_noise`]) is an error here.
     pub fn update(&mut self, backend: &B, eps: &Tensor<B>, g: Option<&Tensor<B>>) -> Result<()> {
+        self.update_inner(backend, eps, g, None)
+    }
+
+    /// [`GuidedSampler::update`] with the fresh noise `z` of a step that
+    /// takes some (discrete ΠGDM with η > 0). `z` is copied into the run
+    /// (the residual's buffer, free by now); then one launch.
+    pub fn update_with_noise(
+        &mut self,
+        backend: &B,
+        eps: &Tensor<B>,
+        g: Option<&Tensor<B>>,
+        z: &Tensor<B>,
+    ) -> Result<()> {
+        self.update_inner(backend, eps, g, Some(z))
+    }
+
+    fn update_inner(
+        &mut self,
+        backend: &B,
+        eps: &Tensor<B>,
+        g: Option<&Tensor<B>>,
+        z: Option<&Tensor<B>>,
+    ) -> Result<()> {
         self.check("network output", eps)?;
         if let Some(g) = g {
             self.check("Jacobian product", g)?;
         }
-        self.model_point()?;
-        let s = self.plan.steps[self.step];
-        let next = self.plan.points[self.step + 1];
-        let (d, keep) = (s.d_phi, 1.0 - self.plan.config.lambda * s.dr);
-        let (to_x_v, to_x_u) = ((-next.k1).exp(), self.to_u(self.step + 1));
-        let c = match self.plan.config.method {
-            Method::Cpgdm => {
-                // Q = q·P, and P H⁺ = H⁺: the noisy terms join the P-component.
-                let q = self.op.pinv_gram_scale();
-                [
-                    keep,
-                    d.y + q * d.yc,
-                    d.s1 + d.s2 + q * d.sc,
-                    d.j1 + d.j2 + q * d.jc,
-                    d.s1,
-                    d.j1,
-                    to_x_v,
-                    to_x_u,
-                    keep,
-                    0.0,
-                    0.0,
-                    0.0,
-                ]
+        self.check_step()?;
+        let noisy = self.plan.step_noise(self.step);
+        match (noisy, z) {
+            (true, None) => {
+                return Err(Error::InvalidStep {
+                    reason: format!("step {} adds fresh noise: use update_with_noise", self.step),
+                })
             }
-            Method::PgdmContinuous => {
-                // x̄ += ΔΦ ε + e·J_x̂0ᵀm with J_x̂0ᵀm = (m − σg)/μ and
-                // m = H⁺y − (e^{−κ₁}u − σPε)/μ, split into u = P x̄ and v.
-                let p = self.plan.points[self.step];
-                let (e, mu, sig) = (s.euler_guidance, p.mu, p.sigma);
-                let on_g = -e * sig / mu;
-                [
-                    keep - e * (-p.k1).exp() / (mu * mu),
-                    e / mu,
-                    d.s1 + e * sig / (mu * mu),
-                    on_g,
-                    d.s1,
-                    on_g,
-                    to_x_v,
-                    to_x_u,
-                    keep,
-                    0.0,
-                    0.0,
-                    0.0,
-                ]
+            (_, Some(z)) => {
+                self.check("noise", z)?;
+                backend.copy(&z.buf, &mut self.m.buf)?;
             }
-        };
-        self.pass(backend, cpgdm_pass::UPDATE, c, eps, g)?;
+            (false, None) => {}
+        }
+        let c = self
+            .plan
+            .update_coefficients(self.step, self.op.pinv_gram_scale());
+        self.pass(backend, cpgdm_pass::UPDATE, c, eps, g, z.is_some() && noisy)?;
         self.step += 1;
         Ok(())
     }
@@ -361,22 +325,27 @@ impl<'r, B: GuidanceOps> CpgdmSampler<'r, B> {
 
 /// Run every step of `plan` from noise `z` and return the sample: per step one
 /// network call, plus one VJP with [`Jacobian::Exact`] (the residual pass then
-/// runs first). Temporaries come from the backend's pool.
-pub fn cpgdm_sample<B: GuidanceOps, D: GuidedDenoiser<B>>(
+/// runs first). Steps that add fresh noise draw it from Philox keyed by
+/// (`seed`, step, element) (`docs/math.md` §3). Temporaries come from the
+/// backend's pool.
+#[allow(clippy::too_many_arguments)]
+pub fn guided_sample<B: GuidanceOps, P: GuidancePlan, D: GuidedDenoiser<B>>(
     backend: &B,
-    plan: &CpgdmPlan,
+    plan: &P,
     op: &Operator<B>,
     y: &Tensor<B>,
     z: &Tensor<B>,
     denoiser: &mut D,
     jacobian: Jacobian,
+    seed: u64,
 ) -> Result<Tensor<B>> {
-    let mut run = CpgdmSampler::new(backend, plan, op, y)?;
+    let mut run = GuidedSampler::new(backend, plan, op, y)?;
     run.init(backend, z)?;
     let (shape, dtype) = (run.x_shape(), run.dtype());
     let mut eps = crate::tensor::Temp::new(backend, shape, dtype)?;
     let mut g = crate::tensor::Temp::new(backend, shape, dtype)?;
-    for _ in 0..plan.steps.len() {
+    let mut noise = crate::tensor::Temp::new(backend, shape, dtype)?;
+    for n in 0..plan.len() {
         let point = run.model_point()?;
         denoiser.eps(backend, run.x(), point, &mut eps)?;
         let product = match jacobian {
@@ -393,7 +362,28 @@ pub fn cpgdm_sample<B: GuidanceOps, D: GuidedDenoiser<B>>(
                 Some(&*g)
             }
         };
-        run.update(backend, &eps, product)?;
+        if run.needs_noise() {
+            let values: Vec<f64> = (0..shape.checked_len()?)
+                .map(|i| crate::rng::normal_f64(seed, n as u32, i as u32))
+                .collect();
+            noise.upload(backend, HostSlice::F64(&values))?;
+            run.update_with_noise(backend, &eps, product, &noise)?;
+        } else {
+            run.update(backend, &eps, product)?;
+        }
     }
     Ok(run.x)
+}
+
+/// [`guided_sample`] for a C-ΠGDM plan (no step adds noise).
+pub fn cpgdm_sample<B: GuidanceOps, D: GuidedDenoiser<B>>(
+    backend: &B,
+    plan: &CpgdmPlan,
+    op: &Operator<B>,
+    y: &Tensor<B>,
+    z: &Tensor<B>,
+    denoiser: &mut D,
+    jacobian: Jacobian,
+) -> Result<Tensor<B>> {
+    guided_sample(backend, plan, op, y, z, denoiser, jacobian, 0)
 }

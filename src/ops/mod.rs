@@ -17,7 +17,10 @@ pub mod solver;
 
 use crate::backend::Backend;
 
-pub use guidance::{cpgdm_sample, CpgdmSampler, GuidanceOps, GuidedDenoiser, Jacobian, ModelPoint};
+pub use guidance::{
+    cpgdm_sample, guided_sample, CpgdmSampler, GuidanceOps, GuidedDenoiser, GuidedSampler,
+    Jacobian, ModelPoint,
+};
 pub use operator::{Mode, Operator, OperatorCall, OperatorKind, OperatorOps};
 pub use solver::{solver_step, solver_step_raw, SolverOps, SolverStepCall};
 

@@ -165,6 +165,14 @@ impl CudaDevice for EmuDevice {
         Ok(())
     }
 
+    fn copy(&self, src: &EmuMem, dst: &mut EmuMem, bytes: usize) -> Result<()> {
+        src.check(0, bytes, "copy")?;
+        dst.check(0, bytes, "copy")?;
+        // SAFETY: both allocations hold ≥ bytes bytes; distinct allocations never overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.ptr.as_ptr(), dst.ptr.as_ptr(), bytes) };
+        Ok(())
+    }
+
     fn zero(&self, mem: &mut EmuMem) -> Result<()> {
         // SAFETY: the allocation holds mem.bytes bytes.
         unsafe { std::ptr::write_bytes(mem.ptr.as_ptr(), 0, mem.bytes) };

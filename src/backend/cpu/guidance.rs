@@ -37,7 +37,11 @@ where
     let n = call.params.op.n_out as usize;
     let op = Program::<S::M>::new(call.params.op, &call.op_scalars);
     let c = call.coefficients.map(S::M::from_f64);
-    let (pass, use_g) = (call.params.pass, call.params.use_g != 0);
+    let (pass, use_g, use_z) = (
+        call.params.pass,
+        call.params.use_g != 0,
+        call.params.use_z != 0,
+    );
     let CpuBuffer::U32(table) = call.table else {
         return None;
     };
@@ -48,12 +52,27 @@ where
     let x = &mut S::slice_mut(call.x)?[..n];
     let m = &mut S::slice_mut(call.m)?[..n];
     let at = |t: &[S], i: usize| t[i].to_math();
+    if pass == cpgdm_pass::RESIDUAL {
+        // m = hy − c0·u + c1·Pε: the only pass that writes m.
+        m.par_chunks_mut(CHUNK)
+            .zip(u.par_chunks(CHUNK))
+            .enumerate()
+            .for_each(|(chunk, (m, u))| {
+                for k in 0..m.len() {
+                    let o = chunk * CHUNK + k;
+                    let pe = op.value(o, eps, table);
+                    m[k] = S::from_math(at(hy, o) - c[0] * u[k] + c[1] * pe);
+                }
+            });
+        return Some(());
+    }
+    // INIT and UPDATE read m only: it holds the update's noise z, if any.
+    let z_all: &[S] = m;
     u.par_chunks_mut(CHUNK)
         .zip(v.par_chunks_mut(CHUNK))
         .zip(x.par_chunks_mut(CHUNK))
-        .zip(m.par_chunks_mut(CHUNK))
         .enumerate()
-        .for_each(|(chunk, (((u, v), x), m))| {
+        .for_each(|(chunk, ((u, v), x))| {
             for k in 0..u.len() {
                 let o = chunk * CHUNK + k;
                 match pass {
@@ -63,10 +82,6 @@ where
                         v[k] = c[2] * (z - pz);
                         x[k] = S::from_math(c[3] * at(hy, o) + c[4] * z + c[5] * pz);
                     }
-                    cpgdm_pass::RESIDUAL => {
-                        let pe = op.value(o, eps, table);
-                        m[k] = S::from_math(at(hy, o) - c[0] * u[k] + c[1] * pe);
-                    }
                     cpgdm_pass::UPDATE => {
                         let (e, pe) = (at(eps, o), op.value(o, eps, table));
                         let mut un = c[0] * u[k] + c[1] * at(hy, o) + c[2] * pe;
@@ -75,6 +90,11 @@ where
                             let pg = op.value(o, g, table);
                             un = un + c[3] * pg;
                             vn = vn + c[5] * (at(g, o) - pg);
+                        }
+                        if use_z {
+                            let (z, pz) = (at(z_all, o), op.value(o, z_all, table));
+                            un = un + c[9] * pz;
+                            vn = vn + c[9] * (z - pz);
                         }
                         u[k] = un;
                         v[k] = vn;

@@ -251,6 +251,11 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn copy_checked(&self, src: &CpuBuffer, dst: &mut CpuBuffer) -> Result<()> {
+        dst.bytes_mut().copy_from_slice(src.bytes());
+        Ok(())
+    }
+
     fn write_checked(
         &self,
         buf: &mut CpuBuffer,

@@ -34,6 +34,9 @@ pub trait CudaDevice: Send + Sync {
     /// Set every byte of `mem` to zero.
     fn zero(&self, mem: &mut Self::Mem) -> Result<()>;
 
+    /// Copy the first `bytes` bytes of `src` into `dst`, on the device.
+    fn copy(&self, src: &Self::Mem, dst: &mut Self::Mem, bytes: usize) -> Result<()>;
+
     /// The address kernels see for `mem`.
     fn device_ptr(&self, mem: &Self::Mem) -> u64;
 

@@ -169,6 +169,16 @@ impl CudaDevice for DriverDevice {
         self.stream.memset_zeros(mem).map_err(driver_error)
     }
 
+    fn copy(&self, src: &CudaSlice<u8>, dst: &mut CudaSlice<u8>, bytes: usize) -> Result<()> {
+        check_fits("cuda device copy source", 0, bytes, src.len())?;
+        check_fits("cuda device copy destination", 0, bytes, dst.len())?;
+        let from = src.slice(..bytes);
+        let mut to = dst.slice_mut(..bytes);
+        self.stream
+            .memcpy_dtod(&from, &mut to)
+            .map_err(driver_error)
+    }
+
     fn device_ptr(&self, mem: &CudaSlice<u8>) -> u64 {
         let (ptr, _record) = mem.device_ptr(&self.stream);
         ptr

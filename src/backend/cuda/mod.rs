@@ -251,6 +251,11 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
         self.device.zero(&mut buf.mem)
     }
 
+    fn copy_checked(&self, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<()> {
+        self.device
+            .copy(&src.mem, &mut dst.mem, src.len * src.dtype.size())
+    }
+
     fn write_checked(
         &self,
         buf: &mut Self::Buffer,

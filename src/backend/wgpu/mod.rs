@@ -536,6 +536,16 @@ impl Backend for WgpuBackend {
         Ok(())
     }
 
+    fn copy_checked(&self, src: &WgpuBuffer, dst: &mut WgpuBuffer) -> Result<()> {
+        // Recorded with the pending dispatches: ordered after them.
+        let mut pending = self.lock_pending()?;
+        let size = byte_size(src.len, src.dtype);
+        pending
+            .encoder(&self.device)
+            .copy_buffer_to_buffer(&src.buffer, 0, &dst.buffer, 0, size);
+        Ok(())
+    }
+
     fn write_checked(
         &self,
         buf: &mut WgpuBuffer,

@@ -1,0 +1,234 @@
+//! Discrete ΠGDM (Song, Vahdat, Mardani, Kautz, *Pseudoinverse-Guided
+//! Diffusion Models for Inverse Problems*, ICLR 2023) as the official C-ΠGDM
+//! repository implements it (`docs/math.md` §6.7): DDIM(η) on the discrete
+//! schedule driven by the conditional score, with the guidance term
+//! `w·α_t·α_s·J_x̂0ᵀm` (its "adaptive weight").
+
+use super::{GuidancePlan, ModelPoint, PassCoefficients};
+use crate::error::{Error, Result};
+use crate::schedule::NoiseSchedule;
+
+/// Settings of a discrete ΠGDM run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PgdmDiscreteConfig {
+    /// Network calls N; the grid is every ⌊N_train/N⌋-th training index.
+    pub steps: usize,
+    /// Guidance weight w ≥ 0.
+    pub w: f64,
+    /// DDIM's η ≥ 0 (1: the official default).
+    pub eta: f64,
+    pub schedule: NoiseSchedule,
+}
+
+impl Default for PgdmDiscreteConfig {
+    /// The official defaults: 5 steps, w = 1, η = 1, DDPM's linear schedule.
+    fn default() -> Self {
+        PgdmDiscreteConfig {
+            steps: 5,
+            w: 1.0,
+            eta: 1.0,
+            schedule: NoiseSchedule::ddpm_linear(),
+        }
+    }
+}
+
+/// One step from training index t to s (s = −1: the clean end, ᾱ = 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PgdmStep {
+    pub t: i64,
+    pub s: i64,
+    pub abar_t: f64,
+    pub abar_s: f64,
+}
+
+/// The plan of a discrete ΠGDM run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PgdmDiscretePlan {
+    pub config: PgdmDiscreteConfig,
+    pub steps: Vec<PgdmStep>,
+}
+
+impl PgdmDiscretePlan {
+    /// Validate (1 ≤ steps ≤ N_train, finite w ≥ 0, finite η ≥ 0) and lay out
+    /// the pairs: t runs over `(0..steps)·⌊N_train/steps⌋` from the largest
+    /// down, each paired with the next, the last with −1.
+    pub fn new(config: PgdmDiscreteConfig) -> Result<Self> {
+        let n_train = config.schedule.train_steps();
+        if config.steps == 0 || config.steps > n_train {
+            return Err(Error::InvalidSteps {
+                steps: config.steps,
+                train_steps: n_train,
+            });
+        }
+        for (name, v) in [("w", config.w), ("eta", config.eta)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::InvalidParameter {
+                    name,
+                    value: v,
+                    reason: "must be finite and ≥ 0",
+                });
+            }
+        }
+        let stride = (n_train / config.steps) as i64;
+        let ts: Vec<i64> = (0..config.steps as i64).rev().map(|i| i * stride).collect();
+        let abar = |k: i64| {
+            if k < 0 {
+                1.0
+            } else {
+                config.schedule.alphas_cumprod()[k as usize]
+            }
+        };
+        let steps = ts
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let s = ts.get(i + 1).copied().unwrap_or(-1);
+                PgdmStep {
+                    t,
+                    s,
+                    abar_t: abar(t),
+                    abar_s: abar(s),
+                }
+            })
+            .collect();
+        Ok(PgdmDiscretePlan { config, steps })
+    }
+
+    /// DDIM's noise and ε coefficients `(c1, c2)` of step n.
+    fn ddim(&self, n: usize) -> (f64, f64) {
+        let PgdmStep { abar_t, abar_s, .. } = self.steps[n];
+        let c1 =
+            self.config.eta * ((1.0 - abar_t / abar_s) * (1.0 - abar_s) / (1.0 - abar_t)).sqrt();
+        // 1 − ᾱ_s − c1² ≥ 0 exactly; rounding must not make it a NaN.
+        let c2 = (1.0 - abar_s - c1 * c1).max(0.0).sqrt();
+        (c1, c2)
+    }
+}
+
+impl GuidancePlan for PgdmDiscretePlan {
+    fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    fn model_point(&self, n: usize) -> ModelPoint {
+        let s = self.steps[n];
+        ModelPoint {
+            tau: s.t as f64,
+            a: s.abar_t.sqrt(),
+            b: (1.0 - s.abar_t).sqrt(),
+        }
+    }
+
+    /// The state is x itself (u = P x, v = (I − P) x): `x₀ = α H⁺y + σ z` at
+    /// the first index.
+    fn init_coefficients(&self, _q: f64) -> PassCoefficients {
+        let p = self.model_point(0);
+        let mut c = [0.0; 12];
+        c[..5].copy_from_slice(&[p.a, p.b, p.b, p.a, p.b]);
+        c
+    }
+
+    /// `m = H⁺y − (P x − σ_t Pε)/α_t`.
+    fn residual_coefficients(&self, n: usize, _q: f64) -> PassCoefficients {
+        let p = self.model_point(n);
+        let mut c = [0.0; 12];
+        (c[0], c[1]) = (1.0 / p.a, p.b / p.a);
+        c
+    }
+
+    /// `x_s = α_s x̂0 + c1·z + c2·ε + w α_t α_s·J_x̂0ᵀm` with
+    /// `x̂0 = (x − σ_t ε)/α_t`, `J_x̂0ᵀm = (m − σ_t g)/α_t` and m as in the
+    /// residual, split into u = P x and v.
+    fn update_coefficients(&self, n: usize, _q: f64) -> PassCoefficients {
+        let p = self.model_point(n);
+        let (at, st) = (p.a, p.b);
+        let a_s = self.steps[n].abar_s.sqrt();
+        let (c1, c2) = self.ddim(n);
+        let coeff = self.config.w * at * a_s;
+        let on_eps = c2 - a_s * st / at;
+        let on_g = -coeff * st / at;
+        [
+            a_s / at - coeff / (at * at),
+            coeff / at,
+            on_eps + coeff * st / (at * at),
+            on_g,
+            on_eps,
+            on_g,
+            1.0,
+            1.0,
+            a_s / at,
+            c1,
+            0.0,
+            0.0,
+        ]
+    }
+
+    fn step_noise(&self, n: usize) -> bool {
+        self.ddim(n).0 != 0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_follows_the_official_code() {
+        let plan = PgdmDiscretePlan::new(PgdmDiscreteConfig::default()).unwrap();
+        let pairs: Vec<(i64, i64)> = plan.steps.iter().map(|s| (s.t, s.s)).collect();
+        assert_eq!(
+            pairs,
+            vec![(800, 600), (600, 400), (400, 200), (200, 0), (0, -1)]
+        );
+        assert_eq!(plan.steps[4].abar_s, 1.0);
+        // The last pair draws no noise (c1 = 0) but still guides.
+        assert!(!plan.step_noise(4) && plan.step_noise(0));
+        let c = plan.update_coefficients(4, 1.0);
+        assert!(c[1] > 0.0 && c[9] == 0.0);
+    }
+
+    /// w = 0: the update is DDIM(η) on x (x̂0 and ε recombined).
+    #[test]
+    fn without_guidance_the_update_is_ddim() {
+        let plan = PgdmDiscretePlan::new(PgdmDiscreteConfig {
+            w: 0.0,
+            ..Default::default()
+        })
+        .unwrap();
+        for n in 0..plan.len() {
+            let c = plan.update_coefficients(n, 1.0);
+            let (at, a_s) = (plan.steps[n].abar_t.sqrt(), plan.steps[n].abar_s.sqrt());
+            assert_eq!((c[0], c[8], c[1], c[3]), (a_s / at, a_s / at, 0.0, 0.0));
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_typed_errors() {
+        let d = PgdmDiscreteConfig::default();
+        assert!(matches!(
+            PgdmDiscretePlan::new(PgdmDiscreteConfig {
+                steps: 0,
+                ..d.clone()
+            }),
+            Err(Error::InvalidSteps { .. })
+        ));
+        assert!(matches!(
+            PgdmDiscretePlan::new(PgdmDiscreteConfig {
+                steps: 1001,
+                ..d.clone()
+            }),
+            Err(Error::InvalidSteps { .. })
+        ));
+        assert!(matches!(
+            PgdmDiscretePlan::new(PgdmDiscreteConfig {
+                w: -1.0,
+                ..d.clone()
+            }),
+            Err(Error::InvalidParameter { name: "w", .. })
+        ));
+        assert!(matches!(
+            PgdmDiscretePlan::new(PgdmDiscreteConfig { eta: f64::NAN, ..d }),
+            Err(Error::InvalidParameter { name: "eta", .. })
+        ));
+    }
+}
