@@ -10,7 +10,7 @@
 
 use super::quadrature::integrate;
 use super::vp::VpSde;
-use super::{GuidancePlan, ModelPoint, PassCoefficients};
+use super::{check_step, GuidancePlan, ModelPoint, PassCoefficients};
 use crate::error::{Error, Result};
 
 /// How the network's time input is derived from the diffusion time `t`.
@@ -364,13 +364,14 @@ impl GuidancePlan for CpgdmPlan {
         self.steps.len()
     }
 
-    fn model_point(&self, n: usize) -> ModelPoint {
+    fn model_point(&self, n: usize) -> Result<ModelPoint> {
+        check_step(n, self.steps.len())?;
         let s = self.steps[n];
-        ModelPoint {
+        Ok(ModelPoint {
             tau: s.tau,
             a: s.model_a,
             b: s.model_b,
-        }
+        })
     }
 
     /// `x₀ = μ₀H⁺y + σ₀z` mapped to the state at the first grid point:
@@ -395,18 +396,20 @@ impl GuidancePlan for CpgdmPlan {
     }
 
     /// `m = H⁺y − (P x − σPε)/μ` with `P x = to_u·u`.
-    fn residual_coefficients(&self, n: usize, q: f64) -> PassCoefficients {
+    fn residual_coefficients(&self, n: usize, q: f64) -> Result<PassCoefficients> {
+        check_step(n, self.steps.len())?;
         let p = self.points[n];
         let mut c = [0.0; 12];
         (c[0], c[1]) = (self.to_u(n, q) / p.mu, p.sigma / p.mu);
-        c
+        Ok(c)
     }
 
-    fn update_coefficients(&self, n: usize, q: f64) -> PassCoefficients {
+    fn update_coefficients(&self, n: usize, q: f64) -> Result<PassCoefficients> {
+        check_step(n, self.steps.len())?;
         let (s, next) = (self.steps[n], self.points[n + 1]);
         let (d, keep) = (s.d_phi, 1.0 - self.config.lambda * s.dr);
         let (to_x_v, to_x_u) = ((-next.k1).exp(), self.to_u(n + 1, q));
-        match self.config.method {
+        Ok(match self.config.method {
             // Q = q·P, and P H⁺ = H⁺: the noisy terms join the P-component.
             Method::Cpgdm => [
                 keep,
@@ -443,7 +446,7 @@ impl GuidancePlan for CpgdmPlan {
                     0.0,
                 ]
             }
-        }
+        })
     }
 }
 

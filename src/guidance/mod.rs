@@ -16,6 +16,20 @@ pub use cpgdm::{CpgdmConfig, CpgdmPlan, CpgdmStep, Method, NetworkTime};
 pub use pgdm::{PgdmDiscreteConfig, PgdmDiscretePlan};
 pub use vp::VpSde;
 
+use crate::error::{Error, Result};
+
+/// `Error::StepOutOfRange` unless `n < len`.
+fn check_step(n: usize, len: usize) -> Result<()> {
+    if n < len {
+        Ok(())
+    } else {
+        Err(Error::StepOutOfRange {
+            step: n,
+            steps: len,
+        })
+    }
+}
+
 /// The point a network call models: `x = a·x0 + b·noise` at network time `tau`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ModelPoint {
@@ -41,20 +55,20 @@ pub trait GuidancePlan {
         self.len() == 0
     }
 
-    /// The point the network models at step `n < len()`.
-    fn model_point(&self, n: usize) -> ModelPoint;
+    /// The point the network models at step `n` (`Error::StepOutOfRange` past the end).
+    fn model_point(&self, n: usize) -> Result<ModelPoint>;
 
     /// INIT: `x₀ = μ₀H⁺y + σ₀z` to the state, and the first network input.
     fn init_coefficients(&self, q: f64) -> PassCoefficients;
 
     /// RESIDUAL at step n: `m = H⁺y − P x̂0` from the state and Pε.
-    fn residual_coefficients(&self, n: usize, q: f64) -> PassCoefficients;
+    fn residual_coefficients(&self, n: usize, q: f64) -> Result<PassCoefficients>;
 
     /// UPDATE at step n: the state at n + 1 and the next network input.
-    fn update_coefficients(&self, n: usize, q: f64) -> PassCoefficients;
+    fn update_coefficients(&self, n: usize, q: f64) -> Result<PassCoefficients>;
 
     /// Whether step n adds fresh noise z (then `update_coefficients[9]` is its
-    /// coefficient).
+    /// coefficient); false past the end.
     fn step_noise(&self, _n: usize) -> bool {
         false
     }

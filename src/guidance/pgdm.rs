@@ -4,7 +4,7 @@
 //! schedule driven by the conditional score, with the guidance term
 //! `w·α_t·α_s·J_x̂0ᵀm` (its "adaptive weight").
 
-use super::{GuidancePlan, ModelPoint, PassCoefficients};
+use super::{check_step, GuidancePlan, ModelPoint, PassCoefficients};
 use crate::error::{Error, Result};
 use crate::schedule::NoiseSchedule;
 
@@ -110,44 +110,51 @@ impl GuidancePlan for PgdmDiscretePlan {
         self.steps.len()
     }
 
-    fn model_point(&self, n: usize) -> ModelPoint {
+    fn model_point(&self, n: usize) -> Result<ModelPoint> {
+        check_step(n, self.steps.len())?;
         let s = self.steps[n];
-        ModelPoint {
+        Ok(ModelPoint {
             tau: s.t as f64,
             a: s.abar_t.sqrt(),
             b: (1.0 - s.abar_t).sqrt(),
-        }
+        })
     }
 
     /// The state is x itself (u = P x, v = (I − P) x): `x₀ = α H⁺y + σ z` at
     /// the first index.
     fn init_coefficients(&self, _q: f64) -> PassCoefficients {
-        let p = self.model_point(0);
+        // A validated plan has at least one step.
+        let first = self.steps[0].abar_t;
+        let p = ModelPoint {
+            tau: 0.0,
+            a: first.sqrt(),
+            b: (1.0 - first).sqrt(),
+        };
         let mut c = [0.0; 12];
         c[..5].copy_from_slice(&[p.a, p.b, p.b, p.a, p.b]);
         c
     }
 
     /// `m = H⁺y − (P x − σ_t Pε)/α_t`.
-    fn residual_coefficients(&self, n: usize, _q: f64) -> PassCoefficients {
-        let p = self.model_point(n);
+    fn residual_coefficients(&self, n: usize, _q: f64) -> Result<PassCoefficients> {
+        let p = self.model_point(n)?;
         let mut c = [0.0; 12];
         (c[0], c[1]) = (1.0 / p.a, p.b / p.a);
-        c
+        Ok(c)
     }
 
     /// `x_s = α_s x̂0 + c1·z + c2·ε + w α_t α_s·J_x̂0ᵀm` with
     /// `x̂0 = (x − σ_t ε)/α_t`, `J_x̂0ᵀm = (m − σ_t g)/α_t` and m as in the
     /// residual, split into u = P x and v.
-    fn update_coefficients(&self, n: usize, _q: f64) -> PassCoefficients {
-        let p = self.model_point(n);
+    fn update_coefficients(&self, n: usize, _q: f64) -> Result<PassCoefficients> {
+        let p = self.model_point(n)?;
         let (at, st) = (p.a, p.b);
         let a_s = self.steps[n].abar_s.sqrt();
         let (c1, c2) = self.ddim(n);
         let coeff = self.config.w * at * a_s;
         let on_eps = c2 - a_s * st / at;
         let on_g = -coeff * st / at;
-        [
+        Ok([
             a_s / at - coeff / (at * at),
             coeff / at,
             on_eps + coeff * st / (at * at),
@@ -160,11 +167,11 @@ impl GuidancePlan for PgdmDiscretePlan {
             c1,
             0.0,
             0.0,
-        ]
+        ])
     }
 
     fn step_noise(&self, n: usize) -> bool {
-        self.ddim(n).0 != 0.0
+        n < self.steps.len() && self.ddim(n).0 != 0.0
     }
 }
 
@@ -183,7 +190,7 @@ mod tests {
         assert_eq!(plan.steps[4].abar_s, 1.0);
         // The last pair draws no noise (c1 = 0) but still guides.
         assert!(!plan.step_noise(4) && plan.step_noise(0));
-        let c = plan.update_coefficients(4, 1.0);
+        let c = plan.update_coefficients(4, 1.0).unwrap();
         assert!(c[1] > 0.0 && c[9] == 0.0);
     }
 
@@ -196,7 +203,7 @@ mod tests {
         })
         .unwrap();
         for n in 0..plan.len() {
-            let c = plan.update_coefficients(n, 1.0);
+            let c = plan.update_coefficients(n, 1.0).unwrap();
             let (at, a_s) = (plan.steps[n].abar_t.sqrt(), plan.steps[n].abar_s.sqrt());
             assert_eq!((c[0], c[8], c[1], c[3]), (a_s / at, a_s / at, 0.0, 0.0));
         }
@@ -204,6 +211,16 @@ mod tests {
 
     #[test]
     fn bad_settings_are_typed_errors() {
+        let plan = PgdmDiscretePlan::new(PgdmDiscreteConfig::default()).unwrap();
+        assert!(matches!(
+            plan.update_coefficients(5, 1.0),
+            Err(Error::StepOutOfRange { step: 5, steps: 5 })
+        ));
+        assert!(matches!(
+            plan.model_point(9),
+            Err(Error::StepOutOfRange { .. })
+        ));
+        assert!(!plan.step_noise(5));
         let d = PgdmDiscreteConfig::default();
         assert!(matches!(
             PgdmDiscretePlan::new(PgdmDiscreteConfig {

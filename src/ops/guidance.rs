@@ -173,8 +173,7 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
 
     /// The model point of the next network call.
     pub fn model_point(&self) -> Result<ModelPoint> {
-        self.check_step()?;
-        Ok(self.plan.model_point(self.step))
+        self.plan.model_point(self.step)
     }
 
     fn check_step(&self) -> Result<()> {
@@ -258,7 +257,7 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
         self.check_step()?;
         let c = self
             .plan
-            .residual_coefficients(self.step, self.op.pinv_gram_scale());
+            .residual_coefficients(self.step, self.op.pinv_gram_scale())?;
         self.pass(backend, cpgdm_pass::RESIDUAL, c, eps, None, false)?;
         Ok(&self.m)
     }
@@ -316,7 +315,7 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
         }
         let c = self
             .plan
-            .update_coefficients(self.step, self.op.pinv_gram_scale());
+            .update_coefficients(self.step, self.op.pinv_gram_scale())?;
         self.pass(backend, cpgdm_pass::UPDATE, c, eps, g, z.is_some() && noisy)?;
         self.step += 1;
         Ok(())
