@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::operator::Program;
 use super::{CpuBackend, CpuBuffer, Element, Math};
 use crate::backend::params::cpgdm_pass;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::guidance::{CpgdmCall, GuidanceOps};
 use crate::tensor::DType;
@@ -24,13 +25,13 @@ impl GuidanceOps for CpuBackend {
     }
 
     fn cpgdm_pass_checked(&self, call: CpgdmCall<'_, Self>) -> Result<()> {
-        launch_on_storage!(self, call.dtype, pass(call))
+        launch_on_storage!(self, call.dtype, pass(self, call))
     }
 }
 
 /// The checked pass on network storage `S` and state storage `S::M`; `None`
 /// if a buffer is not of its dtype (the checked call rules that out).
-fn pass<S: Element>(call: CpgdmCall<'_, CpuBackend>) -> Option<()>
+fn pass<S: Element>(backend: &CpuBackend, call: CpgdmCall<'_, CpuBackend>) -> Option<()>
 where
     S::M: Element<M = S::M>,
 {
@@ -52,6 +53,17 @@ where
     let x = &mut S::slice_mut(call.x)?[..n];
     let m = &mut S::slice_mut(call.m)?[..n];
     let at = |t: &[S], i: usize| t[i].to_math();
+    // P of ε (and of g and z where the pass reads them), once per pass through
+    // the operator family's evaluation (one block sum per block for pooling),
+    // into scratch from the backend's pool.
+    let scratch = Scratch::<S::M>::new(backend, n);
+    let project = |src: &[S]| -> Option<CpuBuffer> {
+        let mut buf = scratch.take()?;
+        op.evaluate_all(src, table, <S::M as Element>::slice_mut(&mut buf)?, |v| v);
+        Some(buf)
+    };
+    let pe_buf = project(eps)?;
+    let pe = <S::M as Element>::slice(&pe_buf)?;
     if pass == cpgdm_pass::RESIDUAL {
         // m = hy − c0·u + c1·Pε: the only pass that writes m.
         m.par_chunks_mut(CHUNK)
@@ -60,14 +72,18 @@ where
             .for_each(|(chunk, (m, u))| {
                 for k in 0..m.len() {
                     let o = chunk * CHUNK + k;
-                    let pe = op.value(o, eps, table);
-                    m[k] = S::from_math(at(hy, o) - c[0] * u[k] + c[1] * pe);
+                    m[k] = S::from_math(at(hy, o) - c[0] * u[k] + c[1] * pe[o]);
                 }
             });
+        scratch.give_back(pe_buf);
         return Some(());
     }
     // INIT and UPDATE read m only: it holds the update's noise z, if any.
     let z_all: &[S] = m;
+    let pg_buf = if use_g { Some(project(g)?) } else { None };
+    let pz_buf = if use_z { Some(project(z_all)?) } else { None };
+    let pg = pg_buf.as_ref().and_then(|b| <S::M as Element>::slice(b));
+    let pz = pz_buf.as_ref().and_then(|b| <S::M as Element>::slice(b));
     u.par_chunks_mut(CHUNK)
         .zip(v.par_chunks_mut(CHUNK))
         .zip(x.par_chunks_mut(CHUNK))
@@ -77,24 +93,23 @@ where
                 let o = chunk * CHUNK + k;
                 match pass {
                     cpgdm_pass::INIT => {
-                        let (z, pz) = (at(eps, o), op.value(o, eps, table));
+                        // ε holds z here, so pe is P z.
+                        let (z, pz) = (at(eps, o), pe[o]);
                         u[k] = c[0] * at(hy, o) + c[1] * pz;
                         v[k] = c[2] * (z - pz);
                         x[k] = S::from_math(c[3] * at(hy, o) + c[4] * z + c[5] * pz);
                     }
                     cpgdm_pass::UPDATE => {
-                        let (e, pe) = (at(eps, o), op.value(o, eps, table));
-                        let mut un = c[0] * u[k] + c[1] * at(hy, o) + c[2] * pe;
-                        let mut vn = c[8] * v[k] + c[4] * (e - pe);
-                        if use_g {
-                            let pg = op.value(o, g, table);
-                            un = un + c[3] * pg;
-                            vn = vn + c[5] * (at(g, o) - pg);
+                        let e = at(eps, o);
+                        let mut un = c[0] * u[k] + c[1] * at(hy, o) + c[2] * pe[o];
+                        let mut vn = c[8] * v[k] + c[4] * (e - pe[o]);
+                        if let Some(pg) = pg {
+                            un = un + c[3] * pg[o];
+                            vn = vn + c[5] * (at(g, o) - pg[o]);
                         }
-                        if use_z {
-                            let (z, pz) = (at(z_all, o), op.value(o, z_all, table));
-                            un = un + c[9] * pz;
-                            vn = vn + c[9] * (z - pz);
+                        if let Some(pz) = pz {
+                            un = un + c[9] * pz[o];
+                            vn = vn + c[9] * (at(z_all, o) - pz[o]);
                         }
                         u[k] = un;
                         v[k] = vn;
@@ -104,5 +119,34 @@ where
                 }
             }
         });
+    for buf in [Some(pe_buf), pg_buf, pz_buf].into_iter().flatten() {
+        scratch.give_back(buf);
+    }
     Some(())
+}
+
+/// Scratch vectors of `n` math-type elements from the backend's pool.
+struct Scratch<'b, M> {
+    backend: &'b CpuBackend,
+    n: usize,
+    math: std::marker::PhantomData<M>,
+}
+
+impl<'b, M: Element> Scratch<'b, M> {
+    fn new(backend: &'b CpuBackend, n: usize) -> Self {
+        Scratch {
+            backend,
+            n,
+            math: std::marker::PhantomData,
+        }
+    }
+
+    fn take(&self) -> Option<CpuBuffer> {
+        let (b, n) = (self.backend, self.n);
+        b.pool().take(n, M::DTYPE, || b.alloc(n, M::DTYPE)).ok()
+    }
+
+    fn give_back(&self, buf: CpuBuffer) {
+        self.backend.pool().give_back(self.n, M::DTYPE, buf);
+    }
 }

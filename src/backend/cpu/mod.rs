@@ -5,12 +5,12 @@
 /// the call's real storage dtype (`None` if a buffer is not of it, which the
 /// checked call rules out), then one launch counted.
 macro_rules! launch_on_storage {
-    ($backend:expr, $dtype:expr, $body:ident($call:expr)) => {{
+    ($backend:expr, $dtype:expr, $body:ident($($arg:expr),*)) => {{
         let dtype = $dtype;
         match dtype {
-            DType::F16 => $body::<half::f16>($call),
-            DType::F32 => $body::<f32>($call),
-            DType::F64 => $body::<f64>($call),
+            DType::F16 => $body::<half::f16>($($arg),*),
+            DType::F32 => $body::<f32>($($arg),*),
+            DType::F64 => $body::<f64>($($arg),*),
             DType::C64 | DType::U32 => None,
         }
         .ok_or(Error::UnsupportedDType {
@@ -129,6 +129,8 @@ macro_rules! buffer_variant {
 /// f16 and f32 storage, f64 for f64 (the oracle path).
 pub(super) trait Element: Copy + Send + Sync {
     type M: Math;
+    /// The dtype of buffers of `Self`.
+    const DTYPE: DType;
     /// The buffer's elements, if it stores `Self`.
     fn slice(buf: &CpuBuffer) -> Option<&[Self]>;
     fn slice_mut(buf: &mut CpuBuffer) -> Option<&mut [Self]>;
@@ -139,6 +141,7 @@ pub(super) trait Element: Copy + Send + Sync {
 
 impl Element for f16 {
     type M = f32;
+    const DTYPE: DType = DType::F16;
     buffer_variant!(F16);
     fn to_math(self) -> f32 {
         self.to_f32()
@@ -150,6 +153,7 @@ impl Element for f16 {
 
 impl Element for f32 {
     type M = f32;
+    const DTYPE: DType = DType::F32;
     buffer_variant!(F32);
     fn to_math(self) -> f32 {
         self
@@ -161,6 +165,7 @@ impl Element for f32 {
 
 impl Element for f64 {
     type M = f64;
+    const DTYPE: DType = DType::F64;
     buffer_variant!(F64);
     fn to_math(self) -> f64 {
         self

@@ -39,14 +39,12 @@ fn apply<S: Element>(call: OperatorCall<'_, CpuBackend>) -> Option<()> {
     let n_out = call.params.n_out as usize;
     // The checked call guarantees the output holds n_out elements, the input
     // every element the program reads, and the table every index it reads.
-    S::slice_mut(call.output)?[..n_out]
-        .par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(chunk, out)| {
-            for (k, o) in out.iter_mut().enumerate() {
-                *o = S::from_math(program.value(chunk * CHUNK + k, input, table));
-            }
-        });
+    program.evaluate_all(
+        input,
+        table,
+        &mut S::slice_mut(call.output)?[..n_out],
+        S::from_math,
+    );
     Some(())
 }
 
@@ -66,6 +64,51 @@ impl<M: Math> Program<M> {
             h: s.h.map(M::from_f64),
             g: s.g.map(M::from_f64),
         }
+    }
+
+    /// Every output element, `out[o] = conv(value(o))`: the definition, except
+    /// that the pooling projector sums each block once and writes the mean to
+    /// the block's s² pixels — the same sum in the same order as `value`, so
+    /// bit-identical (the emulated CUDA kernels, which evaluate `value` per
+    /// element, are compared with this bit for bit).
+    pub(super) fn evaluate_all<S: Element<M = M>, T: Copy + Send>(
+        &self,
+        input: &[S],
+        table: &[u32],
+        out: &mut [T],
+        conv: impl Fn(M) -> T + Sync,
+    ) {
+        let p = &self.p;
+        if p.program == program::POOL_PROJECT {
+            let (height, width, s) = (p.height as usize, p.width as usize, p.factor as usize);
+            let plane = height * width;
+            // Output planes are input planes: P maps [B, C, H, W] to itself.
+            out.par_chunks_mut(plane).enumerate().for_each(|(k, out)| {
+                let x = &input[k * plane..(k + 1) * plane];
+                for row in (0..height).step_by(s) {
+                    for col in (0..width).step_by(s) {
+                        let mut acc = M::ZERO;
+                        for a in 0..s {
+                            for b in 0..s {
+                                acc = acc + x[(row + a) * width + col + b].to_math();
+                            }
+                        }
+                        let v = conv(self.scale * acc);
+                        for a in 0..s {
+                            out[(row + a) * width + col..][..s].fill(v);
+                        }
+                    }
+                }
+            });
+            return;
+        }
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(chunk, out)| {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = conv(self.value(chunk * CHUNK + k, input, table));
+                }
+            });
     }
 
     /// Output element `o`: the definition every backend computes.
