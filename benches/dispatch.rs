@@ -96,7 +96,10 @@ fn per_call(
         })
     });
     samples.sort();
-    rows.push((name.to_string(), samples[samples.len() / 2]));
+    // Filtered out on the command line: no row.
+    if let Some(&median) = samples.get(samples.len() / 2) {
+        rows.push((name.to_string(), median));
+    }
 }
 
 #[cfg(feature = "wgpu")]

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::operator::Program;
 use super::{CpuBackend, CpuBuffer, Element, Math};
-use crate::backend::params::cpgdm_pass;
+use crate::backend::params::{cpgdm_pass, program};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::guidance::{CpgdmCall, GuidanceOps};
@@ -53,17 +53,30 @@ where
     let x = &mut S::slice_mut(call.x)?[..n];
     let m = &mut S::slice_mut(call.m)?[..n];
     let at = |t: &[S], i: usize| t[i].to_math();
-    // P of ε (and of g and z where the pass reads them), once per pass through
-    // the operator family's evaluation (one block sum per block for pooling),
-    // into scratch from the backend's pool.
+    // P of ε (and of g and z where the pass reads them). The pooling projector
+    // is evaluated once per pass through the operator family (one block sum
+    // per block) into scratch from the backend's pool; the elementwise ones
+    // inline, per element.
     let scratch = Scratch::<S::M>::new(backend, n);
-    let project = |src: &[S]| -> Option<CpuBuffer> {
+    let precompute = call.params.op.program == program::POOL_PROJECT;
+    let project = |src: &[S]| -> Option<Option<CpuBuffer>> {
+        if !precompute {
+            return Some(None);
+        }
         let mut buf = scratch.take()?;
         op.evaluate_all(src, table, <S::M as Element>::slice_mut(&mut buf)?, |v| v);
-        Some(buf)
+        Some(Some(buf))
+    };
+    fn stored<M: Element>(buf: &Option<CpuBuffer>) -> Option<&[M]> {
+        buf.as_ref().and_then(M::slice)
+    }
+    let projected = |stored: Option<&[S::M]>, src: &[S], o: usize| match stored {
+        Some(values) => values[o],
+        None => op.value(o, src, table),
     };
     let pe_buf = project(eps)?;
-    let pe = <S::M as Element>::slice(&pe_buf)?;
+    let pe_stored = stored::<S::M>(&pe_buf);
+    let pe = |o: usize| projected(pe_stored, eps, o);
     if pass == cpgdm_pass::RESIDUAL {
         // m = hy − c0·u + c1·Pε: the only pass that writes m.
         m.par_chunks_mut(CHUNK)
@@ -72,18 +85,17 @@ where
             .for_each(|(chunk, (m, u))| {
                 for k in 0..m.len() {
                     let o = chunk * CHUNK + k;
-                    m[k] = S::from_math(at(hy, o) - c[0] * u[k] + c[1] * pe[o]);
+                    m[k] = S::from_math(at(hy, o) - c[0] * u[k] + c[1] * pe(o));
                 }
             });
-        scratch.give_back(pe_buf);
+        pe_buf.into_iter().for_each(|b| scratch.give_back(b));
         return Some(());
     }
     // INIT and UPDATE read m only: it holds the update's noise z, if any.
     let z_all: &[S] = m;
-    let pg_buf = if use_g { Some(project(g)?) } else { None };
-    let pz_buf = if use_z { Some(project(z_all)?) } else { None };
-    let pg = pg_buf.as_ref().and_then(|b| <S::M as Element>::slice(b));
-    let pz = pz_buf.as_ref().and_then(|b| <S::M as Element>::slice(b));
+    let pg_buf = if use_g { project(g)? } else { None };
+    let pz_buf = if use_z { project(z_all)? } else { None };
+    let (pg_stored, pz_stored) = (stored::<S::M>(&pg_buf), stored::<S::M>(&pz_buf));
     u.par_chunks_mut(CHUNK)
         .zip(v.par_chunks_mut(CHUNK))
         .zip(x.par_chunks_mut(CHUNK))
@@ -94,22 +106,24 @@ where
                 match pass {
                     cpgdm_pass::INIT => {
                         // ε holds z here, so pe is P z.
-                        let (z, pz) = (at(eps, o), pe[o]);
+                        let (z, pz) = (at(eps, o), pe(o));
                         u[k] = c[0] * at(hy, o) + c[1] * pz;
                         v[k] = c[2] * (z - pz);
                         x[k] = S::from_math(c[3] * at(hy, o) + c[4] * z + c[5] * pz);
                     }
                     cpgdm_pass::UPDATE => {
-                        let e = at(eps, o);
-                        let mut un = c[0] * u[k] + c[1] * at(hy, o) + c[2] * pe[o];
-                        let mut vn = c[8] * v[k] + c[4] * (e - pe[o]);
-                        if let Some(pg) = pg {
-                            un = un + c[3] * pg[o];
-                            vn = vn + c[5] * (at(g, o) - pg[o]);
+                        let (e, pe) = (at(eps, o), pe(o));
+                        let mut un = c[0] * u[k] + c[1] * at(hy, o) + c[2] * pe;
+                        let mut vn = c[8] * v[k] + c[4] * (e - pe);
+                        if use_g {
+                            let pg = projected(pg_stored, g, o);
+                            un = un + c[3] * pg;
+                            vn = vn + c[5] * (at(g, o) - pg);
                         }
-                        if let Some(pz) = pz {
-                            un = un + c[9] * pz[o];
-                            vn = vn + c[9] * (at(z_all, o) - pz[o]);
+                        if use_z {
+                            let pz = projected(pz_stored, z_all, o);
+                            un = un + c[9] * pz;
+                            vn = vn + c[9] * (at(z_all, o) - pz);
                         }
                         u[k] = un;
                         v[k] = vn;
@@ -119,7 +133,7 @@ where
                 }
             }
         });
-    for buf in [Some(pe_buf), pg_buf, pz_buf].into_iter().flatten() {
+    for buf in [pe_buf, pg_buf, pz_buf].into_iter().flatten() {
         scratch.give_back(buf);
     }
     Some(())
