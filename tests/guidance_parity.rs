@@ -181,44 +181,8 @@ fn official_runs_step_by_step_on_the_f64_path() {
         );
         let (_, xs) = f.f64("x_true");
         let op = ipsolvers_operator(&b, meta, &f, Shape::from_dims(&xs[1..]).unwrap());
-        let (y, ys) = f.f64("y");
-        let yt = Tensor::from_host(
-            &b,
-            Shape::from_dims(&ys).unwrap(),
-            DType::F64,
-            HostSlice::F64(&y),
-        )
-        .unwrap();
-        let zt = Tensor::from_host(
-            &b,
-            Shape::from_dims(&xs).unwrap(),
-            DType::F64,
-            HostSlice::F64(&f.f64("z_init").0),
-        )
-        .unwrap();
-        let mut run = CpgdmSampler::new(&b, &plan, &op, &yt).unwrap();
-        run.init(&b, &zt).unwrap();
-        let (x_all, _) = f.f64("x");
-        let len = xs.iter().product::<usize>();
-        let mut eps = Tensor::zeros(&b, run.x_shape(), DType::F64).unwrap();
-        let mut g = Tensor::zeros(&b, run.x_shape(), DType::F64).unwrap();
-        let mut worst = 0f64;
-        for n in 0..plan.steps.len() {
-            let want = if n == 0 && f.has("x_model_in_0") {
-                f.f64("x_model_in_0").0
-            } else {
-                x_all[n * len..(n + 1) * len].to_vec()
-            };
-            let got = run.x().to_f64(&b).unwrap();
-            worst = worst.max(max_rel(&got, &want));
-            let point = run.model_point().unwrap();
-            gmm.eps(&b, run.x(), point, &mut eps).unwrap();
-            let m = run.residual(&b, &eps).unwrap().to_f64(&b).unwrap();
-            let m = Tensor::from_host(&b, run.x_shape(), DType::F64, HostSlice::F64(&m)).unwrap();
-            gmm.vjp(&b, run.x(), point, &m, &mut g).unwrap();
-            run.update(&b, &eps, Some(&g)).unwrap();
-        }
-        let final_err = max_rel(&run.x().to_f64(&b).unwrap(), &f.f64("x_final").0);
+        let (worst, final_err) =
+            replay_with_recorded_noise(&b, &plan, &op, &f, DType::F64, &mut gmm);
         eprintln!("{name}: ΔΦ vs official {worst_dphi:.1e}; network inputs {worst:.1e}, x_final {final_err:.1e} (official ΔΦ)");
         assert!(worst < 1e-9 && final_err < 1e-9, "{name}");
         replayed += 1;
@@ -438,7 +402,8 @@ mod bad_input {
 /// One run of `plan` step by step on `b` at `dtype` with the recorded noise of
 /// fixture `f` (`z_init`, and `z_step` for steps that draw noise) and the
 /// GMM's exact Jacobian; returns (worst relative error of the network inputs
-/// against `x[n]`, relative error of the output against `x_final`).
+/// against `x[n]` — `x_model_in_0` at step 0 where the run stores one —,
+/// relative error of the output against `x_final`).
 fn replay_with_recorded_noise<B: Ops, P: diffinv::guidance::GuidancePlan>(
     b: &B,
     plan: &P,
@@ -463,10 +428,13 @@ fn replay_with_recorded_noise<B: Ops, P: diffinv::guidance::GuidancePlan>(
     );
     let mut worst = 0f64;
     for n in 0..plan.len() {
-        worst = worst.max(max_rel(
-            &run.x().to_f64(b).unwrap(),
-            &x_all[n * len..(n + 1) * len],
-        ));
+        // The step-0 input as the official code forms it, where the run stores it.
+        let want = if n == 0 && f.has("x_model_in_0") {
+            f.f64("x_model_in_0").0
+        } else {
+            x_all[n * len..(n + 1) * len].to_vec()
+        };
+        worst = worst.max(max_rel(&run.x().to_f64(b).unwrap(), &want));
         let point = run.model_point().unwrap();
         gmm.eps(b, run.x(), point, &mut eps).unwrap();
         let m = run.residual(b, &eps).unwrap().to_f64(b).unwrap();
