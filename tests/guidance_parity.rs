@@ -265,6 +265,34 @@ mod official_runs {
     crate::for_each_backend!(super::the_sampler_reproduces_the_official_runs);
 }
 
+/// A small sr4 problem on the CPU: the operator, zero measurements, noise z
+/// and a two-component mixture prior.
+fn small_problem(
+    b: &CpuBackend,
+) -> (
+    Operator<CpuBackend>,
+    Tensor<CpuBackend>,
+    Tensor<CpuBackend>,
+    GmmDenoiser,
+) {
+    let item = Shape::from_dims(&ITEM).unwrap();
+    let op = Operator::avg_pool(b, item, 4).unwrap();
+    let y = Tensor::zeros(b, Shape::new(BATCH, 3, 3, 5), DType::F32).unwrap();
+    let z_shape = Shape::new(BATCH, 3, 12, 20);
+    let z = Tensor::from_host(
+        b,
+        z_shape,
+        DType::F32,
+        HostSlice::F64(&values(9, 1440, 1.0)),
+    )
+    .unwrap();
+    let dim = item.checked_len().unwrap();
+    let prior = (values(5, 2 * dim, 0.5), vec![0.1, 0.2], vec![0.5, 0.5]);
+    let gmm =
+        GmmDenoiser::new(prior.0, prior.1, prior.2, dim, NoiseSchedule::ddpm_linear()).unwrap();
+    (op, y, z, gmm)
+}
+
 /// With the Jacobian dropped a step is one network call and one launch.
 #[test]
 fn dropping_the_jacobian_costs_one_launch_per_step() {
@@ -274,25 +302,7 @@ fn dropping_the_jacobian_costs_one_launch_per_step() {
         ..CpgdmConfig::default()
     })
     .unwrap();
-    let item = Shape::from_dims(&ITEM).unwrap();
-    let op = Operator::avg_pool(&b, item, 4).unwrap();
-    let y = Tensor::zeros(&b, Shape::new(BATCH, 3, 3, 5), DType::F32).unwrap();
-    let z = Tensor::from_host(
-        &b,
-        Shape::new(BATCH, 3, 12, 20),
-        DType::F32,
-        HostSlice::F64(&values(9, 1440, 1.0)),
-    )
-    .unwrap();
-    let dim = item.checked_len().unwrap();
-    let mut gmm = GmmDenoiser::new(
-        values(5, 2 * dim, 0.5),
-        vec![0.1, 0.2],
-        vec![0.5, 0.5],
-        dim,
-        NoiseSchedule::ddpm_linear(),
-    )
-    .unwrap();
+    let (op, y, z, mut gmm) = small_problem(&b);
     let before = b.launch_count();
     let x = cpgdm_sample(&b, &plan, &op, &y, &z, &mut gmm, Jacobian::Dropped).unwrap();
     assert_eq!(b.launch_count() - before, 2 + 4);
@@ -307,25 +317,7 @@ fn guided_sampling_draws_per_step_noise_from_the_seed() {
     use diffinv::ops::guided_sample;
     let b = CpuBackend::new();
     let plan = PgdmDiscretePlan::new(PgdmDiscreteConfig::default()).unwrap();
-    let item = Shape::from_dims(&ITEM).unwrap();
-    let op = Operator::avg_pool(&b, item, 4).unwrap();
-    let y = Tensor::zeros(&b, Shape::new(BATCH, 3, 3, 5), DType::F32).unwrap();
-    let z = Tensor::from_host(
-        &b,
-        Shape::new(BATCH, 3, 12, 20),
-        DType::F32,
-        HostSlice::F64(&values(9, 1440, 1.0)),
-    )
-    .unwrap();
-    let dim = item.checked_len().unwrap();
-    let mut gmm = GmmDenoiser::new(
-        values(5, 2 * dim, 0.5),
-        vec![0.1, 0.2],
-        vec![0.5, 0.5],
-        dim,
-        NoiseSchedule::ddpm_linear(),
-    )
-    .unwrap();
+    let (op, y, z, mut gmm) = small_problem(&b);
     let mut run = |seed| {
         let before = b.launch_count();
         let x = guided_sample(&b, &plan, &op, &y, &z, &mut gmm, Jacobian::Dropped, seed).unwrap();
