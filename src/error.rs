@@ -129,4 +129,9 @@ pub enum Error {
         backend: &'static str,
         message: String,
     },
+
+    /// A host-side linear-algebra step failed on the values given (a
+    /// measurement covariance that is not positive definite, say).
+    #[error("{what} failed: {reason}")]
+    Numerical { what: &'static str, reason: String },
 }

@@ -43,7 +43,7 @@ pub mod tensor;
 
 pub use backend::{select, AnyBackend, Backend, BackendFn, BackendKind, Selection};
 pub use error::{Error, Result};
-pub use gmm::GmmDenoiser;
+pub use gmm::{GmmComponent, GmmDenoiser};
 pub use ops::{solver_step, Ops, SolverOps};
 pub use sampler::{sample, Denoiser, Progress, SamplerOptions, SolverRun};
 pub use schedule::{BetaSchedule, FinalSigma, GridSpec, NoiseSchedule, Spacing};

@@ -1,9 +1,20 @@
-//! An analytic denoiser: the exact ε of a Gaussian mixture prior.
+//! An analytic denoiser: the exact ε of a Gaussian mixture prior, and the
+//! exact posterior of a linear measurement under it.
 //!
-//! With `p(x0) = Σ_k w_k N(μ_k, s_k² I)` and `x_t = a·x0 + b·ε` the optimal
-//! prediction is `ε*(x) = b·Σ_k r_k (x − a μ_k)/v_k` with `v_k = a²s_k² + b²`
-//! and responsibilities `r = softmax_k(ln w_k − (D/2) ln(2π v_k) − |x − aμ_k|²/(2v_k))`.
-//! It makes full sampling loops testable against diffusers without a network.
+//! With `p(x0) = Σ_k w_k N(μ_k, Σ_k)`, `Σ_k = U_k diag(λ_k) U_kᵀ + s_k² I`
+//! ([`GmmComponent`]) and `x_t = a·x0 + b·ε`, each component's marginal is
+//! `N(aμ_k, C_k)`, `C_k = a²Σ_k + b²I`, and the optimal prediction is
+//! `ε*(x) = b·Σ_k r_k C_k⁻¹(x − aμ_k)` with responsibilities `r = softmax_k(ln
+//! w_k − ½ ln det C_k − ½ |x − aμ_k|²_{C_k⁻¹})` (`docs/math.md` §9). Woodbury
+//! keeps every product at O(D·r). It makes full sampling loops testable
+//! against diffusers and the official guidance code without a network.
+
+pub mod component;
+pub mod metrics;
+pub mod posterior;
+
+pub use component::GmmComponent;
+pub use posterior::{ExactPosterior, PosteriorComponent};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -11,20 +22,19 @@ use crate::ops::guidance::{GuidedDenoiser, ModelPoint};
 use crate::sampler::Denoiser;
 use crate::schedule::NoiseSchedule;
 use crate::tensor::{HostSlice, Tensor};
+use component::dot;
 
 /// The exact ε-predictor of a Gaussian mixture, evaluated on the host in f64.
 #[derive(Clone, Debug)]
 pub struct GmmDenoiser {
-    /// `K × D` component means, row-major.
-    means: Vec<f64>,
-    stds: Vec<f64>,
-    log_weights: Vec<f64>,
+    components: Vec<GmmComponent>,
     dim: usize,
     schedule: NoiseSchedule,
 }
 
 impl GmmDenoiser {
-    /// `means` holds `weights.len()` rows of `dim` values; weights must be positive.
+    /// An isotropic mixture: `means` holds `weights.len()` rows of `dim`
+    /// values, component k is `N(μ_k, stds[k]² I)`; weights must be positive.
     pub fn new(
         means: Vec<f64>,
         stds: Vec<f64>,
@@ -47,23 +57,33 @@ impl GmmDenoiser {
                 got: means.len(),
             });
         }
-        for (name, v) in weights
-            .iter()
-            .map(|&w| ("weight", w))
-            .chain(stds.iter().map(|&s| ("std", s)))
-        {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(Error::InvalidParameter {
-                    name,
-                    value: v,
-                    reason: "gmm weights and stds must be finite and positive",
-                });
-            }
+        let components = means
+            .chunks(dim)
+            .zip(stds.iter().zip(&weights))
+            .map(|(mean, (&std, &weight))| GmmComponent::isotropic(weight, mean.to_vec(), std))
+            .collect();
+        Self::from_components(components, dim, schedule)
+    }
+
+    /// A mixture of low-rank-plus-isotropic components, each checked
+    /// (lengths, positive weight and std, non-negative λ, orthonormal basis).
+    pub fn from_components(
+        components: Vec<GmmComponent>,
+        dim: usize,
+        schedule: NoiseSchedule,
+    ) -> Result<Self> {
+        if components.is_empty() || dim == 0 {
+            return Err(Error::LengthMismatch {
+                what: "gmm components (at least one, of positive dimension)",
+                expected: 1,
+                got: components.len().min(dim),
+            });
+        }
+        for c in &components {
+            c.validate(dim)?;
         }
         Ok(GmmDenoiser {
-            means,
-            stds,
-            log_weights: weights.iter().map(|w| w.ln()).collect(),
+            components,
             dim,
             schedule,
         })
@@ -74,77 +94,88 @@ impl GmmDenoiser {
         self.dim
     }
 
+    /// The mixture's components.
+    pub fn components(&self) -> &[GmmComponent] {
+        &self.components
+    }
+
+    /// The mixture weights, normalised.
+    pub fn weights(&self) -> Vec<f64> {
+        let total: f64 = self.components.iter().map(|c| c.weight).sum();
+        self.components.iter().map(|c| c.weight / total).collect()
+    }
+
     /// ε for one sample `x` (length D) at `ᾱ`.
     pub fn eps_item(&self, x: &[f64], alpha_bar: f64) -> Vec<f64> {
         self.eps_at(x, alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt())
     }
 
-    /// For `x_t = a·x0 + b·n`: each component's variance `v_k = a²s_k² + b²`
-    /// and responsibility `r_k` for one sample `x` (length D).
-    fn responsibilities(&self, x: &[f64], a: f64, b: f64) -> (Vec<f64>, Vec<f64>) {
-        let d = self.dim as f64;
-        let vs: Vec<f64> = self.stds.iter().map(|s| a * a * s * s + b * b).collect();
-        let logits: Vec<f64> = (0..vs.len())
-            .map(|k| {
-                let mu = self.mean(k);
-                let dist2: f64 = x.iter().zip(mu).map(|(xi, m)| (xi - a * m).powi(2)).sum();
-                self.log_weights[k]
-                    - 0.5 * d * (2.0 * std::f64::consts::PI * vs[k]).ln()
-                    - dist2 / (2.0 * vs[k])
-            })
-            .collect();
+    /// For `x = a·x0 + b·n`: every component's responsibility `r_k` and
+    /// `e_k = C_k⁻¹(x − aμ_k)`, with the components' marginals.
+    fn responsibilities(&self, x: &[f64], a: f64, b: f64) -> Responsibilities<'_> {
+        let noised: Vec<_> = self.components.iter().map(|c| c.at(a, b)).collect();
+        let (logits, scores): (Vec<f64>, Vec<Vec<f64>>) =
+            noised.iter().map(|n| n.logit_and_score(x)).unzip();
         let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let exps: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
         let total: f64 = exps.iter().sum();
-        (exps.iter().map(|e| e / total).collect(), vs)
-    }
-
-    fn mean(&self, k: usize) -> &[f64] {
-        &self.means[k * self.dim..(k + 1) * self.dim]
+        Responsibilities {
+            r: exps.iter().map(|e| e / total).collect(),
+            scores,
+            noised,
+        }
     }
 
     /// The exact ε for one sample `x` of `x_t = a·x0 + b·n`:
-    /// `ε = b·Σ_k r_k (x − a μ_k)/v_k`.
+    /// `ε = b·Σ_k r_k C_k⁻¹(x − aμ_k)`.
     pub fn eps_at(&self, x: &[f64], a: f64, b: f64) -> Vec<f64> {
-        let (r, vs) = self.responsibilities(x, a, b);
+        let resp = self.responsibilities(x, a, b);
         let mut eps = vec![0.0; self.dim];
-        for (k, (rk, vk)) in r.iter().zip(&vs).enumerate() {
-            for ((o, xi), m) in eps.iter_mut().zip(x).zip(self.mean(k)) {
-                *o += b * rk * (xi - a * m) / vk;
-            }
+        for (rk, ek) in resp.r.iter().zip(&resp.scores) {
+            eps.iter_mut().zip(ek).for_each(|(o, e)| *o += b * rk * e);
         }
         eps
     }
 
     /// The Jacobian of [`GmmDenoiser::eps_at`] applied to `v`: with
-    /// `e_k = (x − aμ_k)/v_k` and `ē = Σ r_k e_k`,
-    /// `J v = b·[(Σ_k r_k/v_k)·v + Σ_k r_k e_k (ē·v − e_k·v)]`. `J` is symmetric
+    /// `e_k = C_k⁻¹(x − aμ_k)` and `ē·v = Σ r_k e_k·v`,
+    /// `J v = b·[Σ_k r_k C_k⁻¹v + Σ_k r_k e_k (ē·v − e_k·v)]`. `J` is symmetric
     /// (ε is a scaled gradient of a log-density), so this is also the VJP `Jᵀv`.
     pub fn eps_jvp_at(&self, x: &[f64], a: f64, b: f64, v: &[f64]) -> Vec<f64> {
-        let (r, vs) = self.responsibilities(x, a, b);
-        let e: Vec<Vec<f64>> = (0..r.len())
-            .map(|k| {
-                x.iter()
-                    .zip(self.mean(k))
-                    .map(|(xi, m)| (xi - a * m) / vs[k])
-                    .collect()
-            })
-            .collect();
-        let ev: Vec<f64> = e
-            .iter()
-            .map(|ek| ek.iter().zip(v).map(|(p, q)| p * q).sum())
-            .collect();
-        let mean_ev: f64 = r.iter().zip(&ev).map(|(rk, evk)| rk * evk).sum();
-        let diag: f64 = r.iter().zip(&vs).map(|(rk, vk)| rk / vk).sum();
-        let mut out: Vec<f64> = v.iter().map(|vi| diag * vi).collect();
-        for (k, ek) in e.iter().enumerate() {
-            let c = r[k] * (mean_ev - ev[k]);
-            for (o, eki) in out.iter_mut().zip(ek) {
-                *o += c * eki;
+        let resp = self.responsibilities(x, a, b);
+        let ev: Vec<f64> = resp.scores.iter().map(|ek| dot(ek, v)).collect();
+        let mean_ev: f64 = resp.r.iter().zip(&ev).map(|(rk, evk)| rk * evk).sum();
+        let mut out = vec![0.0; self.dim];
+        for (k, ek) in resp.scores.iter().enumerate() {
+            let cv = resp.noised[k].precision_apply(v);
+            let c = resp.r[k] * (mean_ev - ev[k]);
+            for ((o, eki), cvi) in out.iter_mut().zip(ek).zip(&cv) {
+                *o += resp.r[k] * cvi + c * eki;
             }
         }
         out.iter_mut().for_each(|o| *o *= b);
         out
+    }
+
+    /// `n` draws from the prior, item after item: component by a uniform from
+    /// Philox (`seed`, step 0), then `μ + Σ^{1/2} ξ` with ξ from (`seed`, step 1 + i).
+    pub fn sample_prior(&self, seed: u64, n: usize) -> Vec<f64> {
+        let weights = self.weights();
+        (0..n)
+            .flat_map(|i| {
+                let (_, u) = crate::rng::uniforms(seed, 0, i as u32);
+                let k = pick(&weights, f64::from(u));
+                let xi: Vec<f64> = (0..self.dim)
+                    .map(|j| crate::rng::normal_f64(seed, 1 + i as u32, j as u32))
+                    .collect();
+                let c = &self.components[k];
+                c.sqrt_covariance_apply(&xi)
+                    .into_iter()
+                    .zip(&c.mean)
+                    .map(|(s, m)| m + s)
+                    .collect::<Vec<f64>>()
+            })
+            .collect()
     }
 
     /// ε for a batch laid out item after item, at network time `tau`.
@@ -161,6 +192,25 @@ impl GmmDenoiser {
             .flat_map(|item| self.eps_item(item, alpha_bar))
             .collect())
     }
+}
+
+/// Responsibilities of one sample, with what the Jacobian product reuses.
+struct Responsibilities<'c> {
+    r: Vec<f64>,
+    scores: Vec<Vec<f64>>,
+    noised: Vec<component::Noised<'c>>,
+}
+
+/// The index whose cumulative weight first exceeds `u ∈ [0, 1)`.
+pub(crate) fn pick(weights: &[f64], u: f64) -> usize {
+    let mut acc = 0.0;
+    for (k, w) in weights.iter().enumerate() {
+        acc += w;
+        if u < acc {
+            return k;
+        }
+    }
+    weights.len() - 1
 }
 
 impl GmmDenoiser {
