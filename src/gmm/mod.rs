@@ -18,8 +18,9 @@ pub use posterior::{ExactPosterior, PosteriorComponent};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::ops::guidance::{GuidedDenoiser, ModelPoint};
+use crate::guidance::ModelPoint;
 use crate::sampler::Denoiser;
+use crate::sampler::GuidedDenoiser;
 use crate::schedule::NoiseSchedule;
 use crate::tensor::{HostSlice, Tensor};
 use component::dot;

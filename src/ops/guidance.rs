@@ -16,7 +16,7 @@ pub use crate::guidance::ModelPoint;
 use crate::guidance::{CpgdmPlan, GuidancePlan, PassCoefficients};
 use crate::ops::operator::{Mode, Operator, OperatorScalars};
 use crate::ops::OperatorOps;
-use crate::tensor::{DType, HostSlice, Shape, Tensor};
+use crate::tensor::{DType, Shape, Tensor};
 
 /// Backends that run the C-ΠGDM passes.
 pub trait GuidanceOps: OperatorOps {
@@ -56,40 +56,6 @@ pub fn state_dtype(dtype: DType) -> DType {
     } else {
         DType::F32
     }
-}
-
-/// A noise-predicting network the conditional samplers can call: ε at a model
-/// point and, where it has one, its exact vector-Jacobian product.
-pub trait GuidedDenoiser<B: Backend> {
-    /// `out ← ε(x)` at `point`.
-    fn eps(
-        &mut self,
-        backend: &B,
-        x: &Tensor<B>,
-        point: ModelPoint,
-        out: &mut Tensor<B>,
-    ) -> Result<()>;
-
-    /// `out ← J_ε(x)ᵀ·m` at `point`; `Ok(false)` if the denoiser has no exact
-    /// product (then [`Jacobian::Exact`] is an error).
-    fn vjp(
-        &mut self,
-        backend: &B,
-        x: &Tensor<B>,
-        point: ModelPoint,
-        m: &Tensor<B>,
-        out: &mut Tensor<B>,
-    ) -> Result<bool>;
-}
-
-/// How the sampler gets the Jacobian product g = J_εᵀ m.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Jacobian {
-    /// The denoiser's own VJP (one backward pass; the analytic GMM's is exact).
-    Exact,
-    /// g = 0: one network call and one launch per step; the linear part of the
-    /// update stays exact.
-    Dropped,
 }
 
 /// The buffers and position of one guided run (C-ΠGDM, noisy C-ΠGDM,
@@ -262,6 +228,11 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
         Ok(&self.m)
     }
 
+    /// The sample, consuming the run (the output once every step has run).
+    pub fn into_x(self) -> Tensor<B> {
+        self.x
+    }
+
     /// The residual of the last [`GuidedSampler::residual`].
     pub fn residual_vector(&self) -> &Tensor<B> {
         &self.m
@@ -320,69 +291,4 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
         self.step += 1;
         Ok(())
     }
-}
-
-/// Run every step of `plan` from noise `z` and return the sample: per step one
-/// network call, plus one VJP with [`Jacobian::Exact`] (the residual pass then
-/// runs first). Steps that add fresh noise draw it from Philox keyed by
-/// (`seed`, step, element) (`docs/math.md` §3). Temporaries come from the
-/// backend's pool.
-#[allow(clippy::too_many_arguments)]
-pub fn guided_sample<B: GuidanceOps, P: GuidancePlan, D: GuidedDenoiser<B>>(
-    backend: &B,
-    plan: &P,
-    op: &Operator<B>,
-    y: &Tensor<B>,
-    z: &Tensor<B>,
-    denoiser: &mut D,
-    jacobian: Jacobian,
-    seed: u64,
-) -> Result<Tensor<B>> {
-    let mut run = GuidedSampler::new(backend, plan, op, y)?;
-    run.init(backend, z)?;
-    let (shape, dtype) = (run.x_shape(), run.dtype());
-    let mut eps = crate::tensor::Temp::new(backend, shape, dtype)?;
-    let mut g = crate::tensor::Temp::new(backend, shape, dtype)?;
-    let mut noise = crate::tensor::Temp::new(backend, shape, dtype)?;
-    for n in 0..plan.len() {
-        let point = run.model_point()?;
-        denoiser.eps(backend, run.x(), point, &mut eps)?;
-        let product = match jacobian {
-            Jacobian::Dropped => None,
-            Jacobian::Exact => {
-                run.residual(backend, &eps)?;
-                if !denoiser.vjp(backend, run.x(), point, &run.m, &mut g)? {
-                    return Err(Error::InvalidParameter {
-                        name: "jacobian",
-                        value: f64::NAN,
-                        reason: "Jacobian::Exact needs a denoiser with a VJP",
-                    });
-                }
-                Some(&*g)
-            }
-        };
-        if run.needs_noise() {
-            let values: Vec<f64> = (0..shape.checked_len()?)
-                .map(|i| crate::rng::normal_f64(seed, n as u32, i as u32))
-                .collect();
-            noise.upload(backend, HostSlice::F64(&values))?;
-            run.update_with_noise(backend, &eps, product, &noise)?;
-        } else {
-            run.update(backend, &eps, product)?;
-        }
-    }
-    Ok(run.x)
-}
-
-/// [`guided_sample`] for a C-ΠGDM plan (no step adds noise).
-pub fn cpgdm_sample<B: GuidanceOps, D: GuidedDenoiser<B>>(
-    backend: &B,
-    plan: &CpgdmPlan,
-    op: &Operator<B>,
-    y: &Tensor<B>,
-    z: &Tensor<B>,
-    denoiser: &mut D,
-    jacobian: Jacobian,
-) -> Result<Tensor<B>> {
-    guided_sample(backend, plan, op, y, z, denoiser, jacobian, 0)
 }

@@ -17,10 +17,7 @@ pub mod solver;
 
 use crate::backend::Backend;
 
-pub use guidance::{
-    cpgdm_sample, guided_sample, CpgdmSampler, GuidanceOps, GuidedDenoiser, GuidedSampler,
-    Jacobian, ModelPoint,
-};
+pub use guidance::{CpgdmSampler, GuidanceOps, GuidedSampler, ModelPoint};
 pub use operator::{Mode, Operator, OperatorCall, OperatorKind, OperatorOps};
 pub use solver::{solver_step, solver_step_raw, SolverOps, SolverStepCall};
 

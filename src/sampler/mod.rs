@@ -4,6 +4,10 @@
 //! memory of a run (model output and the solver state) is allocated once in
 //! [`SolverRun::new`]; the loop itself allocates nothing.
 
+pub mod guided;
+
+pub use guided::{cpgdm_sample, guided_sample, GuidedDenoiser, Jacobian, FD_RELATIVE_STEP};
+
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::{solver_step, SolverOps};
