@@ -13,7 +13,7 @@ pub mod quadrature;
 pub mod vp;
 
 pub use cpgdm::{CpgdmConfig, CpgdmPlan, CpgdmStep, Method, NetworkTime};
-pub use pgdm::{PgdmDiscreteConfig, PgdmDiscretePlan};
+pub use pgdm::{PgdmDiscreteConfig, PgdmDiscretePlan, PgdmStep};
 pub use vp::VpSde;
 
 use crate::error::{Error, Result};

@@ -41,6 +41,19 @@ pub struct PgdmStep {
     pub abar_s: f64,
 }
 
+impl PgdmStep {
+    /// DDIM(η)'s split of the step t → s into fresh noise and ε:
+    /// `x_s = α_s x̂0 + c1·z + c2·ε` with `c1 = η·√((1 − ᾱ_t/ᾱ_s)(1 − ᾱ_s)/(1 − ᾱ_t))`,
+    /// `c2 = √(1 − ᾱ_s − c1²)`; η = 1 is the DDPM ancestral step.
+    pub fn ddim_split(&self, eta: f64) -> (f64, f64) {
+        let (abar_t, abar_s) = (self.abar_t, self.abar_s);
+        let c1 = eta * ((1.0 - abar_t / abar_s) * (1.0 - abar_s) / (1.0 - abar_t)).sqrt();
+        // 1 − ᾱ_s − c1² ≥ 0 exactly; rounding must not make it a NaN.
+        let c2 = (1.0 - abar_s - c1 * c1).max(0.0).sqrt();
+        (c1, c2)
+    }
+}
+
 /// The plan of a discrete ΠGDM run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PgdmDiscretePlan {
@@ -96,12 +109,7 @@ impl PgdmDiscretePlan {
 
     /// DDIM's noise and ε coefficients `(c1, c2)` of step n.
     fn ddim(&self, n: usize) -> (f64, f64) {
-        let PgdmStep { abar_t, abar_s, .. } = self.steps[n];
-        let c1 =
-            self.config.eta * ((1.0 - abar_t / abar_s) * (1.0 - abar_s) / (1.0 - abar_t)).sqrt();
-        // 1 − ᾱ_s − c1² ≥ 0 exactly; rounding must not make it a NaN.
-        let c2 = (1.0 - abar_s - c1 * c1).max(0.0).sqrt();
-        (c1, c2)
+        self.steps[n].ddim_split(self.config.eta)
     }
 }
 

@@ -137,7 +137,7 @@ pub fn cpgdm_sample<B: GuidanceOps, D: GuidedDenoiser<B>>(
 /// The forward-difference Jacobian product of one step, in `wide` (f32 for
 /// f16 runs, else the run's dtype): the base call is made in `wide` too, so
 /// both terms of the difference carry the same rounding.
-struct ForwardDifference<'b, B: Backend> {
+pub(crate) struct ForwardDifference<'b, B: Backend> {
     wide: DType,
     x: Temp<'b, B>,
     eps: Temp<'b, B>,
@@ -148,7 +148,7 @@ struct ForwardDifference<'b, B: Backend> {
 }
 
 impl<'b, B: Backend> ForwardDifference<'b, B> {
-    fn new(backend: &'b B, shape: Shape, dtype: DType) -> Result<Self> {
+    pub(crate) fn new(backend: &'b B, shape: Shape, dtype: DType) -> Result<Self> {
         let wide = if dtype == DType::F16 {
             DType::F32
         } else {
@@ -165,7 +165,7 @@ impl<'b, B: Backend> ForwardDifference<'b, B> {
     }
 
     /// The step's network call ε(x), made in `wide`; `eps` gets it in the run's dtype.
-    fn base<D: GuidedDenoiser<B>>(
+    pub(crate) fn base<D: GuidedDenoiser<B>>(
         &mut self,
         backend: &B,
         denoiser: &mut D,
@@ -185,7 +185,7 @@ impl<'b, B: Backend> ForwardDifference<'b, B> {
     }
 
     /// `g = [ε(x + δm) − ε(x)]/δ` per sample (g = 0 where m = 0).
-    fn product<D: GuidedDenoiser<B>>(
+    pub(crate) fn product<D: GuidedDenoiser<B>>(
         &mut self,
         backend: &B,
         denoiser: &mut D,

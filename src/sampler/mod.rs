@@ -4,8 +4,10 @@
 //! memory of a run (model output and the solver state) is allocated once in
 //! [`SolverRun::new`]; the loop itself allocates nothing.
 
+pub mod dps;
 pub mod guided;
 
+pub use dps::{dps_sample, DpsConfig, DpsPlan};
 pub use guided::{cpgdm_sample, guided_sample, GuidedDenoiser, Jacobian, FD_RELATIVE_STEP};
 
 use crate::backend::Backend;
