@@ -26,7 +26,7 @@ use diffinv::gmm::posterior::DenseOperator;
 use diffinv::gmm::{ExactPosterior, GmmComponent};
 use diffinv::guidance::{CpgdmConfig, CpgdmPlan, PgdmDiscreteConfig, PgdmDiscretePlan};
 use diffinv::ops::Operator;
-use diffinv::sampler::{dps_sample, guided_sample, DpsConfig, DpsPlan, Jacobian};
+use diffinv::sampler::{dps_sample, guided_sample, DpsConfig, DpsPlan, GuidedOptions, Jacobian};
 use diffinv::{
     rng, sample, DType, GmmDenoiser, HostSlice, NoiseSchedule, Plan, PlanConfig, SamplerOptions,
     Shape, Solver, Tensor,
@@ -426,8 +426,11 @@ fn run(
                 &yt,
                 &zt,
                 &mut gmm,
-                Jacobian::Exact,
-                seed,
+                GuidedOptions {
+                    jacobian: Jacobian::Exact,
+                    seed,
+                },
+                |_| {},
             )?
         }
         Method::Cpgdm(jacobian) => {
@@ -440,7 +443,16 @@ fn run(
                 sigma_y: task.noise / 2.0,
                 ..CpgdmConfig::default()
             })?;
-            guided_sample(b, &plan, &task.op, &yt, &zt, &mut gmm, jacobian, seed)?
+            guided_sample(
+                b,
+                &plan,
+                &task.op,
+                &yt,
+                &zt,
+                &mut gmm,
+                GuidedOptions { jacobian, seed },
+                |_| {},
+            )?
         }
         Method::Dps => {
             let plan = DpsPlan::new(DpsConfig {
@@ -455,8 +467,11 @@ fn run(
                 &yt,
                 &zt,
                 &mut gmm,
-                Jacobian::Exact,
-                seed,
+                GuidedOptions {
+                    jacobian: Jacobian::Exact,
+                    seed,
+                },
+                |_| {},
             )?
         }
     };

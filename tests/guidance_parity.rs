@@ -315,13 +315,17 @@ fn dropping_the_jacobian_costs_one_launch_per_step() {
 #[test]
 fn guided_sampling_draws_per_step_noise_from_the_seed() {
     use diffinv::guidance::{PgdmDiscreteConfig, PgdmDiscretePlan};
-    use diffinv::sampler::guided_sample;
+    use diffinv::sampler::{guided_sample, GuidedOptions};
     let b = CpuBackend::new();
     let plan = PgdmDiscretePlan::new(PgdmDiscreteConfig::default()).unwrap();
     let (op, y, z, mut gmm) = small_problem(&b);
     let mut run = |seed| {
         let before = b.launch_count();
-        let x = guided_sample(&b, &plan, &op, &y, &z, &mut gmm, Jacobian::Dropped, seed).unwrap();
+        let options = GuidedOptions {
+            jacobian: Jacobian::Dropped,
+            seed,
+        };
+        let x = guided_sample(&b, &plan, &op, &y, &z, &mut gmm, options, |_| {}).unwrap();
         assert_eq!(b.launch_count() - before, 2 + plan.steps.len() as u64);
         x.to_f64(&b).unwrap()
     };
@@ -621,4 +625,77 @@ fn the_finite_difference_product_tracks_the_exact_one<B: Ops>(b: &B) {
 
 mod finite_difference {
     crate::for_each_backend!(super::the_finite_difference_product_tracks_the_exact_one);
+}
+
+/// A progress callback that breaks stops both loops after the step it hears
+/// of, with the state so far and no error.
+#[test]
+fn a_progress_callback_can_stop_a_run() {
+    use diffinv::sampler::{guided_sample, sample, GuidedOptions, SamplerOptions};
+    use diffinv::{Plan, PlanConfig};
+    use std::ops::ControlFlow;
+    let b = CpuBackend::new();
+    let plan = CpgdmPlan::new(CpgdmConfig {
+        steps: 4,
+        ..CpgdmConfig::default()
+    })
+    .unwrap();
+    let (op, y, z, mut gmm) = small_problem(&b);
+    let mut heard = Vec::new();
+    let before = b.launch_count();
+    let options = GuidedOptions {
+        jacobian: Jacobian::Dropped,
+        seed: 0,
+    };
+    guided_sample(&b, &plan, &op, &y, &z, &mut gmm, options, |p| {
+        heard.push((p.step, p.steps));
+        if p.step == 1 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(heard, vec![(0, 4), (1, 4)]);
+    assert_eq!(b.launch_count() - before, 2 + 2, "H⁺y, init and two steps");
+
+    let plan = Plan::new(
+        &NoiseSchedule::ddpm_linear(),
+        &PlanConfig {
+            steps: 10,
+            ..PlanConfig::default()
+        },
+    )
+    .unwrap();
+    let mut x = Tensor::from_host(
+        &b,
+        Shape::new(1, 3, 12, 20),
+        DType::F32,
+        HostSlice::F64(&values(3, 720, 1.0)),
+    )
+    .unwrap();
+    let mut net = |b: &CpuBackend, x: &Tensor<CpuBackend>, _: f64, out: &mut Tensor<CpuBackend>| {
+        out.upload(b, HostSlice::F64(&x.to_f64(b)?))
+    };
+    let before = b.launch_count();
+    sample(
+        &b,
+        &plan,
+        &mut net,
+        &mut x,
+        SamplerOptions::default(),
+        |p| {
+            if p.step == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        b.launch_count() - before,
+        3,
+        "three fused steps, then stopped"
+    );
 }

@@ -3,12 +3,31 @@
 //! fused guidance passes — for any [`GuidancePlan`] (C-ΠGDM, noisy C-ΠGDM,
 //! continuous or discrete ΠGDM).
 
+use super::{Progress, StepControl};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::guidance::{CpgdmPlan, GuidancePlan, ModelPoint};
 use crate::ops::guidance::{GuidanceOps, GuidedSampler};
 use crate::ops::Operator;
 use crate::tensor::{DType, HostSlice, Shape, Temp, Tensor};
+
+/// Options of a guided run that are not part of its plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuidedOptions {
+    pub jacobian: Jacobian,
+    /// Seed of the per-step noise of plans that draw some (discrete ΠGDM, η > 0).
+    pub seed: u64,
+}
+
+impl Default for GuidedOptions {
+    /// The exact Jacobian product, seed 0.
+    fn default() -> Self {
+        GuidedOptions {
+            jacobian: Jacobian::Exact,
+            seed: 0,
+        }
+    }
+}
 
 /// δ of [`Jacobian::FiniteDifference`] relative to ‖x‖/‖m‖ (`docs/math.md`
 /// §3.4): small enough that the difference's O(δ) bias is far below the
@@ -59,19 +78,28 @@ pub enum Jacobian {
 /// network call, plus one VJP with [`Jacobian::Exact`] or a second network
 /// call with [`Jacobian::FiniteDifference`] (the residual pass then runs
 /// first). Steps that add fresh noise draw it from Philox keyed by
-/// (`seed`, step, element) (`docs/math.md` §3). Temporaries come from the
-/// backend's pool.
+/// (`seed`, step, element) (`docs/math.md` §3). `progress` hears of every
+/// finished step (σ: the next call's noise level, 0 at the end) and can stop
+/// the run ([`StepControl`]): it then returns the next network input.
+/// Temporaries come from the backend's pool.
 #[allow(clippy::too_many_arguments)]
-pub fn guided_sample<B: GuidanceOps, P: GuidancePlan, D: GuidedDenoiser<B>>(
+pub fn guided_sample<B, P, D, R>(
     backend: &B,
     plan: &P,
     op: &Operator<B>,
     y: &Tensor<B>,
     z: &Tensor<B>,
     denoiser: &mut D,
-    jacobian: Jacobian,
-    seed: u64,
-) -> Result<Tensor<B>> {
+    options: GuidedOptions,
+    mut progress: impl FnMut(Progress) -> R,
+) -> Result<Tensor<B>>
+where
+    B: GuidanceOps,
+    P: GuidancePlan,
+    D: GuidedDenoiser<B>,
+    R: StepControl,
+{
+    let GuidedOptions { jacobian, seed } = options;
     let mut run = GuidedSampler::new(backend, plan, op, y)?;
     run.init(backend, z)?;
     let (shape, dtype) = (run.x_shape(), run.dtype());
@@ -117,6 +145,15 @@ pub fn guided_sample<B: GuidanceOps, P: GuidancePlan, D: GuidedDenoiser<B>>(
         } else {
             run.update(backend, &eps, product)?;
         }
+        let control = progress(Progress {
+            step: n,
+            steps: plan.len(),
+            tau: point.tau,
+            sigma: plan.model_point(n + 1).map_or(0.0, |p| p.b),
+        });
+        if control.stop() {
+            break;
+        }
     }
     Ok(run.into_x())
 }
@@ -131,7 +168,8 @@ pub fn cpgdm_sample<B: GuidanceOps, D: GuidedDenoiser<B>>(
     denoiser: &mut D,
     jacobian: Jacobian,
 ) -> Result<Tensor<B>> {
-    guided_sample(backend, plan, op, y, z, denoiser, jacobian, 0)
+    let options = GuidedOptions { jacobian, seed: 0 };
+    guided_sample(backend, plan, op, y, z, denoiser, options, |_| {})
 }
 
 /// The forward-difference Jacobian product of one step, in `wide` (f32 for

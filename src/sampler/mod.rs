@@ -8,7 +8,9 @@ pub mod dps;
 pub mod guided;
 
 pub use dps::{dps_sample, DpsConfig, DpsPlan};
-pub use guided::{cpgdm_sample, guided_sample, GuidedDenoiser, Jacobian, FD_RELATIVE_STEP};
+pub use guided::{
+    cpgdm_sample, guided_sample, GuidedDenoiser, GuidedOptions, Jacobian, FD_RELATIVE_STEP,
+};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -43,6 +45,28 @@ pub struct Progress {
     pub tau: f64,
     /// Noise level σ the step landed on.
     pub sigma: f64,
+}
+
+/// What a progress callback returns: `()` to go on, or a
+/// [`ControlFlow`](std::ops::ControlFlow) whose `Break` stops the run after
+/// the step it reports. A stopped run returns `Ok` with the state after that
+/// step (the sample so far), so a caller can cancel, or stop at a target noise
+/// level, without an error path.
+pub trait StepControl {
+    /// Whether the run stops here.
+    fn stop(&self) -> bool;
+}
+
+impl StepControl for () {
+    fn stop(&self) -> bool {
+        false
+    }
+}
+
+impl StepControl for std::ops::ControlFlow<()> {
+    fn stop(&self) -> bool {
+        self.is_break()
+    }
 }
 
 /// Options of a run that are not part of the plan.
@@ -169,24 +193,28 @@ fn check_finite<B: Backend>(backend: &B, t: &Tensor<B>, step: usize) -> Result<(
 }
 
 /// Run every step of `plan` on `x` in place (`x` holds x_T on entry and the
-/// sample on return), reporting progress after each step.
-pub fn sample<B: SolverOps, D: Denoiser<B>>(
+/// sample on return), reporting progress after each step; the callback can
+/// stop the run early ([`StepControl`]).
+pub fn sample<B: SolverOps, D: Denoiser<B>, R: StepControl>(
     backend: &B,
     plan: &Plan,
     denoiser: &mut D,
     x: &mut Tensor<B>,
     options: SamplerOptions,
-    mut progress: impl FnMut(Progress),
+    mut progress: impl FnMut(Progress) -> R,
 ) -> Result<()> {
     let mut run = SolverRun::new(backend, plan, x.shape(), x.dtype(), options)?;
     for (k, s) in plan.steps.iter().enumerate() {
         run.predict_and_step(backend, k, denoiser, x)?;
-        progress(Progress {
+        let control = progress(Progress {
             step: k,
             steps: plan.len(),
             tau: s.point.tau,
             sigma: s.target.sigma,
         });
+        if control.stop() {
+            break;
+        }
     }
     Ok(())
 }
