@@ -471,9 +471,7 @@ fn run(
                     jacobian: Jacobian::Exact,
                     seed,
                 },
-                |_| {},
-            )?
-        }
+                       }
     };
     Ok((x.to_f64(b)?, steps * method.nfe_per_step()))
 }

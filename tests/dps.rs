@@ -7,7 +7,7 @@ mod common;
 use common::values;
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::ops::Operator;
-use diffinv::sampler::{dps_sample, DpsConfig, DpsPlan, Jacobian};
+use diffinv::sampler::{dps_sample, DpsConfig, DpsPlan, GuidedOptions, Jacobian};
 use diffinv::{DType, Error, GmmDenoiser, HostSlice, NoiseSchedule, Shape, Tensor};
 
 const ITEM: [usize; 3] = [3, 8, 8];
@@ -75,10 +75,18 @@ fn one_step_moves_along_minus_the_gradient_of_the_residual_norm() {
         let zt =
             Tensor::from_host(&b, Shape::new(1, 3, 8, 8), DType::F64, HostSlice::F64(&z)).unwrap();
         let mut gmm = gmm.clone();
-        dps_sample(&b, &plan, &op, &yt, &zt, &mut gmm, jacobian, 0)
-            .unwrap()
-            .to_f64(&b)
-            .unwrap()
+        dps_sample(
+            &b,
+            &plan,
+            &op,
+            &yt,
+            &zt,
+            &mut gmm,
+            GuidedOptions { jacobian, seed: 0 },
+        )
+        .unwrap()
+        .to_f64(&b)
+        .unwrap()
     };
     let base = run(0.0, Jacobian::Exact);
     for (jacobian, tol) in [(Jacobian::Exact, 1e-7), (Jacobian::FiniteDifference, 1e-4)] {
@@ -145,8 +153,16 @@ fn bad_settings_and_shapes_are_typed_errors() {
     let wrong_y =
         Tensor::from_host(&b, Shape::new(1, 3, 2, 8), DType::F32, HostSlice::F64(&y)).unwrap();
     let zt = Tensor::from_host(&b, Shape::new(1, 3, 8, 8), DType::F32, HostSlice::F64(&z)).unwrap();
-    let err = dps_sample(&b, &plan, &op, &wrong_y, &zt, &mut gmm, Jacobian::Exact, 0);
+    let err = dps_sample(
+        &b,
+        &plan,
+        &op,
+        &wrong_y,
+        &zt,
+        &mut gmm,
+        GuidedOptions::default(),
+    );
     assert!(matches!(err, Err(Error::ShapeMismatch { .. })));
-    let x = dps_sample(&b, &plan, &op, &yt, &zt, &mut gmm, Jacobian::Exact, 0).unwrap();
+    let x = dps_sample(&b, &plan, &op, &yt, &zt, &mut gmm, GuidedOptions::default()).unwrap();
     assert!(x.to_f64(&b).unwrap().iter().all(|v| v.is_finite()));
 }

@@ -10,7 +10,7 @@
 //! arithmetic of the step runs on the host in f64 — DPS is the reference
 //! point the fused samplers are measured against, not a kernel of its own.
 
-use super::guided::{ForwardDifference, GuidedDenoiser, Jacobian};
+use super::guided::{ForwardDifference, GuidedDenoiser, GuidedOptions, Jacobian};
 use crate::error::{Error, Result};
 use crate::guidance::{ModelPoint, PgdmStep};
 use crate::ops::{Operator, OperatorOps};
@@ -101,8 +101,7 @@ impl DpsPlan {
 
 /// Run DPS from the noise `z` (`[B, …x_item]`, the start x_T) for measurements
 /// `y` (`[B, …y_item]`, same dtype); each step's fresh noise is Philox-keyed by
-/// (`seed`, step, element).
-#[allow(clippy::too_many_arguments)]
+/// (`options.seed`, step, element).
 pub fn dps_sample<B: OperatorOps, D: GuidedDenoiser<B>>(
     backend: &B,
     plan: &DpsPlan,
@@ -110,9 +109,9 @@ pub fn dps_sample<B: OperatorOps, D: GuidedDenoiser<B>>(
     y: &Tensor<B>,
     z: &Tensor<B>,
     denoiser: &mut D,
-    jacobian: Jacobian,
-    seed: u64,
+    options: GuidedOptions,
 ) -> Result<Tensor<B>> {
+    let GuidedOptions { jacobian, seed } = options;
     let (shape, dtype) = (z.shape(), z.dtype());
     let batch = shape.batch();
     let x_shape = Shape::from_dims(&[&[batch][..], op.x_item().dims()].concat())?;
