@@ -471,7 +471,8 @@ fn run(
                     jacobian: Jacobian::Exact,
                     seed,
                 },
-                       }
+            )?
+        }
     };
     Ok((x.to_f64(b)?, steps * method.nfe_per_step()))
 }
