@@ -699,3 +699,53 @@ fn a_progress_callback_can_stop_a_run() {
         "three fused steps, then stopped"
     );
 }
+
+/// `Start::PureNoise` (the official inpainting start of noisy C-ΠGDM and
+/// continuous ΠGDM): the first network input is z itself, whatever y is.
+#[test]
+fn a_pure_noise_start_ignores_y() {
+    use diffinv::guidance::{Method, Start};
+    let b = CpuBackend::new();
+    let (op, _, _, _) = small_problem(&b);
+    let z = values(21, 1440, 1.0);
+    let zt = Tensor::from_host(
+        &b,
+        Shape::new(BATCH, 3, 12, 20),
+        DType::F64,
+        HostSlice::F64(&z),
+    )
+    .unwrap();
+    let y = Tensor::from_host(
+        &b,
+        Shape::new(BATCH, 3, 3, 5),
+        DType::F64,
+        HostSlice::F64(&values(22, 90, 1.0)),
+    )
+    .unwrap();
+    for method in [Method::Cpgdm, Method::PgdmContinuous] {
+        let plan = CpgdmPlan::new(CpgdmConfig {
+            method,
+            start: Start::PureNoise,
+            ..CpgdmConfig::default()
+        })
+        .unwrap();
+        let mut run = CpgdmSampler::new(&b, &plan, &op, &y).unwrap();
+        run.init(&b, &zt).unwrap();
+        compare(
+            &format!("{method:?}: first input"),
+            &run.x().to_f64(&b).unwrap(),
+            &z,
+            1e-14,
+            1e-14,
+        );
+        // The default start is μ₀H⁺y + σ₀z: y shows.
+        let plan = CpgdmPlan::new(CpgdmConfig {
+            method,
+            ..CpgdmConfig::default()
+        })
+        .unwrap();
+        let mut run = CpgdmSampler::new(&b, &plan, &op, &y).unwrap();
+        run.init(&b, &zt).unwrap();
+        assert!(max_rel(&run.x().to_f64(&b).unwrap(), &z) > 0.1);
+    }
+}

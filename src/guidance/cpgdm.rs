@@ -34,6 +34,17 @@ pub enum Method {
     PgdmContinuous,
 }
 
+/// Where a run starts, at its first grid point (`docs/math.md` §6.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// `x₀ = μ₀H⁺y + σ₀z`: the official noiseless C-ΠGDM start, for every task.
+    #[default]
+    PseudoInverse,
+    /// `x₀ = z ~ N(0, I)` at the same time: the official noisy C-ΠGDM and
+    /// continuous-ΠGDM start for inpainting (degradations named "inp…").
+    PureNoise,
+}
+
 /// Settings of a C-ΠGDM (or continuous ΠGDM) run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CpgdmConfig {
@@ -58,6 +69,7 @@ pub struct CpgdmConfig {
     pub sde: VpSde,
     pub network_time: NetworkTime,
     pub method: Method,
+    pub start: Start,
 }
 
 impl Default for CpgdmConfig {
@@ -75,6 +87,7 @@ impl Default for CpgdmConfig {
             sde: VpSde::default(),
             network_time: NetworkTime::Floor999,
             method: Method::Cpgdm,
+            start: Start::PseudoInverse,
         }
     }
 }
@@ -383,14 +396,19 @@ impl GuidancePlan for CpgdmPlan {
         let a = self.noisy_correction(0, q);
         let scale_u = (p.k1 + p.k2).exp() * (1.0 + a);
         let t = 1.0 - a * a;
+        // x₀ = mu·H⁺y + sigma·z.
+        let (mu, sigma) = match self.config.start {
+            Start::PseudoInverse => (p.mu, p.sigma),
+            Start::PureNoise => (0.0, 1.0),
+        };
         let mut c = [0.0; 12];
         c[..6].copy_from_slice(&[
-            scale_u * p.mu,
-            scale_u * p.sigma,
-            p.k1.exp() * p.sigma,
-            t * p.mu,
-            p.sigma,
-            (t - 1.0) * p.sigma,
+            scale_u * mu,
+            scale_u * sigma,
+            p.k1.exp() * sigma,
+            t * mu,
+            sigma,
+            (t - 1.0) * sigma,
         ]);
         c
     }

@@ -12,7 +12,7 @@ pub mod pgdm;
 pub mod quadrature;
 pub mod vp;
 
-pub use cpgdm::{CpgdmConfig, CpgdmPlan, CpgdmStep, Method, NetworkTime};
+pub use cpgdm::{CpgdmConfig, CpgdmPlan, CpgdmStep, Method, NetworkTime, Start};
 pub use pgdm::{PgdmDiscreteConfig, PgdmDiscretePlan, PgdmStep};
 pub use vp::VpSde;
 

@@ -110,6 +110,14 @@ pub fn cpgdm_config(meta: &serde_json::Value, f: &Fixture) -> diffinv::guidance:
             Some("pgdm_cont") => diffinv::guidance::Method::PgdmContinuous,
             _ => diffinv::guidance::Method::Cpgdm,
         },
+        // The official noisy C-ΠGDM and continuous ΠGDM start inpainting from
+        // pure noise (docs/math.md §6.3).
+        start: match (run["algo"].as_str(), run["deg"].as_str()) {
+            (Some("ncpgdm" | "pgdm_cont"), Some(deg)) if deg.starts_with("inp") => {
+                diffinv::guidance::Start::PureNoise
+            }
+            _ => diffinv::guidance::Start::PseudoInverse,
+        },
         ..diffinv::guidance::CpgdmConfig::default()
     }
 }
