@@ -7,6 +7,23 @@
 //! reads ε, H⁺y, u and writes m; the update reads ε, g, H⁺y, u, v and writes
 //! u, v, x — 8 network-tensor and 5 state-tensor passes over n elements.
 //! Without the Jacobian: the update reads ε, H⁺y, u, v and writes u, v, x.
+//!
+//! Baseline ("unfused"): the same step the way the official code writes it, in
+//! x-space with the map x̄ = A x, one launch per op — the crate's operator
+//! family for each projection (one `Project` launch where a framework would
+//! launch H and then H⁺) and its solver kernel as a framework's in-place
+//! axpy (`dst ← a·dst + b·src`, the `SolverStep` with no history):
+//!
+//! ```text
+//! x̂0 = x/μ − (σ/μ)ε;  m = H⁺y − P x̂0;                      (5 launches)
+//! x̄ = keep·x̄ + ΔΦ_y H⁺y + ΔΦ_s1 ε + ΔΦ_s2 Pε + ΔΦ_j1 g + ΔΦ_j2 Pg   (7: 2 of them P)
+//! x = e^{−κ1}x̄ + c·P x̄                                        (3)
+//! ```
+//!
+//! 15 launches with the Jacobian, 8 without (no x̂0, m or g terms). Every
+//! temporary and x̄ are f32 (x̄ would overflow f16), and ε, g are given to it in
+//! f32, untimed: both favour the baseline in the f16 rows, where it is compared
+//! with the fused step on f16 network tensors.
 //! `cargo bench --bench guidance` (a summary table goes to stderr at the end).
 
 use std::time::{Duration, Instant};
@@ -15,7 +32,8 @@ use criterion::Criterion;
 
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::guidance::{CpgdmConfig, CpgdmPlan};
-use diffinv::ops::{CpgdmSampler, Operator};
+use diffinv::ops::{solver_step, CpgdmSampler, Operator};
+use diffinv::solver::{SolverStep, StepLaunch};
 use diffinv::{DType, HostSlice, Ops, Shape, Tensor};
 
 const SHAPE: [usize; 4] = [16, 3, 256, 256];
@@ -105,6 +123,102 @@ fn bench_backend<B: Ops>(c: &mut Criterion, b: &B, name: &str, rows: &mut Vec<St
     }
 }
 
+/// `dst ← a·dst + b·src` as one launch of the solver kernel (x ← cx·x − ce·m
+/// with no history: `a·x_in + b0·D`, D = cx·x − ce·m).
+fn axpy<B: Ops>(
+    backend: &B,
+    history: &mut Tensor<B>,
+    dst: &mut Tensor<B>,
+    a: f64,
+    b: f64,
+    src: &Tensor<B>,
+) {
+    let step = SolverStep {
+        cx: 0.0,
+        ce: -b,
+        d_slot: None,
+        h1: None,
+        h2: None,
+        xc_slot: None,
+        corrector: None,
+        a,
+        b: [1.0, 0.0, 0.0],
+        noise: 0.0,
+    };
+    let launch = StepLaunch { step: 0, seed: 0 };
+    solver_step(backend, &step, launch, dst, src, history).expect("axpy launch");
+}
+
+/// The unfused step of the module docs, one launch per op, f32 throughout.
+fn bench_unfused<B: Ops>(c: &mut Criterion, b: &B, name: &str, rows: &mut Vec<String>) {
+    let shape = Shape::new(SHAPE[0], SHAPE[1], SHAPE[2], SHAPE[3]);
+    let n = shape.checked_len().unwrap();
+    let values: Vec<f32> = (0..n).map(|i| ((i % 89) as f32 - 44.0) / 44.0).collect();
+    let tensor = || Tensor::from_host(b, shape, DType::F32, HostSlice::F32(&values)).unwrap();
+    let (eps, g, hy, x) = (tensor(), tensor(), tensor(), tensor());
+    let (mut x0, mut px0, mut m, mut pe, mut pg) =
+        (tensor(), tensor(), tensor(), tensor(), tensor());
+    let (mut xbar, mut px, mut x_next) = (tensor(), tensor(), tensor());
+    // The kernel's (unused) history buffer.
+    let mut none = Tensor::zeros(b, Shape::flat(1), DType::F32).unwrap();
+    // Mid-run-sized scalars; their values do not change the work.
+    let (mu, sigma, keep, e_k1, corr) = (0.8, 0.6, 1.0, 1.1, 0.3);
+    let d = [0.05, 0.02, 0.01, 0.03, 0.004];
+    for (op_name, op) in operators(b) {
+        for mode in ["exact", "dropped"] {
+            let exact = mode == "exact";
+            let mut samples = Vec::new();
+            let launches_before = b.launch_count();
+            let mut steps = 0u64;
+            c.bench_function(
+                &format!("guidance/{name}/{op_name}/unfused-f32/{mode}"),
+                |bench| {
+                    bench.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let t = Instant::now();
+                            if exact {
+                                axpy(b, &mut none, &mut x0, 0.0, 1.0 / mu, &x);
+                                axpy(b, &mut none, &mut x0, 1.0, -sigma / mu, &eps);
+                                op.project(b, &x0, &mut px0).unwrap();
+                                axpy(b, &mut none, &mut m, 0.0, 1.0, &hy);
+                                axpy(b, &mut none, &mut m, 1.0, -1.0, &px0);
+                            }
+                            op.project(b, &eps, &mut pe).unwrap();
+                            axpy(b, &mut none, &mut xbar, keep, d[0], &hy);
+                            axpy(b, &mut none, &mut xbar, 1.0, d[1], &eps);
+                            axpy(b, &mut none, &mut xbar, 1.0, d[2], &pe);
+                            if exact {
+                                op.project(b, &g, &mut pg).unwrap();
+                                axpy(b, &mut none, &mut xbar, 1.0, d[3], &g);
+                                axpy(b, &mut none, &mut xbar, 1.0, d[4], &pg);
+                            }
+                            op.project(b, &xbar, &mut px).unwrap();
+                            axpy(b, &mut none, &mut x_next, 0.0, e_k1, &xbar);
+                            axpy(b, &mut none, &mut x_next, 1.0, corr, &px);
+                            b.synchronize().unwrap();
+                            let dt = t.elapsed();
+                            total += dt;
+                            samples.push(dt);
+                            steps += 1;
+                        }
+                        total
+                    })
+                },
+            );
+            samples.sort();
+            let Some(&median) = samples.get(samples.len() / 2) else {
+                continue;
+            };
+            let launches = (b.launch_count() - launches_before) as f64 / steps as f64;
+            rows.push(format!(
+                "| {name} | {op_name} unfused (f32), Jacobian {mode} | {:.3} ms | — | {launches:.0} |",
+                median.as_secs_f64() * 1e3
+            ));
+        }
+    }
+}
+
 fn main() {
     let mut c = Criterion::default()
         .sample_size(10)
@@ -112,10 +226,15 @@ fn main() {
         .measurement_time(Duration::from_secs(1))
         .configure_from_args();
     let mut rows = Vec::new();
-    bench_backend(&mut c, &CpuBackend::new(), "cpu", &mut rows);
+    let cpu = CpuBackend::new();
+    bench_backend(&mut c, &cpu, "cpu", &mut rows);
+    bench_unfused(&mut c, &cpu, "cpu", &mut rows);
     #[cfg(feature = "wgpu")]
     match diffinv::backend::wgpu::WgpuBackend::new() {
-        Ok(w) => bench_backend(&mut c, &w, "wgpu", &mut rows),
+        Ok(w) => {
+            bench_backend(&mut c, &w, "wgpu", &mut rows);
+            bench_unfused(&mut c, &w, "wgpu", &mut rows);
+        }
         Err(e) => eprintln!("wgpu skipped: {e}"),
     }
     c.final_summary();
