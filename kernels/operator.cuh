@@ -12,6 +12,8 @@
 #define OP_COLOR_DOT 6u
 #define OP_COLOR_SPREAD 7u
 #define OP_COLOR_PROJECT 8u
+#define OP_SEP_ROWS 9u
+#define OP_SEP_COLS 10u
 #define OP_NONE 0xffffffffu
 
 // Σ over the factor×factor block with top-left (row, col) of channel c: rows, then columns.
@@ -68,6 +70,26 @@ __device__ __forceinline__ float operator_value(const OperatorParams& p, const T
             return p.g[r / plane] * load_elem(x, r % plane);
         case OP_COLOR_PROJECT:
             return p.g[r / plane] * grey(p, x, r % plane);
+        case OP_SEP_ROWS: {
+            // x [C, height, width] → [C, height, factor]; M (factor × width, f32 bits) at rank_offset.
+            const unsigned int c = r / (p.height * s), a = (r / s) % p.height, j = r % s;
+            const unsigned int* m = table + p.rank_offset + j * p.width;
+            float acc = 0.0f;
+            for (unsigned int b = 0; b < p.width; ++b) {
+                acc += load_elem(x, c * plane + a * p.width + b) * __uint_as_float(m[b]);
+            }
+            return acc;
+        }
+        case OP_SEP_COLS: {
+            // x [C, height, width] → [C, factor, width]; M (factor × height) at rank_offset.
+            const unsigned int c = r / (s * p.width), i = (r / p.width) % s, j = r % p.width;
+            const unsigned int* m = table + p.rank_offset + i * p.height;
+            float acc = 0.0f;
+            for (unsigned int a = 0; a < p.height; ++a) {
+                acc += __uint_as_float(m[a]) * load_elem(x, c * plane + a * p.width + j);
+            }
+            return acc;
+        }
         default:
             return 0.0f;
     }

@@ -41,6 +41,8 @@ const POOL_PROJECT: u32 = 5u;
 const COLOR_DOT: u32 = 6u;
 const COLOR_SPREAD: u32 = 7u;
 const COLOR_PROJECT: u32 = 8u;
+const SEP_ROWS: u32 = 9u;
+const SEP_COLS: u32 = 10u;
 const NONE: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -97,6 +99,29 @@ fn value(o: u32) -> f32 {
             return 0.0;
         }
         return load_in(base + r);
+    }
+    if (p.program == SEP_ROWS) {
+        // [C, height, width] → [C, height, factor]; M (factor × width, f32 bits) at rank_offset.
+        let c = r / (p.height * s);
+        let a = (r / s) % p.height;
+        let m = p.rank_offset + (r % s) * p.width;
+        let row = base + c * plane + a * p.width;
+        var acc = 0.0;
+        for (var b = 0u; b < p.width; b++) {
+            acc = acc + load_in(row + b) * bitcast<f32>(table[m + b]);
+        }
+        return acc;
+    }
+    if (p.program == SEP_COLS) {
+        // [C, height, width] → [C, factor, width]; M (factor × height) at rank_offset.
+        let c = r / (s * p.width);
+        let m = p.rank_offset + ((r / p.width) % s) * p.height;
+        let col = base + c * plane + r % p.width;
+        var acc = 0.0;
+        for (var a = 0u; a < p.height; a++) {
+            acc = acc + bitcast<f32>(table[m + a]) * load_in(col + a * p.width);
+        }
+        return acc;
     }
     if (p.program == POOL_MEAN) {
         let rows = p.height / s;

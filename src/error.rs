@@ -134,4 +134,11 @@ pub enum Error {
     /// measurement covariance that is not positive definite, say).
     #[error("{what} failed: {reason}")]
     Numerical { what: &'static str, reason: String },
+
+    /// An operator this path cannot apply.
+    #[error("operator {operator} is not supported here: {reason}")]
+    UnsupportedOperator {
+        operator: String,
+        reason: &'static str,
+    },
 }

@@ -455,6 +455,14 @@ fn operator_bits<B: Ops>(backend: &B, dtype: DType, item: [usize; 3]) -> Vec<Vec
         Operator::inpaint(backend, shape, &mask, false).unwrap(),
         Operator::colorize(backend, shape, [0.3, 0.6, 0.1]).unwrap(),
     ];
+    if item[1] >= 3 && item[2] >= 3 {
+        ops.push(Operator::blur(backend, shape, &[0.25, 0.5, 0.25]).unwrap());
+    }
+    ops.extend(
+        [3].into_iter()
+            .filter(|s| item[1].is_multiple_of(*s) && item[2].is_multiple_of(*s))
+            .map(|s| Operator::bicubic(backend, shape, s).unwrap()),
+    );
     ops.extend(
         [2, 3]
             .into_iter()

@@ -134,6 +134,14 @@ pub mod program {
     pub const COLOR_SPREAD: u32 = 7;
     /// `out[b, c, p] = g_c · (h0·in[b, 0, p] + h1·in[b, 1, p] + h2·in[b, 2, p])`.
     pub const COLOR_PROJECT: u32 = 8;
+    /// Separable operators, first pass (along rows): `out[c, a, j] = Σ_b in[c, a, b]·M[j, b]`
+    /// with `in` `[C, height, width]`, `out` `[C, height, factor]` and M (`factor × width`,
+    /// f32 bits) at `table[rank_offset..]`.
+    pub const SEP_ROWS: u32 = 9;
+    /// Separable operators, second pass (along columns): `out[c, i, j] = Σ_a M[i, a]·in[c, a, j]`
+    /// with `in` `[C, height, width]`, `out` `[C, factor, width]` and M (`factor × height`)
+    /// at `table[rank_offset..]`.
+    pub const SEP_COLS: u32 = 10;
     /// An index-table entry meaning "not observed".
     pub const NONE: u32 = u32::MAX;
 }

@@ -83,6 +83,12 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
     /// network dtype) and compute H⁺y.
     pub fn new(backend: &B, plan: &'r P, op: &'r Operator<B>, y: &Tensor<B>) -> Result<Self> {
         let dtype = y.dtype();
+        if !op.kind().is_block_local() {
+            return Err(Error::UnsupportedOperator {
+                operator: format!("{:?}", op.kind()),
+                reason: "the fused guidance passes apply P inline: elementwise and block-local operators only",
+            });
+        }
         if !backend.guidance_supports(dtype) {
             return Err(Error::UnsupportedDType {
                 backend: backend.kind().name(),

@@ -36,7 +36,7 @@ where
     S::M: Element<M = S::M>,
 {
     let n = call.params.op.n_out as usize;
-    let op = Program::<S::M>::new(call.params.op, &call.op_scalars);
+    let op = Program::<S::M>::new(call.params.op, &call.op_scalars, &[]);
     let c = call.coefficients.map(S::M::from_f64);
     let (pass, use_g, use_z) = (
         call.params.pass,

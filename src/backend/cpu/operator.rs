@@ -35,7 +35,7 @@ fn apply<S: Element>(call: OperatorCall<'_, CpuBackend>) -> Option<()> {
     let CpuBuffer::U32(table) = call.table else {
         return None;
     };
-    let program = Program::<S::M>::new(call.params, &call.scalars);
+    let program = Program::<S::M>::new(call.params, &call.scalars, call.dense);
     let n_out = call.params.n_out as usize;
     // The checked call guarantees the output holds n_out elements, the input
     // every element the program reads, and the table every index it reads.
@@ -49,20 +49,24 @@ fn apply<S: Element>(call: OperatorCall<'_, CpuBackend>) -> Option<()> {
 }
 
 /// The launch parameters with the scalars in the math type.
-pub(super) struct Program<M> {
+pub(super) struct Program<'d, M> {
     p: OperatorParams,
     scale: M,
     h: [M; 3],
     g: [M; 3],
+    /// The separable programs' matrices (f64; rounded to `M` where read, as
+    /// the device reads their f32 bits).
+    dense: &'d [f64],
 }
 
-impl<M: Math> Program<M> {
-    pub(super) fn new(p: OperatorParams, s: &OperatorScalars) -> Self {
+impl<'d, M: Math> Program<'d, M> {
+    pub(super) fn new(p: OperatorParams, s: &OperatorScalars, dense: &'d [f64]) -> Self {
         Program {
             p,
             scale: M::from_f64(s.scale),
             h: s.h.map(M::from_f64),
             g: s.g.map(M::from_f64),
+            dense,
         }
     }
 
@@ -137,6 +141,7 @@ impl<M: Math> Program<M> {
             self.h[0] * at(px) + self.h[1] * at(plane + px) + self.h[2] * at(2 * plane + px)
         };
         let rank = |r: usize| table[p.rank_offset as usize + r];
+        let matrix = |k: usize| M::from_f64(self.dense[p.rank_offset as usize + k]);
         match p.program {
             program::GATHER => at(table[r] as usize),
             program::SCATTER => match rank(r) {
@@ -163,6 +168,25 @@ impl<M: Math> Program<M> {
             program::COLOR_DOT => grey(r),
             program::COLOR_SPREAD => self.g[r / plane] * at(r % plane),
             program::COLOR_PROJECT => self.g[r / plane] * grey(r % plane),
+            program::SEP_ROWS => {
+                // in [C, height, width] → out [C, height, factor]; M is factor × width.
+                let (c, a, j) = pixel(r, height, s);
+                let row = c * plane + a * width;
+                let mut acc = M::ZERO;
+                for b in 0..width {
+                    acc = acc + at(row + b) * matrix(j * width + b);
+                }
+                acc
+            }
+            program::SEP_COLS => {
+                // in [C, height, width] → out [C, factor, width]; M is factor × height.
+                let (c, i, j) = pixel(r, s, width);
+                let mut acc = M::ZERO;
+                for a in 0..height {
+                    acc = acc + matrix(i * height + a) * at(c * plane + a * width + j);
+                }
+                acc
+            }
             _ => M::ZERO,
         }
     }

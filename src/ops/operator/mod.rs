@@ -4,12 +4,17 @@
 //!
 //! An [`Operator`] is built once per problem (its index tables go to the device
 //! then) and applied with [`Operator::apply`], the family's one checked entry:
-//! every mode is one launch that computes each output element on its own.
+//! every mode of the elementwise and block-local operators is one launch that
+//! computes each output element on its own; the separable ones (blur, bicubic
+//! SR; [`separable`]) are two launches of small per-channel GEMMs.
+
+pub mod separable;
 
 use crate::backend::params::{program, OperatorParams};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::tensor::{DType, HostSlice, Shape, Tensor};
+use crate::tensor::{DType, HostSlice, Shape, Temp, Tensor};
+use separable::{bicubic_matrix, blur_matrix, Factor, Separable, DEFAULT_TRUNCATION};
 
 /// Backends that run the operator kernels.
 pub trait OperatorOps: Backend {
@@ -31,6 +36,9 @@ pub struct OperatorCall<'a, B: Backend> {
     pub(crate) input: &'a B::Buffer,
     pub(crate) output: &'a mut B::Buffer,
     pub(crate) table: &'a B::Buffer,
+    /// The separable programs' matrices in f64 (the CPU's oracle path reads
+    /// these; the device reads their f32 bits from `table`); empty otherwise.
+    pub(crate) dense: &'a [f64],
 }
 
 /// The f64 scalars of one application.
@@ -89,6 +97,23 @@ pub enum OperatorKind {
     /// Colorization: y = hᵀ x_rgb per pixel; Hᵀ y = h·y, H⁺ y = h·y/‖h‖²,
     /// P x = h hᵀ x/‖h‖².
     Colorize { h: [f64; 3] },
+    /// Separable zero-boundary blur with `taps` along both axes, each 1-D
+    /// factor's singular values below `truncation` set to 0.
+    Blur { taps: Vec<f64>, truncation: f64 },
+    /// Bicubic down-sampling by `factor` (Keys, a = −0.5, reflecting borders),
+    /// truncated like [`OperatorKind::Blur`].
+    Bicubic { factor: usize, truncation: f64 },
+}
+
+impl OperatorKind {
+    /// Whether P is elementwise or block-local, so other families' kernels
+    /// (the guidance passes) can apply it inline.
+    pub fn is_block_local(&self) -> bool {
+        !matches!(
+            self,
+            OperatorKind::Blur { .. } | OperatorKind::Bicubic { .. }
+        )
+    }
 }
 
 /// A degradation operator on images of one item shape `[C, H, W]`, with its
@@ -102,6 +127,8 @@ pub struct Operator<B: Backend> {
     table: Tensor<B>,
     /// Where the rank list starts in `table`.
     rank_offset: usize,
+    /// The factors of a separable operator (their matrices are the table).
+    separable: Option<Separable>,
 }
 
 /// The pixel dimensions `[C, H, W]` of an image item.
@@ -113,6 +140,18 @@ fn image_dims(item: Shape) -> Result<[usize; 3]> {
             shape: item,
             reason: "an operator's image item is [channels, height, width]",
         }),
+    }
+}
+
+fn check_truncation(truncation: f64) -> Result<()> {
+    if truncation.is_finite() && truncation >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            "SVD truncation",
+            truncation,
+            "must be finite and ≥ 0",
+        ))
     }
 }
 
@@ -214,6 +253,81 @@ impl<B: OperatorOps> Operator<B> {
         Self::with_table(backend, OperatorKind::Colorize { h }, item, y_item, &[0], 0)
     }
 
+    /// Separable zero-boundary blur of `[C, H, W]` items with the 1-D kernel
+    /// `taps` along rows and columns (all taps used; `separable::gaussian_taps`,
+    /// `separable::uniform_taps`), truncated at [`separable::DEFAULT_TRUNCATION`].
+    pub fn blur(backend: &B, item: Shape, taps: &[f64]) -> Result<Self> {
+        Self::blur_with_truncation(backend, item, taps, DEFAULT_TRUNCATION)
+    }
+
+    /// [`Operator::blur`] with singular values below `truncation` set to 0
+    /// (0 keeps every nonzero one).
+    pub fn blur_with_truncation(
+        backend: &B,
+        item: Shape,
+        taps: &[f64],
+        truncation: f64,
+    ) -> Result<Self> {
+        let [_, h, w] = image_dims(item)?;
+        if taps.is_empty() || taps.len() > h.min(w) {
+            return Err(invalid(
+                "blur kernel length",
+                taps.len() as f64,
+                "must be ≥ 1 and at most the image's height and width",
+            ));
+        }
+        if let Some(&bad) = taps.iter().find(|v| !v.is_finite()) {
+            return Err(invalid("blur tap", bad, "must be finite"));
+        }
+        if taps.iter().all(|&v| v == 0.0) {
+            return Err(invalid("blur taps", 0.0, "must not all be zero"));
+        }
+        check_truncation(truncation)?;
+        let height = Factor::new(&blur_matrix(taps, h), h, h, truncation)?;
+        let width = Factor::new(&blur_matrix(taps, w), w, w, truncation)?;
+        let kind = OperatorKind::Blur {
+            taps: taps.to_vec(),
+            truncation,
+        };
+        Self::separable(backend, kind, item, Separable::new(height, width))
+    }
+
+    /// Bicubic down-sampling of `[C, H, W]` items by `factor` (which must
+    /// divide H and W), truncated at [`separable::DEFAULT_TRUNCATION`].
+    pub fn bicubic(backend: &B, item: Shape, factor: usize) -> Result<Self> {
+        Self::bicubic_with_truncation(backend, item, factor, DEFAULT_TRUNCATION)
+    }
+
+    /// [`Operator::bicubic`] with its own SVD truncation.
+    pub fn bicubic_with_truncation(
+        backend: &B,
+        item: Shape,
+        factor: usize,
+        truncation: f64,
+    ) -> Result<Self> {
+        let [_, h, w] = image_dims(item)?;
+        if factor == 0 || h % factor != 0 || w % factor != 0 {
+            return Err(invalid(
+                "bicubic factor",
+                factor as f64,
+                "must be ≥ 1 and divide the image height and width",
+            ));
+        }
+        check_truncation(truncation)?;
+        let height = Factor::new(&bicubic_matrix(factor, h), h / factor, h, truncation)?;
+        let width = Factor::new(&bicubic_matrix(factor, w), w / factor, w, truncation)?;
+        let kind = OperatorKind::Bicubic { factor, truncation };
+        Self::separable(backend, kind, item, Separable::new(height, width))
+    }
+
+    fn separable(backend: &B, kind: OperatorKind, x_item: Shape, sep: Separable) -> Result<Self> {
+        let [c, _, _] = image_dims(x_item)?;
+        let y_item = Shape::from_dims(&[c, sep.height.rows_out, sep.width.rows_out])?;
+        let mut op = Self::with_table(backend, kind, x_item, y_item, &sep.table(), 0)?;
+        op.separable = Some(sep);
+        Ok(op)
+    }
+
     /// The colour weights of the official colorization operator (they sum to 1).
     pub const OFFICIAL_COLOR_WEIGHTS: [f64; 3] = [0.3333, 0.3334, 0.3333];
 
@@ -237,6 +351,7 @@ impl<B: OperatorOps> Operator<B> {
             y_item,
             table,
             rank_offset,
+            separable: None,
         })
     }
 
@@ -245,12 +360,32 @@ impl<B: OperatorOps> Operator<B> {
     }
 
     /// `q` with `H⁺(H⁺)ᵀ = q·P` (the noisy C-ΠGDM's Q): 1 for inpainting, s²
-    /// for s×s average pooling, 1/‖h‖² for colorization.
+    /// for s×s average pooling, 1/‖h‖² for colorization; NaN for the
+    /// separable operators, whose `H⁺(H⁺)ᵀ` is no multiple of P (the guided
+    /// samplers refuse them).
     pub fn pinv_gram_scale(&self) -> f64 {
         match &self.kind {
             OperatorKind::InpaintKept | OperatorKind::InpaintMasked => 1.0,
             OperatorKind::AvgPool { factor } => (factor * factor) as f64,
             OperatorKind::Colorize { h } => 1.0 / h.iter().map(|v| v * v).sum::<f64>(),
+            OperatorKind::Blur { .. } | OperatorKind::Bicubic { .. } => f64::NAN,
+        }
+    }
+
+    /// Singular values each 1-D factor kept after truncation (height, width);
+    /// `None` for the operators without an SVD.
+    pub fn svd_ranks(&self) -> Option<(usize, usize)> {
+        self.separable
+            .as_ref()
+            .map(|s| (s.height.rank, s.width.rank))
+    }
+
+    /// Kernel launches per application: 1, or 2 for the separable operators.
+    pub fn launches_per_apply(&self) -> u64 {
+        if self.separable.is_some() {
+            2
+        } else {
+            1
         }
     }
 
@@ -308,6 +443,9 @@ impl<B: OperatorOps> Operator<B> {
         };
         expect("operator input", input, in_item)?;
         expect("operator output", output, out_item)?;
+        if let Some(sep) = &self.separable {
+            return self.apply_separable(backend, sep, mode, batch, input, output);
+        }
         let (params, scalars) =
             self.mode_params(mode, batch, in_item.checked_len()?, out_item.checked_len()?);
         backend.operator_apply_checked(OperatorCall {
@@ -317,6 +455,90 @@ impl<B: OperatorOps> Operator<B> {
             input: &input.buf,
             output: &mut output.buf,
             table: &self.table.buf,
+            dense: &[],
+        })
+    }
+
+    /// `out = L·X·Rᵀ` per channel, the pair (L, R) of `mode`: rows (X Rᵀ into
+    /// a pooled temporary), then columns. Shapes were checked by `apply`.
+    fn apply_separable(
+        &self,
+        backend: &B,
+        sep: &Separable,
+        mode: Mode,
+        batch: usize,
+        input: &Tensor<B>,
+        output: &mut Tensor<B>,
+    ) -> Result<()> {
+        let channels = self.x_item.dims()[0];
+        let slot = Mode::ALL.iter().position(|&m| m == mode).unwrap_or(0);
+        let (l_off, r_off) = sep.offsets[slot];
+        let (_, l_rows, l_cols) = sep.height.matrix(mode);
+        let (_, r_rows, r_cols) = sep.width.matrix(mode);
+        let dtype = input.dtype();
+        let mid_item = channels * l_cols * r_rows;
+        let mut mid = Temp::new(backend, Shape::flat(batch * mid_item), dtype)?;
+        let pass = |program: u32, height, width, factor, offset, in_item, out_item| {
+            let params = OperatorParams {
+                n_out: (batch * out_item) as u32,
+                out_item: out_item as u32,
+                in_item: in_item as u32,
+                program,
+                channels: channels as u32,
+                height: height as u32,
+                width: width as u32,
+                factor: factor as u32,
+                rank_offset: offset as u32,
+                _pad: [0; 3],
+                scale: 1.0,
+                h: [0.0; 3],
+                g: [0.0; 3],
+                _pad2: 0.0,
+            };
+            let scalars = OperatorScalars {
+                scale: 1.0,
+                h: [0.0; 3],
+                g: [0.0; 3],
+            };
+            (params, scalars)
+        };
+        let in_item = channels * l_cols * r_cols;
+        let (params, scalars) = pass(
+            program::SEP_ROWS,
+            l_cols,
+            r_cols,
+            r_rows,
+            r_off,
+            in_item,
+            mid_item,
+        );
+        backend.operator_apply_checked(OperatorCall {
+            params,
+            scalars,
+            dtype,
+            input: &input.buf,
+            output: &mut mid.buf,
+            table: &self.table.buf,
+            dense: &sep.dense,
+        })?;
+        let out_item = channels * l_rows * r_rows;
+        let (params, scalars) = pass(
+            program::SEP_COLS,
+            l_cols,
+            r_rows,
+            l_rows,
+            l_off,
+            mid_item,
+            out_item,
+        );
+        backend.operator_apply_checked(OperatorCall {
+            params,
+            scalars,
+            dtype,
+            input: &mid.buf,
+            output: &mut output.buf,
+            table: &self.table.buf,
+            dense: &sep.dense,
         })
     }
 
@@ -396,6 +618,8 @@ impl<B: OperatorOps> Operator<B> {
                     Mode::Project => program::COLOR_PROJECT,
                 }
             }
+            // Two launches each (`apply_separable`); no single program.
+            (OperatorKind::Blur { .. } | OperatorKind::Bicubic { .. }, _) => program::NONE,
         };
         let scalars = OperatorScalars { scale, h: hw, g };
         let params = OperatorParams {
