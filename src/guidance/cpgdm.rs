@@ -391,6 +391,10 @@ impl GuidancePlan for CpgdmPlan {
     /// `u₀ = (e^{κ₁+κ₂} + κ₃q)·P x₀`, `v₀ = e^{κ₁}σ(z − Pz)`; the first network
     /// input `e^{−κ₁}v₀ + to_u·u₀ = T·μH⁺y + σz + (T − 1)σPz`, `T = 1 − a²`
     /// (x₀ itself when noiseless; the official first-order inverse otherwise).
+    fn uses_gram_scale(&self) -> bool {
+        self.config.sigma_y > 0.0
+    }
+
     fn init_coefficients(&self, q: f64) -> PassCoefficients {
         let p = self.points[0];
         let a = self.noisy_correction(0, q);

@@ -72,4 +72,10 @@ pub trait GuidancePlan {
     fn step_noise(&self, _n: usize) -> bool {
         false
     }
+
+    /// Whether the coefficients depend on `q` (the noisy variant's
+    /// `Q = H⁺(H⁺)ᵀ = q·P`); operators without such a q cannot run such a plan.
+    fn uses_gram_scale(&self) -> bool {
+        false
+    }
 }

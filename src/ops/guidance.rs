@@ -60,9 +60,15 @@ pub fn state_dtype(dtype: DType) -> DType {
 
 /// The buffers and position of one guided run (C-ΠGDM, noisy C-ΠGDM,
 /// continuous or discrete ΠGDM: whatever [`GuidancePlan`] drives it).
+///
+/// With a separable operator (blur, bicubic SR) the run's state lives in the
+/// operator's singular basis, where P is a 0/1 diagonal the passes apply
+/// inline: network outputs are rotated in, and the network input and the
+/// residual rotated out (two launches each; `docs/math.md` §6.8).
 pub struct GuidedSampler<'r, B: GuidanceOps, P: GuidancePlan = CpgdmPlan> {
     plan: &'r P,
     op: &'r Operator<B>,
+    spectral: Option<Spectral<B>>,
     dtype: DType,
     batch: usize,
     /// The next step to run (== plan length when done).
@@ -75,6 +81,18 @@ pub struct GuidedSampler<'r, B: GuidanceOps, P: GuidancePlan = CpgdmPlan> {
     m: Tensor<B>,
 }
 
+/// A run in a separable operator's singular basis: P there, and the
+/// pixel-space twins of what the caller sees or gives.
+struct Spectral<B: Backend> {
+    mask: Operator<B>,
+    /// The next network input and the residual, rotated out.
+    x_pixel: Tensor<B>,
+    m_pixel: Tensor<B>,
+    /// The network output and Jacobian product, rotated in.
+    eps: Tensor<B>,
+    g: Tensor<B>,
+}
+
 /// The sampler of the C-ΠGDM plans (the default plan type).
 pub type CpgdmSampler<'r, B> = GuidedSampler<'r, B, CpgdmPlan>;
 
@@ -83,25 +101,43 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
     /// network dtype) and compute H⁺y.
     pub fn new(backend: &B, plan: &'r P, op: &'r Operator<B>, y: &Tensor<B>) -> Result<Self> {
         let dtype = y.dtype();
-        if !op.kind().is_block_local() {
-            return Err(Error::UnsupportedOperator {
-                operator: format!("{:?}", op.kind()),
-                reason: "the fused guidance passes apply P inline: elementwise and block-local operators only",
-            });
-        }
         if !backend.guidance_supports(dtype) {
             return Err(Error::UnsupportedDType {
                 backend: backend.kind().name(),
                 dtype,
             });
         }
+        let mask = op.spectral_mask_operator(backend)?;
+        if mask.is_some() && plan.uses_gram_scale() {
+            return Err(Error::UnsupportedOperator {
+                operator: format!("{:?}", op.kind()),
+                reason: "noisy C-ΠGDM needs H⁺(H⁺)ᵀ = q·P, which a separable operator lacks",
+            });
+        }
         let batch = y.shape().batch();
         let x_shape = Shape::from_dims(&[&[batch][..], op.x_item().dims()].concat())?;
-        let mut hy = Tensor::zeros(backend, x_shape, dtype)?;
+        let zeros = || Tensor::zeros(backend, x_shape, dtype);
+        let mut hy = zeros()?;
         op.apply(backend, Mode::PseudoInverse, y, &mut hy)?;
+        let spectral = match mask {
+            Some(mask) => {
+                let mut s = Spectral {
+                    mask,
+                    x_pixel: zeros()?,
+                    m_pixel: zeros()?,
+                    eps: zeros()?,
+                    g: zeros()?,
+                };
+                op.rotate(backend, true, &hy, &mut s.eps)?;
+                std::mem::swap(&mut hy, &mut s.eps);
+                Some(s)
+            }
+            None => None,
+        };
         Ok(GuidedSampler {
             plan,
             op,
+            spectral,
             dtype,
             batch,
             step: 0,
@@ -122,7 +158,7 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
         self.dtype
     }
 
-    /// H⁺y.
+    /// H⁺y (in the singular basis for a separable operator).
     pub fn pinv_y(&self) -> &Tensor<B> {
         &self.hy
     }
@@ -130,7 +166,7 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
     /// The current sample: the next network input during the run, the output
     /// after the last step.
     pub fn x(&self) -> &Tensor<B> {
-        &self.x
+        self.spectral.as_ref().map_or(&self.x, |s| &s.x_pixel)
     }
 
     /// The next step to run; equal to the plan's length once the run is done.
@@ -177,6 +213,9 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
     }
 
     /// Launch `pass` with coefficients `c` (f64, rounded once for the kernels).
+    /// With a separable operator and `rotated`, the pass reads the rotated
+    /// copies [`GuidedSampler::rotate_in`] made instead of `eps` and `g`.
+    #[allow(clippy::too_many_arguments)]
     fn pass(
         &mut self,
         backend: &B,
@@ -185,9 +224,15 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
         eps: &Tensor<B>,
         g: Option<&Tensor<B>>,
         use_z: bool,
+        rotated: bool,
     ) -> Result<()> {
         let item = self.hy.shape().item_len();
-        let (op, op_scalars) = self.op.mode_params(Mode::Project, self.batch, item, item);
+        let (proj, eps, g) = match &self.spectral {
+            Some(s) if rotated => (&s.mask, &s.eps, g.map(|_| &s.g)),
+            Some(s) => (&s.mask, eps, g),
+            None => (self.op, eps, g),
+        };
+        let (op, op_scalars) = proj.mode_params(Mode::Project, self.batch, item, item);
         let params = CpgdmParams {
             op,
             pass,
@@ -208,45 +253,88 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
             eps: &eps.buf,
             g: &g.unwrap_or(eps).buf,
             hy: &self.hy.buf,
-            table: self.op.table_buffer(),
+            table: proj.table_buffer(),
         })
     }
 
+    /// `q` of the operator the passes project with (1 in a singular basis,
+    /// which only noiseless plans use).
+    fn gram_scale(&self) -> f64 {
+        self.spectral
+            .as_ref()
+            .map_or(self.op.pinv_gram_scale(), |s| s.mask.pinv_gram_scale())
+    }
+
     /// Start (or restart) from noise `z`: the state at the first step and the
-    /// first network input. One launch.
+    /// first network input. One launch (five for a separable operator: z
+    /// rotated in, x out — so a given z gives the pixel-space algorithm's
+    /// sample).
     pub fn init(&mut self, backend: &B, z: &Tensor<B>) -> Result<()> {
         self.check("noise", z)?;
-        let c = self.plan.init_coefficients(self.op.pinv_gram_scale());
-        self.pass(backend, cpgdm_pass::INIT, c, z, None, false)?;
+        let c = self.plan.init_coefficients(self.gram_scale());
+        self.rotate_in(backend, z, None)?;
+        self.pass(backend, cpgdm_pass::INIT, c, z, None, false, true)?;
+        self.rotate_out(backend, false)?;
         self.step = 0;
         Ok(())
     }
 
     /// `m = H⁺y − P x̂0` for the network output `eps` at the current step: the
-    /// vector the Jacobian product is taken against. One launch.
+    /// vector the Jacobian product is taken against. One launch (five for a
+    /// separable operator: ε rotated in, m rotated out).
     pub fn residual(&mut self, backend: &B, eps: &Tensor<B>) -> Result<&Tensor<B>> {
         self.check("network output", eps)?;
         self.check_step()?;
         let c = self
             .plan
-            .residual_coefficients(self.step, self.op.pinv_gram_scale())?;
-        self.pass(backend, cpgdm_pass::RESIDUAL, c, eps, None, false)?;
-        Ok(&self.m)
+            .residual_coefficients(self.step, self.gram_scale())?;
+        self.rotate_in(backend, eps, None)?;
+        self.pass(backend, cpgdm_pass::RESIDUAL, c, eps, None, false, true)?;
+        self.rotate_out(backend, true)?;
+        Ok(self.residual_vector())
     }
 
     /// The sample, consuming the run (the output once every step has run).
     pub fn into_x(self) -> Tensor<B> {
-        self.x
+        match self.spectral {
+            Some(s) => s.x_pixel,
+            None => self.x,
+        }
     }
 
     /// The residual of the last [`GuidedSampler::residual`].
     pub fn residual_vector(&self) -> &Tensor<B> {
-        &self.m
+        self.spectral.as_ref().map_or(&self.m, |s| &s.m_pixel)
+    }
+
+    /// With a separable operator, rotate the network output (and the
+    /// Jacobian product) into the singular basis, where the next pass reads them.
+    fn rotate_in(&mut self, backend: &B, eps: &Tensor<B>, g: Option<&Tensor<B>>) -> Result<()> {
+        let op = self.op;
+        if let Some(s) = self.spectral.as_mut() {
+            op.rotate(backend, true, eps, &mut s.eps)?;
+            if let Some(g) = g {
+                op.rotate(backend, true, g, &mut s.g)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With a separable operator, rotate the run's x (or, with `residual`, m)
+    /// out to pixel space, where the caller reads it.
+    fn rotate_out(&mut self, backend: &B, residual: bool) -> Result<()> {
+        let op = self.op;
+        match self.spectral.as_mut() {
+            Some(s) if residual => op.rotate(backend, false, &self.m, &mut s.m_pixel),
+            Some(s) => op.rotate(backend, false, &self.x, &mut s.x_pixel),
+            None => Ok(()),
+        }
     }
 
     /// Advance one step with the network output `eps` and, unless the Jacobian
     /// is dropped, the product `g = J_εᵀm`; writes the next network input (the
-    /// output after the last step). One launch. A step that needs noise
+    /// output after the last step). One launch (for a separable operator, plus
+    /// two per tensor rotated: ε, g in, x out). A step that needs noise
     /// ([`GuidedSampler::needs_noise`]) is an error here.
     pub fn update(&mut self, backend: &B, eps: &Tensor<B>, g: Option<&Tensor<B>>) -> Result<()> {
         self.update_inner(backend, eps, g, None)
@@ -286,14 +374,21 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
             }
             (_, Some(z)) => {
                 self.check("noise", z)?;
-                backend.copy(&z.buf, &mut self.m.buf)?;
+                if self.spectral.is_some() {
+                    self.op.rotate(backend, true, z, &mut self.m)?;
+                } else {
+                    backend.copy(&z.buf, &mut self.m.buf)?;
+                }
             }
             (false, None) => {}
         }
         let c = self
             .plan
-            .update_coefficients(self.step, self.op.pinv_gram_scale())?;
-        self.pass(backend, cpgdm_pass::UPDATE, c, eps, g, z.is_some() && noisy)?;
+            .update_coefficients(self.step, self.gram_scale())?;
+        self.rotate_in(backend, eps, g)?;
+        let use_z = z.is_some() && noisy;
+        self.pass(backend, cpgdm_pass::UPDATE, c, eps, g, use_z, true)?;
+        self.rotate_out(backend, false)?;
         self.step += 1;
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::backend::params::{program, OperatorParams};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, HostSlice, Shape, Temp, Tensor};
-use separable::{bicubic_matrix, blur_matrix, Factor, Separable, DEFAULT_TRUNCATION};
+use separable::{bicubic_matrix, blur_matrix, Factor, Map, Separable, DEFAULT_TRUNCATION};
 
 /// Backends that run the operator kernels.
 pub trait OperatorOps: Backend {
@@ -103,6 +103,13 @@ pub enum OperatorKind {
     /// Bicubic down-sampling by `factor` (Keys, a = −0.5, reflecting borders),
     /// truncated like [`OperatorKind::Blur`].
     Bicubic { factor: usize, truncation: f64 },
+    /// Any separable operator from its 1-D factors, with `rows × cols`
+    /// measurements per channel.
+    Separable {
+        rows: usize,
+        cols: usize,
+        truncation: f64,
+    },
 }
 
 impl OperatorKind {
@@ -320,6 +327,40 @@ impl<B: OperatorOps> Operator<B> {
         Self::separable(backend, kind, item, Separable::new(height, width))
     }
 
+    /// Any separable operator `Y_c = A_h X_c A_wᵀ` of `[C, H, W]` items:
+    /// `a_h` is `rows_h × H` and `a_w` `rows_w × W`, row-major, each truncated
+    /// at `truncation` like [`Operator::blur`].
+    pub fn separable_from_factors(
+        backend: &B,
+        item: Shape,
+        a_h: &[f64],
+        a_w: &[f64],
+        truncation: f64,
+    ) -> Result<Self> {
+        let [_, h, w] = image_dims(item)?;
+        check_truncation(truncation)?;
+        let factor = |a: &[f64], n: usize| -> Result<Factor> {
+            if a.is_empty() || !a.len().is_multiple_of(n) || a.len() / n > n {
+                return Err(Error::LengthMismatch {
+                    what: "separable factor (rows × the image side, at most square)",
+                    expected: n * n,
+                    got: a.len(),
+                });
+            }
+            if let Some(&bad) = a.iter().find(|v| !v.is_finite()) {
+                return Err(invalid("separable factor entry", bad, "must be finite"));
+            }
+            Factor::new(a, a.len() / n, n, truncation)
+        };
+        let (height, width) = (factor(a_h, h)?, factor(a_w, w)?);
+        let kind = OperatorKind::Separable {
+            rows: height.rows_out,
+            cols: width.rows_out,
+            truncation,
+        };
+        Self::separable(backend, kind, item, Separable::new(height, width))
+    }
+
     fn separable(backend: &B, kind: OperatorKind, x_item: Shape, sep: Separable) -> Result<Self> {
         let [c, _, _] = image_dims(x_item)?;
         let y_item = Shape::from_dims(&[c, sep.height.rows_out, sep.width.rows_out])?;
@@ -368,7 +409,9 @@ impl<B: OperatorOps> Operator<B> {
             OperatorKind::InpaintKept | OperatorKind::InpaintMasked => 1.0,
             OperatorKind::AvgPool { factor } => (factor * factor) as f64,
             OperatorKind::Colorize { h } => 1.0 / h.iter().map(|v| v * v).sum::<f64>(),
-            OperatorKind::Blur { .. } | OperatorKind::Bicubic { .. } => f64::NAN,
+            OperatorKind::Blur { .. }
+            | OperatorKind::Bicubic { .. }
+            | OperatorKind::Separable { .. } => f64::NAN,
         }
     }
 
@@ -444,7 +487,7 @@ impl<B: OperatorOps> Operator<B> {
         expect("operator input", input, in_item)?;
         expect("operator output", output, out_item)?;
         if let Some(sep) = &self.separable {
-            return self.apply_separable(backend, sep, mode, batch, input, output);
+            return self.apply_separable(backend, sep, Map::Mode(mode), batch, input, output);
         }
         let (params, scalars) =
             self.mode_params(mode, batch, in_item.checked_len()?, out_item.checked_len()?);
@@ -459,22 +502,77 @@ impl<B: OperatorOps> Operator<B> {
         })
     }
 
-    /// `out = L·X·Rᵀ` per channel, the pair (L, R) of `mode`: rows (X Rᵀ into
-    /// a pooled temporary), then columns. Shapes were checked by `apply`.
+    /// Separable operators only: rotate images into the singular basis
+    /// (`to_spectral`: `(V_h ⊗ V_w)ᵀ x`) or back, where P is the 0/1 diagonal
+    /// [`Operator::spectral_mask_operator`] applies. Two launches;
+    /// `Error::UnsupportedOperator` for the other operators.
+    pub fn rotate(
+        &self,
+        backend: &B,
+        to_spectral: bool,
+        input: &Tensor<B>,
+        output: &mut Tensor<B>,
+    ) -> Result<()> {
+        let sep = self
+            .separable
+            .as_ref()
+            .ok_or_else(|| Error::UnsupportedOperator {
+                operator: format!("{:?}", self.kind),
+                reason: "only separable operators have a singular basis",
+            })?;
+        let n = self.x_item.checked_len()?;
+        let batch = input.shape().batch();
+        for (what, t) in [("rotation input", input), ("rotation output", &*output)] {
+            if t.shape().item_len() != n || t.shape().batch() != batch {
+                return Err(Error::ShapeMismatch {
+                    what,
+                    expected: Shape::from_dims(&[&[batch][..], self.x_item.dims()].concat())?,
+                    got: t.shape(),
+                });
+            }
+        }
+        if output.dtype() != input.dtype() || !backend.operator_supports(input.dtype()) {
+            return Err(Error::DTypeMismatch {
+                what: "rotation output",
+                expected: input.dtype(),
+                got: output.dtype(),
+            });
+        }
+        let map = if to_spectral {
+            Map::ToSpectral
+        } else {
+            Map::FromSpectral
+        };
+        self.apply_separable(backend, sep, map, batch, input, output)
+    }
+
+    /// Separable operators only: P in the singular basis, a masked-image
+    /// inpainting operator whose mask keeps the coefficients of the kept
+    /// singular-value pairs — the block-local form the fused guidance passes
+    /// apply. `None` for the other operators.
+    pub fn spectral_mask_operator(&self, backend: &B) -> Result<Option<Self>> {
+        let Some(sep) = &self.separable else {
+            return Ok(None);
+        };
+        let channels = self.x_item.dims()[0];
+        Self::inpaint(backend, self.x_item, &sep.spectral_mask(channels), false).map(Some)
+    }
+
+    /// `out = L·X·Rᵀ` per channel, the pair (L, R) of `map`: rows (X Rᵀ into
+    /// a pooled temporary), then columns. Shapes were checked by the caller.
     fn apply_separable(
         &self,
         backend: &B,
         sep: &Separable,
-        mode: Mode,
+        map: Map,
         batch: usize,
         input: &Tensor<B>,
         output: &mut Tensor<B>,
     ) -> Result<()> {
         let channels = self.x_item.dims()[0];
-        let slot = Mode::ALL.iter().position(|&m| m == mode).unwrap_or(0);
-        let (l_off, r_off) = sep.offsets[slot];
-        let (_, l_rows, l_cols) = sep.height.matrix(mode);
-        let (_, r_rows, r_cols) = sep.width.matrix(mode);
+        let (l_off, r_off) = sep.offsets(map);
+        let (_, l_rows, l_cols) = sep.height.matrix(map);
+        let (_, r_rows, r_cols) = sep.width.matrix(map);
         let dtype = input.dtype();
         let mid_item = channels * l_cols * r_rows;
         let mut mid = Temp::new(backend, Shape::flat(batch * mid_item), dtype)?;
@@ -619,7 +717,12 @@ impl<B: OperatorOps> Operator<B> {
                 }
             }
             // Two launches each (`apply_separable`); no single program.
-            (OperatorKind::Blur { .. } | OperatorKind::Bicubic { .. }, _) => program::NONE,
+            (
+                OperatorKind::Blur { .. }
+                | OperatorKind::Bicubic { .. }
+                | OperatorKind::Separable { .. },
+                _,
+            ) => program::NONE,
         };
         let scalars = OperatorScalars { scale, h: hw, g };
         let params = OperatorParams {

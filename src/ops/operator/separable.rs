@@ -28,13 +28,17 @@ pub(crate) struct Factor {
     project: Vec<f64>,
     /// How many singular values survived the truncation.
     pub(crate) rank: usize,
+    /// The full right singular basis V (`in × in`, kept directions first) and
+    /// Vᵀ: the rotation into the basis where P is a 0/1 diagonal.
+    basis: Vec<f64>,
+    basis_t: Vec<f64>,
 }
 
 impl Factor {
     /// The truncated SVD of `a` (`out × in`, row-major).
     pub(crate) fn new(a: &[f64], out: usize, inp: usize, truncation: f64) -> Result<Self> {
         let m = Mat::from_fn(out, inp, |i, j| a[i * inp + j]);
-        let svd = m.thin_svd().map_err(|e| Error::Numerical {
+        let svd = m.svd().map_err(|e| Error::Numerical {
             what: "SVD of a separable operator's factor",
             reason: format!("{e:?}"),
         })?;
@@ -55,6 +59,10 @@ impl Factor {
         let adjoint = build(inp, out, &|i, j| forward[j * inp + i]);
         let pinv = build(inp, out, &|i, j| sum(&|k| v[(i, k)] * u[(j, k)] / s[k]));
         let project = build(inp, inp, &|i, j| sum(&|k| v[(i, k)] * v[(j, k)]));
+        // Singular values come sorted in non-increasing order, so the kept
+        // directions are V's first columns.
+        let basis = build(inp, inp, &|i, j| v[(i, j)]);
+        let basis_t = build(inp, inp, &|i, j| v[(j, i)]);
         Ok(Factor {
             rows_in: inp,
             rows_out: out,
@@ -63,19 +71,43 @@ impl Factor {
             pinv,
             project,
             rank: kept.len(),
+            basis,
+            basis_t,
         })
     }
 
-    /// The matrix of `mode` and its (rows, cols).
-    pub(crate) fn matrix(&self, mode: Mode) -> (&[f64], usize, usize) {
+    /// The matrix of `map` and its (rows, cols).
+    pub(crate) fn matrix(&self, map: Map) -> (&[f64], usize, usize) {
         let (n, m) = (self.rows_in, self.rows_out);
-        match mode {
-            Mode::Forward => (&self.forward, m, n),
-            Mode::Adjoint => (&self.adjoint, n, m),
-            Mode::PseudoInverse => (&self.pinv, n, m),
-            Mode::Project => (&self.project, n, n),
+        match map {
+            Map::Mode(Mode::Forward) => (&self.forward, m, n),
+            Map::Mode(Mode::Adjoint) => (&self.adjoint, n, m),
+            Map::Mode(Mode::PseudoInverse) => (&self.pinv, n, m),
+            Map::Mode(Mode::Project) => (&self.project, n, n),
+            Map::ToSpectral => (&self.basis_t, n, n),
+            Map::FromSpectral => (&self.basis, n, n),
         }
     }
+}
+
+/// A linear map a separable operator carries: one of its modes, or the
+/// rotation into (out of) the singular basis `V_h ⊗ V_w`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Map {
+    Mode(Mode),
+    ToSpectral,
+    FromSpectral,
+}
+
+impl Map {
+    const ALL: [Map; 6] = [
+        Map::Mode(Mode::Forward),
+        Map::Mode(Mode::Adjoint),
+        Map::Mode(Mode::PseudoInverse),
+        Map::Mode(Mode::Project),
+        Map::ToSpectral,
+        Map::FromSpectral,
+    ];
 }
 
 /// The height and width factors of a separable operator, and where each
@@ -86,19 +118,19 @@ pub(crate) struct Separable {
     pub(crate) height: Factor,
     pub(crate) width: Factor,
     pub(crate) dense: Vec<f64>,
-    /// Per mode (in `Mode::ALL` order): offsets of (L = height matrix, R = width matrix).
-    pub(crate) offsets: [(usize, usize); 4],
+    /// Per map (in `Map::ALL` order): offsets of (L = height matrix, R = width matrix).
+    offsets: [(usize, usize); 6],
 }
 
 impl Separable {
     pub(crate) fn new(height: Factor, width: Factor) -> Self {
         let mut dense = Vec::new();
-        let mut offsets = [(0, 0); 4];
-        for (slot, mode) in Mode::ALL.into_iter().enumerate() {
+        let mut offsets = [(0, 0); 6];
+        for (slot, map) in Map::ALL.into_iter().enumerate() {
             let l = dense.len();
-            dense.extend_from_slice(height.matrix(mode).0);
+            dense.extend_from_slice(height.matrix(map).0);
             let r = dense.len();
-            dense.extend_from_slice(width.matrix(mode).0);
+            dense.extend_from_slice(width.matrix(map).0);
             offsets[slot] = (l, r);
         }
         Separable {
@@ -107,6 +139,28 @@ impl Separable {
             dense,
             offsets,
         }
+    }
+
+    /// Where `map`'s (L, R) matrices start in the table.
+    pub(crate) fn offsets(&self, map: Map) -> (usize, usize) {
+        let slot = Map::ALL.iter().position(|&m| m == map).unwrap_or(0);
+        self.offsets[slot]
+    }
+
+    /// The 0/1 diagonal of P in the singular basis over `[C, H, W]` items:
+    /// 1 where both 1-D singular values were kept.
+    pub(crate) fn spectral_mask(&self, channels: usize) -> Vec<f32> {
+        let (h, w) = (self.height.rows_in, self.width.rows_in);
+        (0..channels * h * w)
+            .map(|k| {
+                let (i, j) = ((k / w) % h, k % w);
+                if i < self.height.rank && j < self.width.rank {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect()
     }
 
     /// The table the kernels read: every matrix as f32 bits.
