@@ -300,3 +300,25 @@ fn low_rank_mixture_of_dim(dim: usize) -> GmmDenoiser {
     )
     .unwrap()
 }
+
+/// A noiseless H without full row rank (rows repeated, as a truncated blur's
+/// are dependent) conditions on its row space: the same posterior as the
+/// deduplicated H.
+#[test]
+fn a_rank_deficient_noiseless_operator_gives_the_row_space_posterior() {
+    let g = low_rank_mixture();
+    let h = pair_average();
+    let mut doubled = h.clone();
+    doubled.data.extend_from_slice(&h.data[..2 * DIM]);
+    doubled.rows += 2;
+    let y = h.apply(&g.sample_prior(90, 1));
+    let y2 = doubled.apply(&g.sample_prior(90, 1));
+    let a = ExactPosterior::new(&g, &h, &y, 0.0).unwrap();
+    let b = ExactPosterior::new(&g, &doubled, &y2, 0.0).unwrap();
+    compare("weights", &b.weights(), &a.weights(), 1e-9, 1e-12);
+    compare("mean", &b.mean(), &a.mean(), 1e-9, 1e-12);
+    let draws = b.sample(91, 50);
+    for x in draws.chunks(DIM) {
+        compare("H x = y", &doubled.apply(x), &y2, 1e-9, 1e-9);
+    }
+}

@@ -6,7 +6,8 @@
 //!
 //! Per component, with `G = HΣHᵀ + σ_y²I` and the gain `K = ΣHᵀG⁻¹`:
 //! mean `μ + K(y − Hμ)`, covariance `S = Σ − KHΣ`, weight `∝ w·N(y; Hμ, G)`.
-//! Noiseless (σ_y = 0) needs H of full row rank; S then lives on null(H).
+//! Noiseless (σ_y = 0) conditions on H's row space (any rank); S then lives
+//! on null(H).
 
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
@@ -86,9 +87,46 @@ pub struct PosteriorComponent {
 #[derive(Clone, Debug)]
 pub struct ExactPosterior {
     components: Vec<PosteriorComponent>,
+    /// The measurement conditioned on: H and y as given (noisy), or their
+    /// row space (noiseless; see [`row_space`]).
     h: DenseOperator,
     y: Vec<f64>,
     sigma_y: f64,
+    /// H and y as given.
+    given: (DenseOperator, Vec<f64>),
+}
+
+/// Noiseless `y = Hx` says exactly `V_rᵀx = S_r⁻¹U_rᵀy` for the rank-r SVD of
+/// H: the same information with orthonormal rows, so an H without full row
+/// rank (a truncated blur) conditions as well as any other. Singular values
+/// below 1e-10 of the largest are its null space.
+fn row_space(h: &DenseOperator, y: &[f64]) -> Result<(DenseOperator, Vec<f64>)> {
+    let m = Mat::from_fn(h.rows, h.cols, |i, j| h.data[i * h.cols + j]);
+    let svd = m.thin_svd().map_err(|e| Error::Numerical {
+        what: "SVD of the measurement operator",
+        reason: format!("{e:?}"),
+    })?;
+    let (u, s, v) = (svd.U(), svd.S(), svd.V());
+    let largest = if s.dim() > 0 { s[0] } else { 0.0 };
+    let kept: Vec<usize> = (0..s.dim())
+        .filter(|&k| s[k] > RANK_TOLERANCE * largest)
+        .collect();
+    let data = kept
+        .iter()
+        .flat_map(|&k| (0..h.cols).map(move |j| v[(j, k)]))
+        .collect();
+    let y = kept
+        .iter()
+        .map(|&k| (0..h.rows).map(|i| u[(i, k)] * y[i]).sum::<f64>() / s[k])
+        .collect();
+    Ok((
+        DenseOperator {
+            rows: kept.len(),
+            cols: h.cols,
+            data,
+        },
+        y,
+    ))
 }
 
 impl ExactPosterior {
@@ -115,6 +153,13 @@ impl ExactPosterior {
                 reason: "measurements must be finite",
             });
         }
+        let given = (h.clone(), y.to_vec());
+        let (h, y) = if sigma_y == 0.0 {
+            row_space(h, y)?
+        } else {
+            given.clone()
+        };
+        let (h, y) = (&h, &y[..]);
         let weights = prior.weights();
         let mut log_evidence = Vec::with_capacity(weights.len());
         let mut components = Vec::with_capacity(weights.len());
@@ -136,6 +181,7 @@ impl ExactPosterior {
             h: h.clone(),
             y: y.to_vec(),
             sigma_y,
+            given,
         })
     }
 
@@ -222,9 +268,9 @@ impl ExactPosterior {
         (best, scored[best].1)
     }
 
-    /// The operator and measurement the posterior conditions on.
+    /// The operator and measurement as given.
     pub fn measurement(&self) -> (&DenseOperator, &[f64]) {
-        (&self.h, &self.y)
+        (&self.given.0, &self.given.1)
     }
 }
 
@@ -271,7 +317,7 @@ fn condition(
     }
     let llt = g.llt(Side::Lower).map_err(|e| Error::Numerical {
         what: "Cholesky of HΣHᵀ + σ_y²I",
-        reason: format!("{e:?} (a noiseless posterior needs H of full row rank)"),
+        reason: format!("{e:?}"),
     })?;
     let gain_t = llt.solve(&h_sigma);
     let innovation: Vec<f64> = h
