@@ -81,38 +81,19 @@ fn bench_backend<B: Ops>(c: &mut Criterion, b: &B, name: &str, rows: &mut Vec<St
                 ("exact", n as u64 * (8 * size + 5 * 4)),
                 ("dropped", n as u64 * (3 * size + 4 * 4)),
             ] {
-                let mut samples = Vec::new();
-                let launches_before = b.launch_count();
-                let mut steps = 0u64;
-                c.bench_function(
-                    &format!("guidance/{name}/{op_name}/{dtype:?}/{mode}"),
-                    |bench| {
-                        bench.iter_custom(|iters| {
-                            let mut total = Duration::ZERO;
-                            for _ in 0..iters {
-                                let t = Instant::now();
-                                if mode == "exact" {
-                                    run.residual(b, &eps).unwrap();
-                                    run.update(b, &eps, Some(&g)).unwrap();
-                                } else {
-                                    run.update(b, &eps, None).unwrap();
-                                }
-                                b.synchronize().unwrap();
-                                let dt = t.elapsed();
-                                total += dt;
-                                samples.push(dt);
-                                steps += 1;
-                            }
-                            total
-                        })
-                    },
-                );
-                samples.sort();
+                let id = format!("guidance/{name}/{op_name}/{dtype:?}/{mode}");
+                let timed = time_step(c, b, &id, || {
+                    if mode == "exact" {
+                        run.residual(b, &eps).unwrap();
+                        run.update(b, &eps, Some(&g)).unwrap();
+                    } else {
+                        run.update(b, &eps, None).unwrap();
+                    }
+                });
                 // Filtered out on the command line: no row.
-                let Some(&median) = samples.get(samples.len() / 2) else {
+                let Some((median, launches)) = timed else {
                     continue;
                 };
-                let launches = (b.launch_count() - launches_before) as f64 / steps as f64;
                 rows.push(format!(
                     "| {name} | {op_name} {dtype:?}, Jacobian {mode} | {:.3} ms | {:.1} | {launches:.0} |",
                     median.as_secs_f64() * 1e3,
@@ -167,56 +148,67 @@ fn bench_unfused<B: Ops>(c: &mut Criterion, b: &B, name: &str, rows: &mut Vec<St
     for (op_name, op) in operators(b) {
         for mode in ["exact", "dropped"] {
             let exact = mode == "exact";
-            let mut samples = Vec::new();
-            let launches_before = b.launch_count();
-            let mut steps = 0u64;
-            c.bench_function(
-                &format!("guidance/{name}/{op_name}/unfused-f32/{mode}"),
-                |bench| {
-                    bench.iter_custom(|iters| {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            let t = Instant::now();
-                            if exact {
-                                axpy(b, &mut none, &mut x0, 0.0, 1.0 / mu, &x);
-                                axpy(b, &mut none, &mut x0, 1.0, -sigma / mu, &eps);
-                                op.project(b, &x0, &mut px0).unwrap();
-                                axpy(b, &mut none, &mut m, 0.0, 1.0, &hy);
-                                axpy(b, &mut none, &mut m, 1.0, -1.0, &px0);
-                            }
-                            op.project(b, &eps, &mut pe).unwrap();
-                            axpy(b, &mut none, &mut xbar, keep, d[0], &hy);
-                            axpy(b, &mut none, &mut xbar, 1.0, d[1], &eps);
-                            axpy(b, &mut none, &mut xbar, 1.0, d[2], &pe);
-                            if exact {
-                                op.project(b, &g, &mut pg).unwrap();
-                                axpy(b, &mut none, &mut xbar, 1.0, d[3], &g);
-                                axpy(b, &mut none, &mut xbar, 1.0, d[4], &pg);
-                            }
-                            op.project(b, &xbar, &mut px).unwrap();
-                            axpy(b, &mut none, &mut x_next, 0.0, e_k1, &xbar);
-                            axpy(b, &mut none, &mut x_next, 1.0, corr, &px);
-                            b.synchronize().unwrap();
-                            let dt = t.elapsed();
-                            total += dt;
-                            samples.push(dt);
-                            steps += 1;
-                        }
-                        total
-                    })
-                },
-            );
-            samples.sort();
-            let Some(&median) = samples.get(samples.len() / 2) else {
+            let id = format!("guidance/{name}/{op_name}/unfused-f32/{mode}");
+            let timed = time_step(c, b, &id, || {
+                if exact {
+                    axpy(b, &mut none, &mut x0, 0.0, 1.0 / mu, &x);
+                    axpy(b, &mut none, &mut x0, 1.0, -sigma / mu, &eps);
+                    op.project(b, &x0, &mut px0).unwrap();
+                    axpy(b, &mut none, &mut m, 0.0, 1.0, &hy);
+                    axpy(b, &mut none, &mut m, 1.0, -1.0, &px0);
+                }
+                op.project(b, &eps, &mut pe).unwrap();
+                axpy(b, &mut none, &mut xbar, keep, d[0], &hy);
+                axpy(b, &mut none, &mut xbar, 1.0, d[1], &eps);
+                axpy(b, &mut none, &mut xbar, 1.0, d[2], &pe);
+                if exact {
+                    op.project(b, &g, &mut pg).unwrap();
+                    axpy(b, &mut none, &mut xbar, 1.0, d[3], &g);
+                    axpy(b, &mut none, &mut xbar, 1.0, d[4], &pg);
+                }
+                op.project(b, &xbar, &mut px).unwrap();
+                axpy(b, &mut none, &mut x_next, 0.0, e_k1, &xbar);
+                axpy(b, &mut none, &mut x_next, 1.0, corr, &px);
+            });
+            let Some((median, launches)) = timed else {
                 continue;
             };
-            let launches = (b.launch_count() - launches_before) as f64 / steps as f64;
             rows.push(format!(
                 "| {name} | {op_name} unfused (f32), Jacobian {mode} | {:.3} ms | — | {launches:.0} |",
                 median.as_secs_f64() * 1e3
             ));
         }
     }
+}
+
+/// Time `step` (then a synchronize) under criterion as `id`; the median step
+/// and launches per step, or `None` when the id is filtered out.
+fn time_step<B: Ops>(
+    c: &mut Criterion,
+    b: &B,
+    id: &str,
+    mut step: impl FnMut(),
+) -> Option<(Duration, f64)> {
+    let mut samples = Vec::new();
+    let launches_before = b.launch_count();
+    c.bench_function(id, |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                step();
+                b.synchronize().unwrap();
+                let dt = t.elapsed();
+                total += dt;
+                samples.push(dt);
+            }
+            total
+        })
+    });
+    samples.sort();
+    let median = *samples.get(samples.len() / 2)?;
+    let launches = (b.launch_count() - launches_before) as f64 / samples.len() as f64;
+    Some((median, launches))
 }
 
 fn main() {

@@ -42,6 +42,30 @@ pub struct PgdmStep {
 }
 
 impl PgdmStep {
+    /// Each training index of the descending grid `ts` paired with the next,
+    /// the last with −1 (ᾱ = 1, the clean end).
+    pub fn pairs(schedule: &NoiseSchedule, ts: &[i64]) -> Vec<PgdmStep> {
+        let abar = |k: i64| {
+            if k < 0 {
+                1.0
+            } else {
+                schedule.alphas_cumprod()[k as usize]
+            }
+        };
+        ts.iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let s = ts.get(i + 1).copied().unwrap_or(-1);
+                PgdmStep {
+                    t,
+                    s,
+                    abar_t: abar(t),
+                    abar_s: abar(s),
+                }
+            })
+            .collect()
+    }
+
     /// DDIM(η)'s split of the step t → s into fresh noise and ε:
     /// `x_s = α_s x̂0 + c1·z + c2·ε` with `c1 = η·√((1 − ᾱ_t/ᾱ_s)(1 − ᾱ_s)/(1 − ᾱ_t))`,
     /// `c2 = √(1 − ᾱ_s − c1²)`; η = 1 is the DDPM ancestral step.
@@ -84,26 +108,7 @@ impl PgdmDiscretePlan {
         }
         let stride = (n_train / config.steps) as i64;
         let ts: Vec<i64> = (0..config.steps as i64).rev().map(|i| i * stride).collect();
-        let abar = |k: i64| {
-            if k < 0 {
-                1.0
-            } else {
-                config.schedule.alphas_cumprod()[k as usize]
-            }
-        };
-        let steps = ts
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| {
-                let s = ts.get(i + 1).copied().unwrap_or(-1);
-                PgdmStep {
-                    t,
-                    s,
-                    abar_t: abar(t),
-                    abar_s: abar(s),
-                }
-            })
-            .collect();
+        let steps = PgdmStep::pairs(&config.schedule, &ts);
         Ok(PgdmDiscretePlan { config, steps })
     }
 

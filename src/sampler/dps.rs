@@ -67,26 +67,7 @@ impl DpsPlan {
         }
         let n = config.steps;
         let ts: Vec<i64> = (0..n).map(|i| ((n - i) * n_train / n) as i64 - 1).collect();
-        let abar = |k: i64| {
-            if k < 0 {
-                1.0
-            } else {
-                config.schedule.alphas_cumprod()[k as usize]
-            }
-        };
-        let steps = ts
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| {
-                let s = ts.get(i + 1).copied().unwrap_or(-1);
-                PgdmStep {
-                    t,
-                    s,
-                    abar_t: abar(t),
-                    abar_s: abar(s),
-                }
-            })
-            .collect();
+        let steps = PgdmStep::pairs(&config.schedule, &ts);
         Ok(DpsPlan { config, steps })
     }
 
