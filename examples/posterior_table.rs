@@ -348,10 +348,10 @@ impl Method {
     fn weights(self, noisy: bool) -> Vec<f64> {
         match self {
             Method::Ddim => vec![0.0],
-            Method::Pgdm => vec![0.5, 1.0, 2.0, 4.0],
-            Method::Cpgdm(_) if noisy => vec![1.0, 2.0, 4.0, 8.0],
-            Method::Cpgdm(_) => vec![5.0, 15.0, 30.0, 60.0],
-            Method::Dps => vec![0.3, 1.0, 3.0, 10.0],
+            Method::Pgdm => vec![0.25, 0.5, 1.0, 2.0, 4.0],
+            Method::Cpgdm(_) if noisy => vec![0.5, 1.0, 2.0, 4.0, 8.0],
+            Method::Cpgdm(_) => vec![5.0, 15.0, 30.0, 60.0, 120.0],
+            Method::Dps => vec![0.3, 1.0, 3.0, 10.0, 30.0],
         }
     }
 }
