@@ -390,6 +390,31 @@ fn bad_input_is_a_typed_error<B: Ops>(b: &B) {
     ));
     let c = Tensor::zeros(b, Shape::new(BATCH, 3, 3, 5), DType::C64).unwrap();
     assert!(CpgdmSampler::new(b, &plan, &op, &c).is_err());
+    // y of another operator's shape, and y holding a NaN: refused before any launch.
+    let before = b.launch_count();
+    let wrong_y = Tensor::zeros(b, Shape::new(BATCH, 3, 4, 5), dtype).unwrap();
+    assert!(matches!(
+        CpgdmSampler::new(b, &plan, &op, &wrong_y),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut poisoned = vec![0.5; BATCH * 45];
+    poisoned[17] = f64::NAN;
+    let nan_y = Tensor::from_host(
+        b,
+        Shape::new(BATCH, 3, 3, 5),
+        dtype,
+        HostSlice::F64(&poisoned),
+    )
+    .unwrap();
+    assert!(matches!(
+        CpgdmSampler::new(b, &plan, &op, &nan_y),
+        Err(Error::NonFinite {
+            index: 17,
+            count: 1,
+            ..
+        })
+    ));
+    assert_eq!(b.launch_count(), before, "nothing launched");
 }
 
 mod bad_input {

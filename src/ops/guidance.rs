@@ -49,6 +49,23 @@ pub struct CpgdmCall<'a, B: Backend> {
     pub(crate) table: &'a B::Buffer,
 }
 
+/// `Error::NonFinite` if y holds a NaN or an infinity: one would spread through
+/// H⁺y into every step of the run. One download of y, before any launch.
+pub(crate) fn check_measurements<B: Backend>(backend: &B, y: &Tensor<B>) -> Result<()> {
+    let values = y.to_f64(backend)?;
+    let mut bad = values.iter().enumerate().filter(|(_, v)| !v.is_finite());
+    if let Some((index, &value)) = bad.next() {
+        return Err(Error::NonFinite {
+            what: "measurements y",
+            step: 0,
+            index,
+            value: value as f32,
+            count: 1 + bad.count(),
+        });
+    }
+    Ok(())
+}
+
 /// The dtype of the conjugate state for network tensors of `dtype`.
 pub fn state_dtype(dtype: DType) -> DType {
     if dtype == DType::F64 {
@@ -114,6 +131,7 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
                 reason: "noisy C-ΠGDM needs H⁺(H⁺)ᵀ = q·P, which a separable operator lacks",
             });
         }
+        check_measurements(backend, y)?;
         let batch = y.shape().batch();
         let x_shape = Shape::from_dims(&[&[batch][..], op.x_item().dims()].concat())?;
         let zeros = || Tensor::zeros(backend, x_shape, dtype);

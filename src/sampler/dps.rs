@@ -104,6 +104,7 @@ pub fn dps_sample<B: OperatorOps, D: GuidedDenoiser<B>>(
             got: if shape != x_shape { shape } else { y.shape() },
         });
     }
+    crate::ops::guidance::check_measurements(backend, y)?;
     let (item, m_item) = (x_shape.item_len(), y_shape.item_len());
     let y_host = y.to_f64(backend)?;
     let mut x = Tensor::zeros(backend, x_shape, dtype)?;
