@@ -20,7 +20,7 @@
 //! x = e^{−κ1}x̄ + c·P x̄                                        (3)
 //! ```
 //!
-//! 15 launches with the Jacobian, 8 without (no x̂0, m or g terms). Every
+//! 15 launches with the Jacobian, 7 without (no x̂0, m or g terms). Every
 //! temporary and x̄ are f32 (x̄ would overflow f16), and ε, g are given to it in
 //! f32, untimed: both favour the baseline in the f16 rows, where it is compared
 //! with the fused step on f16 network tensors.
