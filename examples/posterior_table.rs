@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example posterior_table -- [--prior fixture|image|both]
 //!     [--samples N] [--ys K] [--nfe 5,10,20,50] [--tune-samples M] [--tune-ys T]
-//!     [--tasks a,b]
+//!     [--tasks a,b] [--methods a,b]
 //! ```
 //!
 //! Priors: `fixture`, the isotropic 3-component mixture of the official-code
@@ -16,7 +16,7 @@
 //! a Mahalanobis distance of 3 along a local mode, so box inpainting is bimodal.
 //! Tasks: box and random-70 % inpainting, 4× SR (average pooling), colorization,
 //! Gaussian deblur, noisy 4× SR (`--tasks` keeps those whose name contains one
-//! of the given words).
+//! of the given words; `--methods` likewise).
 //! Every method runs on the CPU backend in f64 with the GMM's exact ε, on N
 //! samples per y; its weight (w or ζ) is tuned per task and NFE on separate
 //! y's (the lowest mean SW-2 over `--tune-ys` of them, drawn like the reported
@@ -54,6 +54,7 @@ struct Args {
     tune_samples: usize,
     tune_ys: usize,
     tasks: Vec<String>,
+    methods: Vec<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -65,6 +66,7 @@ fn parse_args() -> Result<Args> {
         tune_samples: 32,
         tune_ys: 3,
         tasks: Vec::new(),
+        methods: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,6 +85,7 @@ fn parse_args() -> Result<Args> {
             "--tune-samples" => args.tune_samples = value()?.parse()?,
             "--tune-ys" => args.tune_ys = value()?.parse()?,
             "--tasks" => args.tasks = value()?.split(',').map(str::to_string).collect(),
+            "--methods" => args.methods = value()?.split(',').map(str::to_string).collect(),
             "--nfe" => {
                 args.nfes = value()?
                     .split(',')
@@ -311,17 +314,20 @@ enum Method {
     Ddim,
     Pgdm,
     Cpgdm(Jacobian),
+    /// C-ΠGDM with the exact Jacobian at the official w (15; noisy: 2), untuned.
+    CpgdmOfficial,
     Dps,
 }
 
 impl Method {
-    fn all() -> [Method; 6] {
+    fn all() -> [Method; 7] {
         [
             Method::Ddim,
             Method::Pgdm,
             Method::Cpgdm(Jacobian::Exact),
             Method::Cpgdm(Jacobian::FiniteDifference),
             Method::Cpgdm(Jacobian::Dropped),
+            Method::CpgdmOfficial,
             Method::Dps,
         ]
     }
@@ -338,6 +344,7 @@ impl Method {
                     Jacobian::Dropped => "J dropped",
                 }
             ),
+            Method::CpgdmOfficial => "C-ΠGDM exact J, official w".into(),
             Method::Dps => "DPS".into(),
         }
     }
@@ -354,6 +361,8 @@ impl Method {
         match self {
             Method::Ddim => vec![0.0],
             Method::Pgdm => vec![0.25, 0.5, 1.0, 2.0, 4.0],
+            Method::CpgdmOfficial if noisy => vec![2.0],
+            Method::CpgdmOfficial => vec![15.0],
             Method::Cpgdm(_) if noisy => vec![0.5, 1.0, 2.0, 4.0, 8.0],
             Method::Cpgdm(_) => vec![5.0, 15.0, 30.0, 60.0, 120.0],
             Method::Dps => vec![0.3, 1.0, 3.0, 10.0, 30.0],
@@ -450,7 +459,11 @@ fn run(
                 |_| {},
             )?
         }
-        Method::Cpgdm(jacobian) => {
+        Method::Cpgdm(_) | Method::CpgdmOfficial => {
+            let jacobian = match method {
+                Method::Cpgdm(j) => j,
+                _ => Jacobian::Exact,
+            };
             let noisy = task.noise > 0.0;
             let plan = CpgdmPlan::new(CpgdmConfig {
                 steps,
@@ -505,8 +518,12 @@ fn tune(
     tuning: &[Case],
     n: usize,
 ) -> Result<f64> {
+    let grid = method.weights(task.noise > 0.0);
+    if let [only] = grid[..] {
+        return Ok(only);
+    }
     let mut best = (f64::INFINITY, 0.0);
-    for w in method.weights(task.noise > 0.0) {
+    for w in grid {
         let mut total = 0.0;
         for case in tuning {
             let (x, _) = run(b, prior, task, method, nfe, w, &case.y, n, 4242)?;
@@ -582,7 +599,11 @@ fn main() -> Result<()> {
             }
             println!("\n| method | NFE | weight | SW-2 | mean rel err | consistency | prop TV | spread | s/run |");
             println!("|---|---|---|---|---|---|---|---|---|");
-            for method in Method::all() {
+            let methods = Method::all().into_iter().filter(|m| {
+                args.methods.is_empty()
+                    || args.methods.iter().any(|w| m.name().contains(w.as_str()))
+            });
+            for method in methods {
                 for &nfe in &args.nfes {
                     let weight = tune(&b, &prior, task, method, nfe, &tuning, args.tune_samples)?;
                     let mut metrics = Vec::new();
