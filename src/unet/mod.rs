@@ -1,0 +1,334 @@
+//! The built-in network: diffusers' `UNet2DModel` (DDPM-style UNets such as
+//! google/ddpm-cifar10-32 and the ddpm-*-256 models), loaded from a folder
+//! with `config.json` and `diffusion_pytorch_model[.fp16].safetensors`.
+//!
+//! The forward runs on the CPU in f32 or f16 storage (f32 accumulation):
+//! convolutions by im2col + GEMM (`gemm` crate, rayon threads), activations
+//! from an arena that a repeated forward of the same shape reuses entirely.
+//! [`UNet`] implements [`Denoiser`] for the CPU backend, so every sampler runs
+//! with it.
+//!
+//! ```no_run
+//! use diffinv::unet::{Timesteps, UNet};
+//! use diffinv::DType;
+//! # fn main() -> diffinv::Result<()> {
+//! let mut net = UNet::load("ddpm-cifar10-32", DType::F32)?;
+//! let x = vec![0.0f32; 2 * 3 * 32 * 32];
+//! let eps = net.forward(&x, [2, 3, 32, 32], Timesteps::Int(&[999, 500]))?;
+//! assert_eq!(eps.len(), x.len());
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod forward;
+mod kernels;
+mod layers;
+mod pool;
+mod weights;
+
+use std::path::Path;
+
+use half::f16;
+
+pub use config::{BlockKind, UNetConfig};
+pub use forward::Probe;
+
+use crate::backend::cpu::{CpuBackend, CpuBuffer};
+use crate::error::{Error, Result};
+use crate::sampler::Denoiser;
+use crate::tensor::{DType, Shape, Tensor};
+use forward::Model;
+use pool::Store;
+use weights::{Checkpoint, Random, Source};
+
+/// One timestep per batch item, as diffusers accepts them (cast to f32).
+#[derive(Clone, Copy, Debug)]
+pub enum Timesteps<'a> {
+    Int(&'a [i64]),
+    Float(&'a [f32]),
+}
+
+impl Timesteps<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Timesteps::Int(t) => t.len(),
+            Timesteps::Float(t) => t.len(),
+        }
+    }
+
+    fn write_f32(&self, out: &mut [f32]) {
+        match self {
+            Timesteps::Int(t) => out.iter_mut().zip(*t).for_each(|(o, &v)| *o = v as f32),
+            Timesteps::Float(t) => out.copy_from_slice(t),
+        }
+    }
+}
+
+enum Net {
+    F32(Model<f32>),
+    F16(Model<f16>),
+}
+
+/// A `UNet2DModel` ready to run on the CPU.
+pub struct UNet {
+    config: UNetConfig,
+    net: Net,
+    /// Per-item times of the current call (reused: no allocation per call).
+    times: Vec<f32>,
+}
+
+/// Weight files in the order they are tried for a storage dtype: the one
+/// that needs no conversion first.
+fn weight_files(dtype: DType) -> [&'static str; 2] {
+    const FP32: &str = "diffusion_pytorch_model.safetensors";
+    const FP16: &str = "diffusion_pytorch_model.fp16.safetensors";
+    if dtype == DType::F16 {
+        [FP16, FP32]
+    } else {
+        [FP32, FP16]
+    }
+}
+
+impl UNet {
+    /// Load `dir/config.json` and the weights beside it, stored as `dtype`
+    /// (F32 or F16) whatever the file's own float type.
+    pub fn load(dir: impl AsRef<Path>, dtype: DType) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::Checkpoint {
+            path: config_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let config = UNetConfig::from_json(&text)?;
+        let files = weight_files(dtype);
+        let path = files
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.exists())
+            .ok_or_else(|| Error::Checkpoint {
+                path: dir.display().to_string(),
+                reason: format!("neither {} nor {} found", files[0], files[1]),
+            })?;
+        Self::from_file(config, &path, dtype)
+    }
+
+    /// Build `config` with the weights of one safetensors file.
+    pub fn from_file(config: UNetConfig, path: &Path, dtype: DType) -> Result<Self> {
+        let checkpoint = Checkpoint::open(path)?;
+        let tensors = checkpoint.tensors()?;
+        Self::build(config, &tensors, dtype)
+    }
+
+    /// `config` with seeded random weights (benchmarks of released
+    /// architectures without their checkpoints).
+    pub fn random(config: UNetConfig, dtype: DType, seed: u64) -> Result<Self> {
+        config.validate()?;
+        Self::build(config, &Random { seed }, dtype)
+    }
+
+    fn build(config: UNetConfig, src: &dyn Source, dtype: DType) -> Result<Self> {
+        let net = match dtype {
+            DType::F32 => Net::F32(Model::build(&config, src)?),
+            DType::F16 => Net::F16(Model::build(&config, src)?),
+            other => {
+                return Err(Error::UnsupportedDType {
+                    backend: "cpu unet",
+                    dtype: other,
+                })
+            }
+        };
+        Ok(UNet {
+            config,
+            net,
+            times: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &UNetConfig {
+        &self.config
+    }
+
+    /// Storage dtype of weights and activations.
+    pub fn dtype(&self) -> DType {
+        match self.net {
+            Net::F32(_) => DType::F32,
+            Net::F16(_) => DType::F16,
+        }
+    }
+
+    /// FLOPs (2 per multiply-add) of one forward of a `[b, in, h, w]` batch.
+    pub fn flops(&self, b: usize, h: usize, w: usize) -> u64 {
+        match &self.net {
+            Net::F32(m) => m.flops(b, h, w),
+            Net::F16(m) => m.flops(b, h, w),
+        }
+    }
+
+    /// Peak bytes of activations and scratch held at once by the forwards
+    /// so far (weights not included).
+    pub fn peak_bytes(&self) -> usize {
+        match &self.net {
+            Net::F32(m) => m.arena().peak_bytes(),
+            Net::F16(m) => m.arena().peak_bytes(),
+        }
+    }
+
+    /// Buffers the forwards have allocated so far; constant once each input
+    /// shape has run once.
+    pub fn allocations(&self) -> u64 {
+        match &self.net {
+            Net::F32(m) => m.arena().allocations(),
+            Net::F16(m) => m.arena().allocations(),
+        }
+    }
+
+    /// The input `[b, c, h, w]` fits the network: its channels, and sizes
+    /// that halve evenly at every downsampler.
+    fn check_input(&self, dims: [usize; 4], len: usize) -> Result<()> {
+        let [b, c, h, w] = dims;
+        let shape = Shape::new(b, c, h, w);
+        let cfg = &self.config;
+        if c != cfg.in_channels {
+            return Err(Error::ShapeMismatch {
+                what: "unet input (channels)",
+                expected: Shape::new(b, cfg.in_channels, h, w),
+                got: shape,
+            });
+        }
+        let factor = 1usize << (cfg.levels() - 1);
+        if b == 0 || h == 0 || w == 0 || h % factor != 0 || w % factor != 0 {
+            return Err(Error::InvalidShape {
+                shape,
+                reason: "unet input: batch ≥ 1, and height and width multiples of 2^(levels − 1)",
+            });
+        }
+        let expected = shape.checked_len()?;
+        if len != expected {
+            return Err(Error::LengthMismatch {
+                what: "unet input",
+                expected,
+                got: len,
+            });
+        }
+        Ok(())
+    }
+
+    fn set_times(&mut self, b: usize, t: Timesteps<'_>) -> Result<()> {
+        if t.len() != b {
+            return Err(Error::LengthMismatch {
+                what: "unet timesteps (one per batch item)",
+                expected: b,
+                got: t.len(),
+            });
+        }
+        self.times.resize(b, 0.0);
+        t.write_f32(&mut self.times);
+        Ok(())
+    }
+
+    /// The network's output for `x` (`dims = [b, c, h, w]`, BCHW, f32; an
+    /// f16 network rounds it to f16 first) at per-item times `t`.
+    pub fn forward(&mut self, x: &[f32], dims: [usize; 4], t: Timesteps<'_>) -> Result<Vec<f32>> {
+        self.forward_probed(x, dims, t, None)
+    }
+
+    /// [`UNet::forward`], also handing every block's output to `probe` under
+    /// its diffusers module path (for layer-by-layer comparisons).
+    pub fn forward_probed(
+        &mut self,
+        x: &[f32],
+        dims: [usize; 4],
+        t: Timesteps<'_>,
+        probe: Option<Probe<'_>>,
+    ) -> Result<Vec<f32>> {
+        self.check_input(dims, x.len())?;
+        let [b, _, h, w] = dims;
+        self.set_times(b, t)?;
+        let out_len = b * self.config.out_channels * h * w;
+        let times = &self.times;
+        Ok(match &mut self.net {
+            Net::F32(m) => {
+                let mut out = vec![0f32; out_len];
+                m.forward(x, (b, h, w), times, &mut out, probe);
+                out
+            }
+            Net::F16(m) => {
+                let xs: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+                let mut out = vec![f16::ZERO; out_len];
+                m.forward(&xs, (b, h, w), times, &mut out, probe);
+                out.iter().map(|v| v.to_f32()).collect()
+            }
+        })
+    }
+
+    fn run_on<S: Store>(
+        model: &mut Model<S>,
+        x: &[S],
+        dims: (usize, usize, usize),
+        times: &[f32],
+        out: &mut [S],
+    ) {
+        model.forward(x, dims, times, out, None);
+    }
+}
+
+/// ε (or v, as the checkpoint was trained: set the plan's
+/// [`crate::Prediction`] to match) at network time `tau` for every item,
+/// straight from and into the backend's buffers: after the first call of a
+/// shape, a sampling loop allocates nothing here.
+impl Denoiser<CpuBackend> for UNet {
+    fn predict(
+        &mut self,
+        _backend: &CpuBackend,
+        x: &Tensor<CpuBackend>,
+        tau: f64,
+        out: &mut Tensor<CpuBackend>,
+    ) -> Result<()> {
+        let shape = x.shape();
+        let [b, c, h, w] = match *shape.dims() {
+            [b, c, h, w] => [b, c, h, w],
+            _ => {
+                return Err(Error::InvalidShape {
+                    shape,
+                    reason: "unet input must be [batch, channels, height, width]",
+                })
+            }
+        };
+        self.check_input([b, c, h, w], x.len())?;
+        let expected = Shape::new(b, self.config.out_channels, h, w);
+        if out.shape() != expected {
+            return Err(Error::ShapeMismatch {
+                what: "unet output",
+                expected,
+                got: out.shape(),
+            });
+        }
+        self.times.clear();
+        self.times.resize(b, tau as f32);
+        let times = &self.times;
+        let (n_in, n_out) = (x.len(), out.len());
+        match (&mut self.net, x.buffer(), out.buffer_mut()) {
+            (Net::F32(m), CpuBuffer::F32(xs), CpuBuffer::F32(os)) => {
+                Self::run_on(m, &xs[..n_in], (b, h, w), times, &mut os[..n_out])
+            }
+            (Net::F16(m), CpuBuffer::F16(xs), CpuBuffer::F16(os)) => {
+                Self::run_on(m, &xs[..n_in], (b, h, w), times, &mut os[..n_out])
+            }
+            _ => {
+                let expected = self.dtype();
+                let got = if x.dtype() == expected {
+                    out.dtype()
+                } else {
+                    x.dtype()
+                };
+                return Err(Error::DTypeMismatch {
+                    what: "unet input/output (the network's storage dtype)",
+                    expected,
+                    got,
+                });
+            }
+        }
+        Ok(())
+    }
+}
