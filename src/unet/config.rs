@@ -183,7 +183,7 @@ impl UNetConfig {
 
     /// Cross-key rules: block lists of one length, head sizes that divide
     /// the channels they split. (Group counts are checked where each norm's
-    /// width is known, by [`UNetConfig::check_groups`].)
+    /// width is known, when the network is built.)
     pub fn validate(&self) -> Result<()> {
         let levels = self.block_out_channels.len();
         let list = |key: &str, n: usize| Error::UnsupportedConfig {
