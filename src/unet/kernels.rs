@@ -159,6 +159,17 @@ pub fn im2col<S: Store>(x: &Act<S>, g: ConvGeom, ho: usize, wo: usize, col: &mut
                         continue;
                     }
                     let line = &img[(iy / g.up) * w..(iy / g.up + 1) * w];
+                    if g.stride == 1 && g.up == 1 {
+                        // A shifted copy of the input line with zero borders:
+                        // ox reads ix = ox + kx − pad.
+                        let lead = g.pad.saturating_sub(kx).min(wo);
+                        let start = (kx + lead).saturating_sub(g.pad);
+                        let len = (w - start.min(w)).min(wo - lead);
+                        out[..lead].fill(S::default());
+                        out[lead..lead + len].copy_from_slice(&line[start..start + len]);
+                        out[lead + len..].fill(S::default());
+                        continue;
+                    }
                     for (ox, o) in out.iter_mut().enumerate() {
                         let ix = (ox * g.stride + kx).wrapping_sub(g.pad);
                         *o = if ix < lw {
