@@ -250,3 +250,25 @@ fn bad_inputs_are_typed_errors() {
         assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
     }
 }
+
+/// The fuzzer's seed (`fuzz/seeds/tiny`, written by `fuzz/make_seed.py`): a
+/// one-level network (no resampling) with f16 weights, loaded from memory.
+#[test]
+fn the_fuzz_seed_loads_from_memory_and_runs() {
+    let seed =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/tiny")).unwrap();
+    let len = u16::from_le_bytes([seed[0], seed[1]]) as usize;
+    let (config, weights) = seed[2..].split_at(len);
+    let config =
+        diffinv::unet::UNetConfig::from_json(std::str::from_utf8(config).unwrap()).unwrap();
+    assert_eq!(config.levels(), 1);
+    for dtype in [DType::F32, DType::F16] {
+        let mut net = UNet::from_safetensors(config.clone(), weights, dtype).unwrap();
+        let out = net
+            .forward(&[0.5; 4], [1, 1, 2, 2], Timesteps::Float(&[10.0]))
+            .unwrap();
+        assert!(out.iter().all(|v| v.is_finite() && *v != 0.0), "{out:?}");
+    }
+    let e = UNet::from_safetensors(config, &weights[..weights.len() / 2], DType::F32);
+    assert!(matches!(e, Err(Error::Checkpoint { .. })));
+}

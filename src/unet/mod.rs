@@ -40,7 +40,7 @@ use crate::sampler::Denoiser;
 use crate::tensor::{DType, Shape, Tensor};
 use forward::Model;
 use pool::Store;
-use weights::{Checkpoint, Random, Source};
+use weights::{Checkpoint, Random, Source, Tensors};
 
 /// One timestep per batch item, as diffusers accepts them (cast to f32).
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +118,11 @@ impl UNet {
         let checkpoint = Checkpoint::open(path)?;
         let tensors = checkpoint.tensors()?;
         Self::build(config, &tensors, dtype)
+    }
+
+    /// Build `config` with the weights of a safetensors file already in memory.
+    pub fn from_safetensors(config: UNetConfig, bytes: &[u8], dtype: DType) -> Result<Self> {
+        Self::build(config, &Tensors::parse(bytes, "<memory>")?, dtype)
     }
 
     /// `config` with seeded random weights (benchmarks of released

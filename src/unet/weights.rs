@@ -41,17 +41,24 @@ impl Checkpoint {
     /// The parsed header over the mapped bytes (fails on a truncated or
     /// malformed file).
     pub fn tensors(&self) -> Result<Tensors<'_>> {
-        let st = SafeTensors::deserialize(&self.map).map_err(|e| Error::Checkpoint {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(Tensors { st })
+        Tensors::parse(&self.map, &self.path)
     }
 }
 
 /// The tensors of an open [`Checkpoint`].
 pub struct Tensors<'a> {
     st: SafeTensors<'a>,
+}
+
+impl<'a> Tensors<'a> {
+    /// The safetensors in `bytes`; `origin` names them in errors.
+    pub fn parse(bytes: &'a [u8], origin: &str) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Checkpoint {
+            path: origin.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Tensors { st })
+    }
 }
 
 /// Attention weights of checkpoints saved before diffusers renamed them
