@@ -42,7 +42,10 @@ fn main() {
                     .throughput(Throughput::Elements(flops));
                 g.bench_function(format!("cpu/{dtype:?}").to_lowercase(), |b| {
                     b.iter(|| {
-                        black_box(net.forward(black_box(&x), dims, Timesteps::Int(&t)).unwrap())
+                        black_box(
+                            net.forward(black_box(&x), dims, Timesteps::Int(&t))
+                                .unwrap(),
+                        )
                     })
                 });
                 g.finish();

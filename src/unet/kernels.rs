@@ -135,49 +135,56 @@ impl ConvGeom {
     }
 }
 
-/// `col[(ci·k + ky)·k + kx, b·Ho·Wo + oy·Wo + ox]` = the input pixel under
-/// that tap, 0 outside the image. Rows are filled in parallel.
-pub fn im2col<S: Store>(x: &Act<S>, g: ConvGeom, ho: usize, wo: usize, col: &mut [S]) {
+/// Columns of the im2col matrix for output lines `lines` (a line is one
+/// output row `oy` of one item `b`, index `b·Ho + oy`):
+/// `col[(ci·k + ky)·k + kx, (line − lines.start)·Wo + ox]` = the input pixel
+/// under that tap, 0 outside the image. Rows are filled in parallel.
+pub fn im2col<S: Store>(
+    x: &Act<S>,
+    g: ConvGeom,
+    (ho, wo): (usize, usize),
+    lines: std::ops::Range<usize>,
+    col: &mut [S],
+) {
     let (h, w, b) = (x.h, x.w, x.b);
     let (lh, lw) = (h * g.up, w * g.up);
-    let n_out = b * ho * wo;
+    let n_cols = lines.len() * wo;
     let hw = h * w;
     let kk = g.k * g.k;
-    col.par_chunks_mut(n_out)
+    col[..n_cols * x.c * kk]
+        .par_chunks_mut(n_cols)
         .enumerate()
         .for_each(|(row, dst)| {
             let (ci, tap) = (row / kk, row % kk);
             let (ky, kx) = (tap / g.k, tap % g.k);
             let src = &x.data[ci * b * hw..(ci + 1) * b * hw];
-            for bi in 0..b {
+            for (line, out) in lines.clone().zip(dst.chunks_mut(wo)) {
+                let (bi, oy) = (line / ho, line % ho);
                 let img = &src[bi * hw..(bi + 1) * hw];
-                for oy in 0..ho {
-                    let out = &mut dst[(bi * ho + oy) * wo..(bi * ho + oy + 1) * wo];
-                    let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
-                    if iy >= lh {
-                        out.fill(S::default());
-                        continue;
-                    }
-                    let line = &img[(iy / g.up) * w..(iy / g.up + 1) * w];
-                    if g.stride == 1 && g.up == 1 {
-                        // A shifted copy of the input line with zero borders:
-                        // ox reads ix = ox + kx − pad.
-                        let lead = g.pad.saturating_sub(kx).min(wo);
-                        let start = (kx + lead).saturating_sub(g.pad);
-                        let len = (w - start.min(w)).min(wo - lead);
-                        out[..lead].fill(S::default());
-                        out[lead..lead + len].copy_from_slice(&line[start..start + len]);
-                        out[lead + len..].fill(S::default());
-                        continue;
-                    }
-                    for (ox, o) in out.iter_mut().enumerate() {
-                        let ix = (ox * g.stride + kx).wrapping_sub(g.pad);
-                        *o = if ix < lw {
-                            line[ix / g.up]
-                        } else {
-                            S::default()
-                        };
-                    }
+                let iy = (oy * g.stride + ky).wrapping_sub(g.pad);
+                if iy >= lh {
+                    out.fill(S::default());
+                    continue;
+                }
+                let line = &img[(iy / g.up) * w..(iy / g.up + 1) * w];
+                if g.stride == 1 && g.up == 1 {
+                    // A shifted copy of the input line with zero borders:
+                    // ox reads ix = ox + kx − pad.
+                    let lead = g.pad.saturating_sub(kx).min(wo);
+                    let start = (kx + lead).saturating_sub(g.pad);
+                    let len = (w - start.min(w)).min(wo - lead);
+                    out[..lead].fill(S::default());
+                    out[lead..lead + len].copy_from_slice(&line[start..start + len]);
+                    out[lead + len..].fill(S::default());
+                    continue;
+                }
+                for (ox, o) in out.iter_mut().enumerate() {
+                    let ix = (ox * g.stride + kx).wrapping_sub(g.pad);
+                    *o = if ix < lw {
+                        line[ix / g.up]
+                    } else {
+                        S::default()
+                    };
                 }
             }
         });
@@ -340,7 +347,7 @@ mod tests {
             let (ho, wo) = g.out_size(h, w);
             let n = b * ho * wo;
             let mut col = vec![0f32; cin * 9 * n];
-            im2col(&act, g, ho, wo, &mut col);
+            im2col(&act, g, (ho, wo), 0..b * ho, &mut col);
             let mut out = vec![0f32; cout * n];
             matmul(
                 cout,

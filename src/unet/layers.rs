@@ -25,6 +25,9 @@ fn load_s<S: Store>(src: &dyn Source, name: &str, shape: &[usize]) -> Result<Vec
         .collect())
 }
 
+/// Bytes of im2col columns built at once (one band of output lines).
+const COL_BUDGET: usize = 8 << 20;
+
 /// A 2-D convolution (3×3 or 1×1) with bias.
 pub struct Conv<S> {
     w: Vec<S>,
@@ -81,6 +84,16 @@ impl<S: Store> Conv<S> {
 
     /// `dst += conv(x)` without bias: `dst` is `[cout, b·ho·wo]`.
     pub fn accumulate(&self, x: &Act<S>, dst: &mut [S], arena: &mut Arena<S>) {
+        self.accumulate_in_bands(x, dst, arena, COL_BUDGET);
+    }
+
+    fn accumulate_in_bands(
+        &self,
+        x: &Act<S>,
+        dst: &mut [S],
+        arena: &mut Arena<S>,
+        col_budget: usize,
+    ) {
         let (ho, wo) = self.out_size(x.h, x.w);
         let n = x.b * ho * wo;
         let kdim = self.cin * self.geom.k * self.geom.k;
@@ -89,20 +102,29 @@ impl<S: Store> Conv<S> {
             let rhs = Mat::rows(&x.data, 0, n);
             matmul(self.cout, n, kdim, dst, n, lhs, rhs, true, 1.0, true);
         } else {
-            let mut col = arena.take(kdim * n);
-            im2col(x, self.geom, ho, wo, &mut col);
-            matmul(
-                self.cout,
-                n,
-                kdim,
-                dst,
-                n,
-                lhs,
-                Mat::rows(&col, 0, n),
-                true,
-                1.0,
-                true,
-            );
+            // im2col a band of output lines at a time: the band's columns
+            // stay in cache between being written and being packed by the
+            // GEMM, and the buffer is bounded whatever the image size.
+            let lines = x.b * ho;
+            let band = (col_budget / (kdim * wo * std::mem::size_of::<S>())).clamp(1, lines);
+            let mut col = arena.take(kdim * band * wo);
+            for first in (0..lines).step_by(band) {
+                let range = first..(first + band).min(lines);
+                let cols = range.len() * wo;
+                im2col(x, self.geom, (ho, wo), range, &mut col);
+                matmul(
+                    self.cout,
+                    cols,
+                    kdim,
+                    &mut dst[first * wo..],
+                    n,
+                    lhs,
+                    Mat::rows(&col, 0, cols),
+                    true,
+                    1.0,
+                    true,
+                );
+            }
             arena.give(col);
         }
     }
@@ -474,4 +496,49 @@ pub fn silu_all<S: Store>(v: &[f32], arena: &mut Arena<S>) -> Vec<f32> {
         *o = silu(*x);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A conv computed one output line per band equals it in one band.
+    #[test]
+    fn banded_im2col_equals_one_band() {
+        let (cin, cout, b, h, w) = (3, 5, 2, 6, 4);
+        let weights: Vec<f32> = (0..cout * cin * 9).map(|i| (i % 7) as f32 - 3.0).collect();
+        for geom in [
+            conv3(),
+            ConvGeom {
+                stride: 2,
+                pad: 0,
+                ..conv3()
+            },
+            ConvGeom { up: 2, ..conv3() },
+        ] {
+            let conv = Conv {
+                w: weights.clone(),
+                bias: vec![0.0; cout],
+                cin,
+                cout,
+                geom,
+            };
+            let x = Act {
+                data: (0..cin * b * h * w)
+                    .map(|i| (i % 11) as f32 - 5.0)
+                    .collect(),
+                c: cin,
+                b,
+                h,
+                w,
+            };
+            let (ho, wo) = conv.out_size(h, w);
+            let mut arena = Arena::<f32>::default();
+            let mut whole = vec![1.0; cout * b * ho * wo];
+            let mut banded = whole.clone();
+            conv.accumulate_in_bands(&x, &mut whole, &mut arena, usize::MAX / 2);
+            conv.accumulate_in_bands(&x, &mut banded, &mut arena, 1);
+            assert_eq!(whole, banded, "{geom:?}");
+        }
+    }
 }
