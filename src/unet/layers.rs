@@ -376,8 +376,9 @@ impl<S: Store> Attention<S> {
         eps: f64,
         rescale: f64,
     ) -> Result<Self> {
-        let mut w = Vec::with_capacity(3 * c * c);
-        let mut bias = Vec::with_capacity(3 * c);
+        // Grown as each weight loads (not reserved up front): a config that
+        // names a huge width fails on its first missing tensor, not in malloc.
+        let (mut w, mut bias) = (Vec::new(), Vec::new());
         for p in ["to_q", "to_k", "to_v"] {
             w.extend(load_s::<S>(src, &format!("{name}.{p}.weight"), &[c, c])?);
             bias.extend(src.tensor(&format!("{name}.{p}.bias"), &[c])?);
