@@ -272,3 +272,55 @@ fn the_fuzz_seed_loads_from_memory_and_runs() {
     let e = UNet::from_safetensors(config, &weights[..weights.len() / 2], DType::F32);
     assert!(matches!(e, Err(Error::Checkpoint { .. })));
 }
+
+/// `prediction_type` from `scheduler_config.json` beside the weights or in a
+/// pipeline's `../scheduler/`; ε without one; other values refused.
+#[test]
+fn the_prediction_type_comes_from_the_scheduler_config() {
+    use diffinv::Prediction;
+    for src in unet_folders() {
+        let config = std::fs::read_to_string(src.join("config.json")).unwrap();
+        let weights = std::fs::read(src.join(WEIGHTS)).unwrap();
+        assert_eq!(
+            UNet::load(&src, DType::F32).unwrap().prediction(),
+            Prediction::Epsilon
+        );
+
+        let v = r#"{"_class_name": "DDPMScheduler", "prediction_type": "v_prediction"}"#;
+        let beside = folder(
+            "pred-beside",
+            &config,
+            &[
+                (WEIGHTS, weights.clone()),
+                ("scheduler_config.json", v.into()),
+            ],
+        );
+        assert_eq!(
+            UNet::load(&*beside, DType::F32).unwrap().prediction(),
+            Prediction::V
+        );
+
+        let pipeline = folder("pred-pipeline", "{}", &[]);
+        for (sub, name, bytes) in [
+            ("unet", "config.json", config.clone().into_bytes()),
+            ("unet", WEIGHTS, weights.clone()),
+            ("scheduler", "scheduler_config.json", v.as_bytes().to_vec()),
+        ] {
+            std::fs::create_dir_all(pipeline.join(sub)).unwrap();
+            std::fs::write(pipeline.join(sub).join(name), bytes).unwrap();
+        }
+        let net = UNet::load(pipeline.join("unet"), DType::F32).unwrap();
+        assert_eq!(net.prediction(), Prediction::V);
+
+        let sample = r#"{"prediction_type": "sample"}"#;
+        let dir = folder(
+            "pred-sample",
+            &config,
+            &[(WEIGHTS, weights), ("scheduler_config.json", sample.into())],
+        );
+        assert!(matches!(
+            load_err(&dir),
+            Error::UnsupportedConfig { key, .. } if key == "prediction_type"
+        ));
+    }
+}

@@ -247,11 +247,15 @@ fn ddim_runs_with_the_unet_as_denoiser() {
             steps: 5,
             ..PlanConfig::default()
         };
+        let mut net = UNet::load(&dir, DType::F32).unwrap();
+        let config = PlanConfig {
+            prediction: net.prediction(),
+            ..config
+        };
         let plan = Plan::new(&schedule, &config).unwrap();
         let [b, c, h, w] = case.dims;
         let shape = Shape::new(b, c, h, w);
 
-        let mut net = UNet::load(&dir, DType::F32).unwrap();
         let mut x =
             Tensor::from_host(&backend, shape, DType::F32, HostSlice::F32(&case.x)).unwrap();
         let mut allocations = Vec::new();

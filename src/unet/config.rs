@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::solver::Prediction;
 
 /// Whether a down or up block interleaves self-attention with its resnets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,6 +243,24 @@ impl UNetConfig {
     /// Heads of an attention layer over `channels` channels.
     pub fn heads(&self, channels: usize) -> usize {
         self.attention_head_dim.map_or(1, |d| channels / d)
+    }
+}
+
+/// What a checkpoint predicts, from the `prediction_type` of diffusers'
+/// `scheduler_config.json` (absent: ε, diffusers' default). Only that key
+/// is read: the rest of a scheduler config is the sampler's business.
+pub fn prediction_from_scheduler_json(text: &str) -> Result<Prediction> {
+    let value: Value = serde_json::from_str(text).map_err(|e| Error::UnsupportedConfig {
+        key: "scheduler_config.json".into(),
+        value: format!("not valid JSON ({e})"),
+    })?;
+    match value.get("prediction_type") {
+        None => Ok(Prediction::Epsilon),
+        Some(v) => match v.as_str() {
+            Some("epsilon") => Ok(Prediction::Epsilon),
+            Some("v_prediction") => Ok(Prediction::V),
+            _ => Err(unsupported("prediction_type", v)),
+        },
     }
 }
 

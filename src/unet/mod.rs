@@ -31,12 +31,13 @@ use std::path::Path;
 
 use half::f16;
 
-pub use config::{BlockKind, UNetConfig};
+pub use config::{prediction_from_scheduler_json, BlockKind, UNetConfig};
 pub use forward::Probe;
 
 use crate::backend::cpu::{CpuBackend, CpuBuffer};
 use crate::error::{Error, Result};
 use crate::sampler::Denoiser;
+use crate::solver::Prediction;
 use crate::tensor::{DType, Shape, Tensor};
 use forward::Model;
 use pool::Store;
@@ -73,6 +74,7 @@ enum Net {
 /// A `UNet2DModel` ready to run on the CPU.
 pub struct UNet {
     config: UNetConfig,
+    prediction: Prediction,
     net: Net,
     /// Per-item times of the current call (reused: no allocation per call).
     times: Vec<f32>,
@@ -92,7 +94,9 @@ fn weight_files(dtype: DType) -> [&'static str; 2] {
 
 impl UNet {
     /// Load `dir/config.json` and the weights beside it, stored as `dtype`
-    /// (F32 or F16) whatever the file's own float type.
+    /// (F32 or F16) whatever the file's own float type. What the network
+    /// predicts comes from a `scheduler_config.json` beside it or in
+    /// `../scheduler/` (a pipeline's layout), ε if there is none.
     pub fn load(dir: impl AsRef<Path>, dtype: DType) -> Result<Self> {
         let dir = dir.as_ref();
         let config_path = dir.join("config.json");
@@ -110,7 +114,19 @@ impl UNet {
                 path: dir.display().to_string(),
                 reason: format!("neither {} nor {} found", files[0], files[1]),
             })?;
-        Self::from_file(config, &path, dtype)
+        let mut net = Self::from_file(config, &path, dtype)?;
+        let scheduler = [
+            dir.join("scheduler_config.json"),
+            dir.join("../scheduler/scheduler_config.json"),
+        ];
+        if let Some(p) = scheduler.iter().find(|p| p.exists()) {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::Checkpoint {
+                path: p.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            net.prediction = prediction_from_scheduler_json(&text)?;
+        }
+        Ok(net)
     }
 
     /// Build `config` with the weights of one safetensors file.
@@ -145,9 +161,22 @@ impl UNet {
         };
         Ok(UNet {
             config,
+            prediction: Prediction::Epsilon,
             net,
             times: Vec::new(),
         })
+    }
+
+    /// What the network's output is (ε or v): set the plan's
+    /// [`crate::PlanConfig::prediction`] to it.
+    pub fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    /// Declare what the network predicts (for weights loaded without their
+    /// scheduler config).
+    pub fn set_prediction(&mut self, prediction: Prediction) {
+        self.prediction = prediction;
     }
 
     pub fn config(&self) -> &UNetConfig {
@@ -278,8 +307,8 @@ impl UNet {
     }
 }
 
-/// ε (or v, as the checkpoint was trained: set the plan's
-/// [`crate::Prediction`] to match) at network time `tau` for every item,
+/// ε or v, as [`UNet::prediction`] says (the plan's [`crate::Prediction`]
+/// must match), at network time `tau` for every item,
 /// straight from and into the backend's buffers: after the first call of a
 /// shape, a sampling loop allocates nothing here.
 impl Denoiser<CpuBackend> for UNet {
