@@ -2,6 +2,9 @@
 //! panic), and the `.fp16.safetensors` spelling of a checkpoint. Built from
 //! every `tests/fixtures/unet_*/` folder by rewriting its files in a temp dir.
 
+mod common;
+
+use common::fixtures::unet_folders;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -12,22 +15,6 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
-
-fn unet_folders() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("tests/fixtures exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("unet_"))
-        })
-        .collect();
-    dirs.sort();
-    assert!(!dirs.is_empty());
-    dirs
-}
 
 /// A temp folder, removed when dropped.
 struct TempDir(PathBuf);

@@ -4,7 +4,10 @@
 //! against `intermediates.safetensors` where the folder has one. A new folder
 //! is picked up without code changes.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::fixtures::unet_folders;
+use std::path::Path;
 
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::unet::{Timesteps, UNet};
@@ -18,23 +21,6 @@ const F32_TOL: f64 = 1e-4;
 const F16_TOL: f64 = 3e-2;
 /// Block outputs of our f32 forward vs diffusers' f32 forward hooks.
 const LAYER_TOL: f64 = 1e-4;
-
-fn unet_folders() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("tests/fixtures exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("unet_"))
-        })
-        .collect();
-    dirs.sort();
-    assert!(!dirs.is_empty(), "no tests/fixtures/unet_* folder");
-    dirs
-}
 
 /// A tensor of a fixture file, widened to f64, with its dtype and shape.
 fn read(st: &SafeTensors<'_>, name: &str) -> (Vec<f64>, Dtype, Vec<usize>) {

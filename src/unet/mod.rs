@@ -5,8 +5,8 @@
 //! The forward runs on the CPU in f32 or f16 storage (f32 accumulation):
 //! convolutions by im2col + GEMM (`gemm` crate, rayon threads), activations
 //! from an arena that a repeated forward of the same shape reuses entirely.
-//! [`UNet`] implements [`Denoiser`] for the CPU backend, so every sampler runs
-//! with it.
+//! [`UNet`] implements [`Denoiser`] for every backend (the network itself
+//! runs on the CPU), so every sampler runs with it.
 //!
 //! ```no_run
 //! use diffinv::unet::{Timesteps, UNet};
@@ -27,6 +27,7 @@ mod layers;
 mod pool;
 mod weights;
 
+use std::any::Any;
 use std::path::Path;
 
 use half::f16;
@@ -34,11 +35,12 @@ use half::f16;
 pub use config::{prediction_from_scheduler_json, BlockKind, UNetConfig};
 pub use forward::Probe;
 
-use crate::backend::cpu::{CpuBackend, CpuBuffer};
+use crate::backend::cpu::CpuBuffer;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::sampler::Denoiser;
 use crate::solver::Prediction;
-use crate::tensor::{DType, Shape, Tensor};
+use crate::tensor::{DType, HostSlice, HostVec, Shape, Tensor};
 use forward::Model;
 use pool::Store;
 use weights::{Checkpoint, Random, Source, Tensors};
@@ -308,17 +310,16 @@ impl UNet {
 }
 
 /// ε or v, as [`UNet::prediction`] says (the plan's [`crate::Prediction`]
-/// must match), at network time `tau` for every item,
-/// straight from and into the backend's buffers: after the first call of a
-/// shape, a sampling loop allocates nothing here.
-impl Denoiser<CpuBackend> for UNet {
-    fn predict(
-        &mut self,
-        _backend: &CpuBackend,
-        x: &Tensor<CpuBackend>,
-        tau: f64,
-        out: &mut Tensor<CpuBackend>,
-    ) -> Result<()> {
+/// must match), at network time `tau` for every item, on the CPU whatever the
+/// sampler's backend. Tensors must be of the network's storage dtype. On the
+/// CPU backend the forward reads and writes the tensors' own buffers, so after
+/// the first call of a shape a sampling loop allocates nothing here; on a
+/// device backend `x` is downloaded and the output uploaded each call.
+impl<B: Backend> Denoiser<B> for UNet
+where
+    B::Buffer: 'static,
+{
+    fn predict(&mut self, backend: &B, x: &Tensor<B>, tau: f64, out: &mut Tensor<B>) -> Result<()> {
         let shape = x.shape();
         let [b, c, h, w] = match *shape.dims() {
             [b, c, h, w] => [b, c, h, w],
@@ -338,31 +339,46 @@ impl Denoiser<CpuBackend> for UNet {
                 got: out.shape(),
             });
         }
-        self.times.clear();
-        self.times.resize(b, tau as f32);
-        let times = &self.times;
-        let (n_in, n_out) = (x.len(), out.len());
-        match (&mut self.net, x.buffer(), out.buffer_mut()) {
-            (Net::F32(m), CpuBuffer::F32(xs), CpuBuffer::F32(os)) => {
-                Self::run_on(m, &xs[..n_in], (b, h, w), times, &mut os[..n_out])
-            }
-            (Net::F16(m), CpuBuffer::F16(xs), CpuBuffer::F16(os)) => {
-                Self::run_on(m, &xs[..n_in], (b, h, w), times, &mut os[..n_out])
-            }
-            _ => {
-                let expected = self.dtype();
-                let got = if x.dtype() == expected {
-                    out.dtype()
-                } else {
-                    x.dtype()
-                };
+        for (t, what) in [(x.dtype(), "unet input"), (out.dtype(), "unet output")] {
+            if t != self.dtype() {
                 return Err(Error::DTypeMismatch {
-                    what: "unet input/output (the network's storage dtype)",
-                    expected,
-                    got,
+                    what,
+                    expected: self.dtype(),
+                    got: t,
                 });
             }
         }
-        Ok(())
+        self.times.clear();
+        self.times.resize(b, tau as f32);
+        let times = &self.times;
+        let dims = (b, h, w);
+        let (n_in, n_out) = (x.len(), out.len());
+        let xb = x.buffer() as &dyn Any;
+        let ob = out.buffer_mut() as &mut dyn Any;
+        if let (Some(xs), Some(os)) = (xb.downcast_ref::<CpuBuffer>(), ob.downcast_mut()) {
+            match (&mut self.net, xs, os) {
+                (Net::F32(m), CpuBuffer::F32(xs), CpuBuffer::F32(os)) => {
+                    Self::run_on(m, &xs[..n_in], dims, times, &mut os[..n_out])
+                }
+                (Net::F16(m), CpuBuffer::F16(xs), CpuBuffer::F16(os)) => {
+                    Self::run_on(m, &xs[..n_in], dims, times, &mut os[..n_out])
+                }
+                _ => unreachable!("tensor dtypes were checked against the network's"),
+            }
+            return Ok(());
+        }
+        match (&mut self.net, x.download(backend)?) {
+            (Net::F32(m), HostVec::F32(xs)) => {
+                let mut os = vec![0f32; n_out];
+                Self::run_on(m, &xs, dims, times, &mut os);
+                out.upload(backend, HostSlice::F32(&os))
+            }
+            (Net::F16(m), HostVec::F16(xs)) => {
+                let mut os = vec![f16::ZERO; n_out];
+                Self::run_on(m, &xs, dims, times, &mut os);
+                out.upload(backend, HostSlice::F16(&os))
+            }
+            _ => unreachable!("tensor dtypes were checked against the network's"),
+        }
     }
 }
