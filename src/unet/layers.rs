@@ -228,13 +228,6 @@ impl Norm {
     }
 }
 
-impl<S> Act<S> {
-    /// Dimensions of another buffer of the same geometry.
-    fn geometry(&self) -> (usize, usize, usize, usize) {
-        (self.c, self.b, self.h, self.w)
-    }
-}
-
 /// Widths and norm settings shared by the layers of one block.
 #[derive(Clone, Copy)]
 pub struct Widths {
@@ -402,7 +395,7 @@ impl<S: Store> Attention<S> {
     }
 
     pub fn run(&self, x: &Act<S>, arena: &mut Arena<S>) -> Act<S> {
-        let (c, b, _, _) = x.geometry();
+        let (c, b) = (x.c, x.b);
         let n = x.n();
         let t = n / b;
         let heads = self.heads;

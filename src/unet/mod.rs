@@ -42,7 +42,6 @@ use crate::sampler::Denoiser;
 use crate::solver::Prediction;
 use crate::tensor::{DType, HostSlice, HostVec, Shape, Tensor};
 use forward::Model;
-use pool::Store;
 use weights::{Checkpoint, Random, Source, Tensors};
 
 /// One timestep per batch item, as diffusers accepts them (cast to f32).
@@ -297,16 +296,6 @@ impl UNet {
             }
         })
     }
-
-    fn run_on<S: Store>(
-        model: &mut Model<S>,
-        x: &[S],
-        dims: (usize, usize, usize),
-        times: &[f32],
-        out: &mut [S],
-    ) {
-        model.forward(x, dims, times, out, None);
-    }
 }
 
 /// ε or v, as [`UNet::prediction`] says (the plan's [`crate::Prediction`]
@@ -358,10 +347,10 @@ where
         if let (Some(xs), Some(os)) = (xb.downcast_ref::<CpuBuffer>(), ob.downcast_mut()) {
             match (&mut self.net, xs, os) {
                 (Net::F32(m), CpuBuffer::F32(xs), CpuBuffer::F32(os)) => {
-                    Self::run_on(m, &xs[..n_in], dims, times, &mut os[..n_out])
+                    m.forward(&xs[..n_in], dims, times, &mut os[..n_out], None)
                 }
                 (Net::F16(m), CpuBuffer::F16(xs), CpuBuffer::F16(os)) => {
-                    Self::run_on(m, &xs[..n_in], dims, times, &mut os[..n_out])
+                    m.forward(&xs[..n_in], dims, times, &mut os[..n_out], None)
                 }
                 _ => unreachable!("tensor dtypes were checked against the network's"),
             }
@@ -370,12 +359,12 @@ where
         match (&mut self.net, x.download(backend)?) {
             (Net::F32(m), HostVec::F32(xs)) => {
                 let mut os = vec![0f32; n_out];
-                Self::run_on(m, &xs, dims, times, &mut os);
+                m.forward(&xs, dims, times, &mut os, None);
                 out.upload(backend, HostSlice::F32(&os))
             }
             (Net::F16(m), HostVec::F16(xs)) => {
                 let mut os = vec![f16::ZERO; n_out];
-                Self::run_on(m, &xs, dims, times, &mut os);
+                m.forward(&xs, dims, times, &mut os, None);
                 out.upload(backend, HostSlice::F16(&os))
             }
             _ => unreachable!("tensor dtypes were checked against the network's"),
