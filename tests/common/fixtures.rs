@@ -175,8 +175,9 @@ pub fn official_delta_phi(f: &Fixture, n: usize) -> diffinv::guidance::cpgdm::De
     }
 }
 
-/// Every `tests/fixtures/unet_*/` folder (a diffusers `UNet2DModel` each), sorted;
-/// at least one exists.
+/// Every `tests/fixtures/unet_*/` folder (a diffusers `UNet2DModel` each), sorted,
+/// then the folders listed in `DIFFINV_UNET_FIXTURES` (a path list: checkpoints too
+/// large to ship, e.g. from `tools/peer_unet.py --save`); at least one exists.
 pub fn unet_folders() -> Vec<PathBuf> {
     let root = path("");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
@@ -191,5 +192,8 @@ pub fn unet_folders() -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     assert!(!dirs.is_empty(), "no tests/fixtures/unet_* folder");
+    if let Some(extra) = std::env::var_os("DIFFINV_UNET_FIXTURES") {
+        dirs.extend(std::env::split_paths(&extra));
+    }
     dirs
 }
