@@ -141,4 +141,25 @@ pub enum Error {
         operator: String,
         reason: &'static str,
     },
+
+    /// A UNet `config.json` key whose value the built-in UNet does not
+    /// implement (or cannot parse), including another model class.
+    #[error("unsupported UNet config: `{key}` = {value}")]
+    UnsupportedConfig { key: String, value: String },
+
+    /// A checkpoint file that cannot be opened, mapped or parsed (e.g. truncated).
+    #[error("cannot read checkpoint {path}: {reason}")]
+    Checkpoint { path: String, reason: String },
+
+    /// A weight the config requires is absent from the checkpoint.
+    #[error("checkpoint tensor `{name}` is missing")]
+    MissingTensor { name: String },
+
+    /// A checkpoint weight of the wrong shape or of a dtype we cannot read.
+    #[error("checkpoint tensor `{name}`: expected {expected}, got {got}")]
+    BadTensor {
+        name: String,
+        expected: String,
+        got: String,
+    },
 }

@@ -40,6 +40,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod solver;
 pub mod tensor;
+pub mod unet;
 
 pub use backend::{select, AnyBackend, Backend, BackendFn, BackendKind, Selection};
 pub use error::{Error, Result};

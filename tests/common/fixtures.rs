@@ -182,3 +182,26 @@ pub fn official_delta_phi(f: &Fixture, n: usize) -> diffinv::guidance::cpgdm::De
         jc,
     }
 }
+
+/// Every `tests/fixtures/unet_*/` folder (a diffusers `UNet2DModel` each), sorted,
+/// then the folders listed in `DIFFINV_UNET_FIXTURES` (a path list: checkpoints too
+/// large to ship, e.g. from `tools/peer_unet.py --save`); at least one exists.
+pub fn unet_folders() -> Vec<PathBuf> {
+    let root = path("");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/fixtures exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("unet_"))
+        })
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no tests/fixtures/unet_* folder");
+    if let Some(extra) = std::env::var_os("DIFFINV_UNET_FIXTURES") {
+        dirs.extend(std::env::split_paths(&extra));
+    }
+    dirs
+}

@@ -1,0 +1,149 @@
+//! UNet forward latency on the CPU: the tiny fixture model and the
+//! google/ddpm-cifar10-32 architecture (random weights), batch 1 and 8, f32
+//! and f16 storage. Throughput is in FLOPs computed from the config (2 per
+//! multiply-add), so criterion's "elem/s" reads as FLOP/s; beside it, a
+//! square f32 GEMM of the same `gemm` crate measures the ceiling this machine
+//! gives the forward's dominant operation, in the same run; each case prints
+//! its own median beside that ceiling timed just before and after it.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput};
+use diffinv::unet::{Timesteps, UNet, UNetConfig};
+use diffinv::DType;
+
+/// A square f32 GEMM through the same `gemm` crate and threads as the
+/// forward: what this machine gives the forward's dominant operation.
+struct Ceiling {
+    n: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl Ceiling {
+    fn new(n: usize) -> Self {
+        Ceiling {
+            n,
+            a: diffinv::rng::normal_vec(1, n * n),
+            b: diffinv::rng::normal_vec(2, n * n),
+            out: vec![0f32; n * n],
+        }
+    }
+
+    fn flops(&self) -> u64 {
+        2 * (self.n * self.n * self.n) as u64
+    }
+
+    fn run(&mut self) {
+        let n = self.n;
+        // SAFETY: three n×n row-major matrices of n·n elements each.
+        unsafe {
+            gemm::gemm(
+                n,
+                n,
+                n,
+                self.out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                self.a.as_ptr(),
+                1,
+                n as isize,
+                self.b.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            )
+        };
+        black_box(&mut self.out);
+    }
+
+    /// GFLOP/s, median of 5 runs.
+    fn gflops(&mut self) -> f64 {
+        let flops = self.flops() as f64;
+        flops * 1e-9 / median_seconds(5, || self.run())
+    }
+}
+
+fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[runs / 2]
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_tiny");
+    let mut ceiling = Ceiling::new(1024);
+    let models: [(&str, usize); 2] = [("unet_tiny", 16), ("ddpm-cifar10-32", 32)];
+    for (name, side) in models {
+        for dtype in [DType::F32, DType::F16] {
+            let mut net = match name {
+                "unet_tiny" => UNet::load(&tiny, dtype),
+                _ => UNet::random(UNetConfig::ddpm_cifar10_32(), dtype, 7),
+            }
+            .expect("model");
+            for batch in [1usize, 8] {
+                let dims = [batch, net.config().in_channels, side, side];
+                let x: Vec<f32> = diffinv::rng::normal_vec(3, dims.iter().product());
+                let t: Vec<i64> = (0..batch as i64).map(|i| 999 - 97 * i).collect();
+                let flops = net.flops(batch, side, side);
+                net.forward(&x, dims, Timesteps::Int(&t)).expect("forward");
+                // The machine is shared: the GEMM ceiling is timed right
+                // before and after the forwards, so the fraction compares
+                // the two under the same load.
+                let before = ceiling.gflops();
+                let forward = median_seconds(3, || {
+                    black_box(net.forward(&x, dims, Timesteps::Int(&t)).unwrap());
+                });
+                let after = ceiling.gflops();
+                let rate = flops as f64 * 1e-9 / forward;
+                eprintln!(
+                    "unet/{name}/b{batch}/{dtype:?}: {:.3} GFLOP per forward, peak activations {:.1} MiB; \
+                     median of 3: {:.1} ms = {rate:.1} GFLOP/s = {:.0}% of the f32 GEMM ceiling \
+                     ({before:.0} / {after:.0} GFLOP/s before / after)",
+                    flops as f64 * 1e-9,
+                    net.peak_bytes() as f64 / (1 << 20) as f64,
+                    forward * 1e3,
+                    100.0 * rate / (0.5 * (before + after)),
+                );
+                let mut g = c.benchmark_group(format!("unet/{name}/b{batch}"));
+                g.sample_size(10)
+                    .warm_up_time(Duration::from_millis(500))
+                    .measurement_time(Duration::from_secs(3))
+                    .throughput(Throughput::Elements(flops));
+                g.bench_function(format!("cpu/{dtype:?}").to_lowercase(), |b| {
+                    b.iter(|| {
+                        black_box(
+                            net.forward(black_box(&x), dims, Timesteps::Int(&t))
+                                .unwrap(),
+                        )
+                    })
+                });
+                g.finish();
+            }
+        }
+    }
+
+    let mut g = c.benchmark_group("unet/gemm-ceiling");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(ceiling.flops()));
+    g.bench_function("f32-1024", |b| b.iter(|| ceiling.run()));
+    g.finish();
+    c.final_summary();
+}
