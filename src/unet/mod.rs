@@ -345,29 +345,38 @@ where
         let xb = x.buffer() as &dyn Any;
         let ob = out.buffer_mut() as &mut dyn Any;
         if let (Some(xs), Some(os)) = (xb.downcast_ref::<CpuBuffer>(), ob.downcast_mut()) {
+            // The dtypes were checked, so one of these arms runs; anything
+            // else would fall through to the host path below.
             match (&mut self.net, xs, os) {
                 (Net::F32(m), CpuBuffer::F32(xs), CpuBuffer::F32(os)) => {
-                    m.forward(&xs[..n_in], dims, times, &mut os[..n_out], None)
+                    m.forward(&xs[..n_in], dims, times, &mut os[..n_out], None);
+                    return Ok(());
                 }
                 (Net::F16(m), CpuBuffer::F16(xs), CpuBuffer::F16(os)) => {
-                    m.forward(&xs[..n_in], dims, times, &mut os[..n_out], None)
+                    m.forward(&xs[..n_in], dims, times, &mut os[..n_out], None);
+                    return Ok(());
                 }
-                _ => unreachable!("tensor dtypes were checked against the network's"),
+                _ => {}
             }
-            return Ok(());
         }
+        // The download is in the storage dtype, checked above to be the
+        // network's; any other answer is converted, never trusted.
         match (&mut self.net, x.download(backend)?) {
-            (Net::F32(m), HostVec::F32(xs)) => {
+            (Net::F32(m), host) => {
+                let xs = host.into_f32();
                 let mut os = vec![0f32; n_out];
                 m.forward(&xs, dims, times, &mut os, None);
                 out.upload(backend, HostSlice::F32(&os))
             }
-            (Net::F16(m), HostVec::F16(xs)) => {
+            (Net::F16(m), host) => {
+                let xs = match host {
+                    HostVec::F16(v) => v,
+                    other => other.into_f32().into_iter().map(f16::from_f32).collect(),
+                };
                 let mut os = vec![f16::ZERO; n_out];
                 m.forward(&xs, dims, times, &mut os, None);
                 out.upload(backend, HostSlice::F16(&os))
             }
-            _ => unreachable!("tensor dtypes were checked against the network's"),
         }
     }
 }
