@@ -605,25 +605,30 @@ pub unsafe extern "C" fn diffinv_run_step(
         // SAFETY: the caller's contract.
         let run = unsafe { run.as_mut() }.ok_or(null("run"))?;
         let (dtype, shape) = (run.dtype, run.shape);
-        let bytes = |len: usize| len.saturating_mul(dtype.size());
+        // SAFETY: the caller's contract; the tensors are dropped at the end of
+        // this call. `model_out` is only read (a `&Tensor`), so the const
+        // pointer is never written through.
+        let mut xt = unsafe { host_tensor(x, x_len, dtype, shape, "x")? };
+        // SAFETY: as above.
+        let mt = unsafe {
+            host_tensor(
+                model_out.cast_mut(),
+                model_out_len,
+                dtype,
+                shape,
+                "model_out",
+            )?
+        };
+        // Checked after the lengths, so the ranges compared are the run's.
+        let bytes = shape.checked_len()? * dtype.size();
         let (xa, ma) = (x as usize, model_out as usize);
-        if !x.is_null()
-            && !model_out.is_null()
-            && xa < ma.saturating_add(bytes(model_out_len))
-            && ma < xa.saturating_add(bytes(x_len))
-        {
+        if xa < ma.saturating_add(bytes) && ma < xa.saturating_add(bytes) {
             return Err(invalid(
                 "model_out",
                 0.0,
                 "overlaps x (the step writes x while reading model_out)",
             ));
         }
-        // SAFETY: the caller's contract; the tensors are dropped at the end of
-        // this call. `model_out` is only read (a `&Tensor`), so the const
-        // pointer is never written through.
-        let mut xt = unsafe { host_tensor(x, x_len, dtype, shape, "x")? };
-        // SAFETY: as above.
-        let mt = unsafe { host_tensor(model_out.cast_mut(), model_out_len, dtype, shape, "model_out")? };
         run.run.step_with(run.backend, k, &mut xt, &mt)
     })
 }
