@@ -1,6 +1,7 @@
 //! Per-call cost of the fused solver step through the C ABI next to the Rust
 //! API, f16 on the CPU backend, at 1×3×64×64 (where call overhead shows) and
-//! 16×3×256×256 (where it drowns in memory traffic).
+//! 16×3×256×256 (where it drowns in memory traffic), plus 1×1×8×8, where the
+//! update itself is a few dozen nanoseconds and the time is the call.
 //!
 //! The step is step 5 of a 20-step DPM-Solver++ 2M plan (reads x, ε and one
 //! history slot; writes x and one slot). Three ways to call it on the same data:
@@ -28,7 +29,7 @@ use diffinv::{
 use diffinv_capi::*;
 
 const STEP: usize = 5;
-const SHAPES: [[usize; 4]; 2] = [[1, 3, 64, 64], [16, 3, 256, 256]];
+const SHAPES: [[usize; 4]; 3] = [[1, 1, 8, 8], [1, 3, 64, 64], [16, 3, 256, 256]];
 
 fn plan() -> Plan {
     let config = PlanConfig {

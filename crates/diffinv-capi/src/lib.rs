@@ -10,7 +10,9 @@
 //! - null pointers, wrong lengths and unknown enumerator values are errors,
 //!   never undefined behaviour of the library's own;
 //! - handles are opaque; `*_free` accepts null. A run borrows its backend and
-//!   plan: free it first.
+//!   plan: free it first;
+//! - threads: backends and plans may be shared by threads (calls only read
+//!   them); a run is used by one thread at a time (a step mutates its state).
 //!
 //! The Rust types behind the handles are the crate's own ([`CpuBackend`],
 //! [`Plan`], [`SolverRun`]); a step wraps the caller's pointers as external
