@@ -9,7 +9,9 @@
 //! live in the scope, the closure only gets `&mut` to them, and when it ends
 //! the scope checks that each slot still holds one of its own external
 //! buffers. A buffer that escaped (swapped out for another one) would dangle,
-//! so that check aborts the process rather than return.
+//! so that check aborts the process rather than return. Assigning a new
+//! tensor to a slot looks the same to the check (the borrowed buffer is gone
+//! from it) and aborts too: the check cannot tell a drop from an escape.
 //!
 //! Foreign-language bindings, which cannot use a closure scope, take the
 //! unsafe [`CpuBuffer::from_raw_parts`] with the contract written down.
