@@ -458,3 +458,39 @@ mod cuda_external {
         assert_eq!(backend.launch_count(), 0);
     }
 }
+
+/// Run in a child process by `a_buffer_escaping_its_scope_aborts`: swaps a
+/// scope tensor with an owned one, so the borrowed buffer would outlive the
+/// slice. Does nothing unless the parent asked for it.
+#[test]
+fn escape_child() {
+    if std::env::var_os("DIFFINV_ESCAPE_CHILD").is_none() {
+        return;
+    }
+    let backend = CpuBackend::new();
+    let mut outside = Tensor::zeros(&backend, Shape::flat(4), DType::F32).unwrap();
+    let mut data = vec![1.0f32; 4];
+    cpu::scope(|s| {
+        let t = s.tensor(&mut data, Shape::flat(4)).unwrap();
+        std::mem::swap(t, &mut outside);
+    });
+    // Unreachable: the scope aborts. If it returned, `outside` would now
+    // borrow `data` past the scope.
+    println!("scope returned");
+}
+
+#[test]
+fn a_buffer_escaping_its_scope_aborts() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "escape_child", "--nocapture", "--test-threads=1"])
+        .env("DIFFINV_ESCAPE_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the child returned: {stdout}");
+    assert!(
+        stderr.contains("escaped its cpu::scope") && !stdout.contains("scope returned"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+}
