@@ -162,4 +162,29 @@ pub enum Error {
         expected: String,
         got: String,
     },
+
+    /// A null pointer where caller-owned memory (or a handle) was expected.
+    #[error("null pointer given for {what}")]
+    NullPointer { what: &'static str },
+
+    /// A caller's wgpu buffer lacks usages the backend needs to bind, read or
+    /// write it (`missing` lists them, in wgpu's notation).
+    #[error("wgpu buffer for {what} lacks the usages {missing}")]
+    MissingBufferUsage { what: &'static str, missing: String },
+
+    /// A caller's buffer or allocation is smaller than the tensor it must hold.
+    #[error("{what} holds {got} bytes, {expected} needed")]
+    BufferTooSmall {
+        what: &'static str,
+        expected: u64,
+        got: u64,
+    },
+
+    /// A caller's device pointer is not aligned for the dtype's vector loads.
+    #[error("{what} at address {address:#x} is not {align}-byte aligned")]
+    Misaligned {
+        what: &'static str,
+        address: u64,
+        align: u64,
+    },
 }

@@ -585,3 +585,27 @@ impl<B: Backend> Drop for Temp<'_, B> {
         self.pool.give_back(t.len, t.dtype, t.buf);
     }
 }
+
+/// Tensors over buffers made elsewhere — the external-memory constructors of
+/// each backend (`docs/embedding.md`) — so every family runs on them unchanged.
+impl<B: Backend> Tensor<B> {
+    /// A tensor of `shape` over `buf`, whose dtype it takes; `buf` must hold
+    /// at least `shape`'s element count ([`Error::LengthMismatch`] otherwise).
+    pub fn from_buffer(buf: B::Buffer, shape: Shape) -> Result<Self> {
+        let len = shape.checked_len()?;
+        let info = B::buffer_info(&buf);
+        if info.len < len {
+            return Err(Error::LengthMismatch {
+                what: "tensor over an existing buffer",
+                expected: len,
+                got: info.len,
+            });
+        }
+        Ok(Tensor {
+            buf,
+            shape,
+            dtype: info.dtype,
+            len,
+        })
+    }
+}

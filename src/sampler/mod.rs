@@ -117,25 +117,64 @@ impl<'p, B: SolverOps> SolverRun<'p, B> {
     /// Apply the fused update of step `k` to `x`, with the model output
     /// already in [`SolverRun::model_out_mut`]. Steps must run in order.
     pub fn step(&mut self, backend: &B, k: usize, x: &mut Tensor<B>) -> Result<()> {
-        let planned = self.plan.steps.get(k).ok_or(Error::StepOutOfRange {
+        let SolverRun {
+            plan,
+            model_out,
+            state,
+            options,
+        } = self;
+        Self::step_on(plan, options, state, backend, k, x, model_out)
+    }
+
+    /// Apply the fused update of step `k` to `x` with a model output the
+    /// caller holds (e.g. a tensor over its own network's buffer), instead of
+    /// [`SolverRun::model_out_mut`]; same shape and dtype as the run's.
+    pub fn step_with(
+        &mut self,
+        backend: &B,
+        k: usize,
+        x: &mut Tensor<B>,
+        model_out: &Tensor<B>,
+    ) -> Result<()> {
+        if model_out.shape() != self.model_out.shape() {
+            return Err(Error::ShapeMismatch {
+                what: "model output",
+                expected: self.model_out.shape(),
+                got: model_out.shape(),
+            });
+        }
+        Self::step_on(
+            self.plan,
+            &self.options,
+            &mut self.state,
+            backend,
+            k,
+            x,
+            model_out,
+        )
+    }
+
+    fn step_on(
+        plan: &Plan,
+        options: &SamplerOptions,
+        state: &mut Tensor<B>,
+        backend: &B,
+        k: usize,
+        x: &mut Tensor<B>,
+        model_out: &Tensor<B>,
+    ) -> Result<()> {
+        let planned = plan.steps.get(k).ok_or(Error::StepOutOfRange {
             step: k,
-            steps: self.plan.len(),
+            steps: plan.len(),
         })?;
-        if self.options.check_finite {
-            check_finite(backend, &self.model_out, k)?;
+        if options.check_finite {
+            check_finite(backend, model_out, k)?;
         }
         let launch = StepLaunch {
             step: k as u32,
-            seed: self.options.seed,
+            seed: options.seed,
         };
-        solver_step(
-            backend,
-            &planned.update,
-            launch,
-            x,
-            &self.model_out,
-            &mut self.state,
-        )
+        solver_step(backend, &planned.update, launch, x, model_out, state)
     }
 
     /// Call the denoiser at step `k`'s point, then apply the update.

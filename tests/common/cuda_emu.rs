@@ -29,11 +29,12 @@ fn device_error(message: String) -> Error {
 }
 
 /// Host memory standing in for a device allocation: 256-byte aligned, zeroed,
-/// followed by a red zone.
+/// followed by a red zone — or, without a layout, memory a caller owns
+/// (`wrap_external`), which dropping leaves alone.
 pub struct EmuMem {
     ptr: NonNull<u8>,
     bytes: usize,
-    layout: Layout,
+    layout: Option<Layout>,
     live: Arc<Mutex<BTreeMap<usize, usize>>>,
 }
 
@@ -57,12 +58,15 @@ impl EmuMem {
 
 impl Drop for EmuMem {
     fn drop(&mut self) {
+        let Some(layout) = self.layout else {
+            return;
+        };
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(self.ptr.as_ptr() as usize));
         // SAFETY: allocated in `alloc_zeroed` with this layout, freed once.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
     }
 }
 
@@ -142,7 +146,19 @@ impl CudaDevice for EmuDevice {
         Ok(EmuMem {
             ptr,
             bytes,
-            layout,
+            layout: Some(layout),
+            live: self.live.clone(),
+        })
+    }
+
+    unsafe fn wrap_external(&self, ptr: u64, bytes: usize) -> Result<EmuMem> {
+        let ptr = NonNull::new(ptr as *mut u8)
+            .ok_or_else(|| device_error("null external address".into()))?;
+        // Not entered in `live`: the owner's allocation (with its red zone) is.
+        Ok(EmuMem {
+            ptr,
+            bytes,
+            layout: None,
             live: self.live.clone(),
         })
     }

@@ -22,6 +22,7 @@ macro_rules! launch_on_storage {
     }};
 }
 
+mod external;
 mod guidance;
 mod operator;
 mod solver;
@@ -35,14 +36,33 @@ use crate::error::Result;
 use crate::rng;
 use crate::tensor::{Complex32, DType, HostSlice, HostVec};
 
+pub use external::{scope, ExternalHost, HostElement, Scope};
+
 /// Storage of one CPU tensor.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum CpuBuffer {
     F16(Vec<f16>),
     F32(Vec<f32>),
     F64(Vec<f64>),
     C64(Vec<Complex32>),
     U32(Vec<u32>),
+    /// Memory the caller owns ([`scope`], [`CpuBuffer::from_raw_parts`]).
+    External(ExternalHost),
+}
+
+/// A clone owns its data: cloning an external buffer copies the caller's
+/// memory instead of duplicating the borrow.
+impl Clone for CpuBuffer {
+    fn clone(&self) -> Self {
+        match self {
+            CpuBuffer::F16(v) => CpuBuffer::F16(v.clone()),
+            CpuBuffer::F32(v) => CpuBuffer::F32(v.clone()),
+            CpuBuffer::F64(v) => CpuBuffer::F64(v.clone()),
+            CpuBuffer::C64(v) => CpuBuffer::C64(v.clone()),
+            CpuBuffer::U32(v) => CpuBuffer::U32(v.clone()),
+            CpuBuffer::External(e) => e.to_owned_buffer(),
+        }
+    }
 }
 
 /// The reference backend.
@@ -113,12 +133,14 @@ macro_rules! buffer_variant {
         fn slice(buf: &CpuBuffer) -> Option<&[Self]> {
             match buf {
                 CpuBuffer::$variant(v) => Some(v),
+                CpuBuffer::External(e) => e.slice(),
                 _ => None,
             }
         }
         fn slice_mut(buf: &mut CpuBuffer) -> Option<&mut [Self]> {
             match buf {
                 CpuBuffer::$variant(v) => Some(v),
+                CpuBuffer::External(e) => e.slice_mut(),
                 _ => None,
             }
         }
@@ -183,6 +205,7 @@ impl CpuBuffer {
             CpuBuffer::F64(_) => DType::F64,
             CpuBuffer::C64(_) => DType::C64,
             CpuBuffer::U32(_) => DType::U32,
+            CpuBuffer::External(e) => e.dtype(),
         }
     }
 
@@ -193,6 +216,7 @@ impl CpuBuffer {
             CpuBuffer::F64(v) => v.len(),
             CpuBuffer::C64(v) => v.len(),
             CpuBuffer::U32(v) => v.len(),
+            CpuBuffer::External(e) => e.len(),
         }
     }
 
@@ -204,6 +228,7 @@ impl CpuBuffer {
             CpuBuffer::F64(v) => bytemuck::cast_slice_mut(v),
             CpuBuffer::C64(v) => bytemuck::cast_slice_mut(v),
             CpuBuffer::U32(v) => bytemuck::cast_slice_mut(v),
+            CpuBuffer::External(e) => e.bytes_mut(),
         }
     }
 
@@ -214,6 +239,7 @@ impl CpuBuffer {
             CpuBuffer::F64(v) => bytemuck::cast_slice(v),
             CpuBuffer::C64(v) => bytemuck::cast_slice(v),
             CpuBuffer::U32(v) => bytemuck::cast_slice(v),
+            CpuBuffer::External(e) => e.bytes(),
         }
     }
 }

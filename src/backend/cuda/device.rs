@@ -25,6 +25,26 @@ pub trait CudaDevice: Send + Sync {
     /// Allocate `bytes` zeroed bytes.
     fn alloc_zeroed(&self, bytes: usize) -> Result<Self::Mem>;
 
+    /// A buffer over `bytes` bytes of device memory the caller owns, at
+    /// address `ptr`; dropping it leaves the memory alone.
+    ///
+    /// # Safety
+    /// `ptr` addresses at least `bytes` bytes of memory this device's kernels
+    /// can access (its context), valid and not freed while the returned value
+    /// lives; `ptr` is non-null (the backend checks it first).
+    ///
+    /// A device whose memory type can only own (a test double that stores
+    /// bytes in a `Vec`) keeps this default, which refuses.
+    unsafe fn wrap_external(&self, ptr: u64, bytes: usize) -> Result<Self::Mem> {
+        Err(crate::error::Error::Device {
+            backend: "cuda",
+            message: format!(
+                "{} cannot wrap external memory ({bytes} bytes at {ptr:#x})",
+                self.name()
+            ),
+        })
+    }
+
     /// Copy `src` into `mem` at byte `offset`.
     fn write(&self, mem: &mut Self::Mem, offset: usize, src: &[u8]) -> Result<()>;
 

@@ -1,5 +1,7 @@
 //! [`CudaDevice`] on a real GPU through cudarc's driver API.
 
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
@@ -68,15 +70,24 @@ impl DriverDevice {
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| unavailable("the CUDA driver is too old for this build".into()))?
             .map_err(|e| unavailable(format!("device {ordinal}: {e}")))?;
+        // Not the legacy default stream: CUDA-graph capture rejects it, and it
+        // serialises against every other stream of the process.
+        let stream = ctx.new_stream().map_err(driver_error)?;
+        Self::on_stream(stream)
+    }
+
+    /// The device of the caller's `stream` (and its context): every copy and
+    /// launch is enqueued on that stream, in order with the caller's own work
+    /// there; buffers this device allocates follow cudarc's event tracking
+    /// when other streams use them.
+    pub fn on_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        let ctx = Arc::clone(stream.context());
         let (major, minor) = ctx.compute_capability().map_err(driver_error)?;
         let multiprocessors = ctx
             .attribute(
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
             )
             .map_err(driver_error)?;
-        // Not the legacy default stream: CUDA-graph capture rejects it, and it
-        // serialises against every other stream of the process.
-        let stream = ctx.new_stream().map_err(driver_error)?;
         Ok(DriverDevice {
             ctx,
             stream,
@@ -137,21 +148,85 @@ impl DriverDevice {
     }
 }
 
+/// Device memory of one buffer: an allocation of the crate's (freed when
+/// dropped) or the caller's (left alone). Reads as the cudarc slice.
+pub struct DriverMem {
+    slice: ManuallyDrop<CudaSlice<u8>>,
+    owned: bool,
+}
+
+impl DriverMem {
+    fn owned(slice: CudaSlice<u8>) -> Self {
+        DriverMem {
+            slice: ManuallyDrop::new(slice),
+            owned: true,
+        }
+    }
+
+    /// Whether the memory belongs to the caller.
+    pub fn is_external(&self) -> bool {
+        !self.owned
+    }
+}
+
+impl Deref for DriverMem {
+    type Target = CudaSlice<u8>;
+    fn deref(&self) -> &CudaSlice<u8> {
+        &self.slice
+    }
+}
+
+impl DerefMut for DriverMem {
+    fn deref_mut(&mut self) -> &mut CudaSlice<u8> {
+        &mut self.slice
+    }
+}
+
+impl Drop for DriverMem {
+    fn drop(&mut self) {
+        // SAFETY: taken exactly once, here.
+        let slice = unsafe { ManuallyDrop::take(&mut self.slice) };
+        if self.owned {
+            drop(slice);
+        } else {
+            // Waits for our pending work on it, then forgets the address.
+            slice.leak();
+        }
+    }
+}
+
 impl CudaDevice for DriverDevice {
-    type Mem = CudaSlice<u8>;
+    type Mem = DriverMem;
 
     fn name(&self) -> String {
         let name = self.ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         format!("{name} ({})", self.arch)
     }
 
-    fn alloc_zeroed(&self, bytes: usize) -> Result<CudaSlice<u8>> {
+    fn alloc_zeroed(&self, bytes: usize) -> Result<DriverMem> {
         self.stream
             .alloc_zeros::<u8>(bytes.max(1))
+            .map(DriverMem::owned)
             .map_err(driver_error)
     }
 
-    fn write(&self, mem: &mut CudaSlice<u8>, offset: usize, src: &[u8]) -> Result<()> {
+    unsafe fn wrap_external(&self, ptr: u64, bytes: usize) -> Result<DriverMem> {
+        let stream = &self.stream;
+        // cudarc unwraps the creation of the slice's tracking events: a failure
+        // there is a device error, not a panic across the caller's code.
+        let slice = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: the caller's contract: `bytes` bytes of this context's
+            // memory at `ptr`, valid while the DriverMem lives.
+            unsafe { stream.upgrade_device_ptr::<u8>(ptr, bytes) }
+        }))
+        .map_err(|_| driver_error("creating the events of an external buffer"))?;
+        Ok(DriverMem {
+            slice: ManuallyDrop::new(slice),
+            owned: false,
+        })
+    }
+
+    fn write(&self, mem: &mut DriverMem, offset: usize, src: &[u8]) -> Result<()> {
         check_fits("cuda device write", offset, src.len(), mem.len())?;
         let mut view = mem.slice_mut(offset..offset + src.len());
         self.stream
@@ -159,17 +234,17 @@ impl CudaDevice for DriverDevice {
             .map_err(driver_error)
     }
 
-    fn read(&self, mem: &CudaSlice<u8>, offset: usize, dst: &mut [u8]) -> Result<()> {
+    fn read(&self, mem: &DriverMem, offset: usize, dst: &mut [u8]) -> Result<()> {
         check_fits("cuda device read", offset, dst.len(), mem.len())?;
         let view = mem.slice(offset..offset + dst.len());
         self.stream.memcpy_dtoh(&view, dst).map_err(driver_error)
     }
 
-    fn zero(&self, mem: &mut CudaSlice<u8>) -> Result<()> {
-        self.stream.memset_zeros(mem).map_err(driver_error)
+    fn zero(&self, mem: &mut DriverMem) -> Result<()> {
+        self.stream.memset_zeros(&mut **mem).map_err(driver_error)
     }
 
-    fn copy(&self, src: &CudaSlice<u8>, dst: &mut CudaSlice<u8>, bytes: usize) -> Result<()> {
+    fn copy(&self, src: &DriverMem, dst: &mut DriverMem, bytes: usize) -> Result<()> {
         check_fits("cuda device copy source", 0, bytes, src.len())?;
         check_fits("cuda device copy destination", 0, bytes, dst.len())?;
         let from = src.slice(..bytes);
@@ -179,7 +254,7 @@ impl CudaDevice for DriverDevice {
             .map_err(driver_error)
     }
 
-    fn device_ptr(&self, mem: &CudaSlice<u8>) -> u64 {
+    fn device_ptr(&self, mem: &DriverMem) -> u64 {
         let (ptr, _record) = mem.device_ptr(&self.stream);
         ptr
     }
@@ -188,7 +263,7 @@ impl CudaDevice for DriverDevice {
         &self,
         kernel: &'static Kernel,
         cfg: LaunchConfig,
-        mut args: KernelArgs<'_, CudaSlice<u8>>,
+        mut args: KernelArgs<'_, DriverMem>,
     ) -> Result<()> {
         let f = self.function(kernel)?.cu_function();
         // The raw launch does not make the context current (cudarc's safe calls do):

@@ -8,6 +8,7 @@
 
 pub mod device;
 mod driver;
+mod external;
 mod guidance;
 pub mod kernels;
 pub mod launch;
@@ -17,7 +18,8 @@ mod solver;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use device::{CudaDevice, LaunchConfig};
-pub use driver::DriverDevice;
+pub use driver::{DriverDevice, DriverMem};
+pub use external::required_alignment;
 pub use kernels::{compile_cubin, compile_ptx, KERNELS, MODULES};
 pub use launch::{Arg, Kernel, KernelArgs, Module, Param};
 

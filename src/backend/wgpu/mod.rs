@@ -8,6 +8,7 @@
 //! adapter offers SHADER_F16 and a packed-u32 variant otherwise (or when
 //! forced, so both are tested on one machine).
 
+mod external;
 mod guidance;
 pub mod kernels;
 mod operator;
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{Backend, BackendKind, BufferInfo, BufferPool, CheckedRange};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, HostSlice, HostVec};
+pub use external::REQUIRED_USAGES;
 use kernels::KernelCache;
 use recorder::{Dispatch, Pending, ARENA_BYTES, DEFAULT_SUBMIT_BUDGET};
 pub use variants::ShaderVariant;
@@ -155,7 +157,29 @@ impl WgpuBackend {
             ..Default::default()
         }))
         .map_err(|e| unavailable(format!("{} ({:?}): {e}", info.name, info.backend)))?;
+        Ok(Self::on_device(device, queue, info, native_f16))
+    }
 
+    /// The backend on a device and queue the caller opened (its renderer's, say):
+    /// every dispatch is submitted to `queue`. f16 tensors use `array<f16>` if
+    /// the device was created with SHADER_F16 (and `options` do not force the
+    /// packed shaders). The backend installs its own uncaptured-error handler
+    /// on `device`, so wgpu errors come back as [`Error::Device`] instead of
+    /// wgpu's default panic; a handler the caller had set is replaced.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, options: WgpuOptions) -> Self {
+        let native_f16 =
+            device.features().contains(wgpu::Features::SHADER_F16) && !options.force_packed_f16;
+        let info = device.adapter_info();
+        Self::on_device(device, queue, info, native_f16)
+    }
+
+    fn on_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        native_f16: bool,
+    ) -> Self {
+        let limits = device.limits();
         let uncaptured = Arc::new(Mutex::new(None));
         let sink = Arc::clone(&uncaptured);
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -170,7 +194,7 @@ impl WgpuBackend {
             mapped_at_creation: false,
         });
         let max_workgroups = MAX_WORKGROUPS.min(limits.max_compute_workgroups_per_dimension);
-        Ok(WgpuBackend {
+        WgpuBackend {
             device,
             queue,
             info,
@@ -187,7 +211,7 @@ impl WgpuBackend {
             workgroup_size: 256,
             max_workgroups,
             submit_budget: DEFAULT_SUBMIT_BUDGET,
-        })
+        }
     }
 
     /// Whether f16 tensors use `array<f16>` (else the packed-u32 shaders).
@@ -530,9 +554,11 @@ impl Backend for WgpuBackend {
     fn zero(&self, buf: &mut WgpuBuffer) -> Result<()> {
         // Recorded with the pending dispatches: ordered after them, no transfer.
         let mut pending = self.lock_pending()?;
-        pending
-            .encoder(&self.device)
-            .clear_buffer(&buf.buffer, 0, None);
+        pending.encoder(&self.device).clear_buffer(
+            &buf.buffer,
+            0,
+            Some(byte_size(buf.len, buf.dtype)),
+        );
         Ok(())
     }
 
