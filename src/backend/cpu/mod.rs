@@ -23,6 +23,7 @@ macro_rules! launch_on_storage {
 }
 
 mod guidance;
+mod nn;
 mod operator;
 mod solver;
 
