@@ -11,10 +11,21 @@
 
 mod common;
 
-use common::{compare, values};
+use common::values;
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::ops::nn::{self, Concat, Conv2d, GroupNorm, Matmul, NnOps, Softmax, TimeProj};
 use diffinv::{DType, HostSlice, Shape, Tensor};
+
+/// `common::compare`, after printing the max abs error (for the record).
+fn compare(what: &str, got: &[f64], want: &[f64], rel_tol: f64, abs_tol: f64) {
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max);
+    eprintln!("{what}: max abs {err:.3e}");
+    common::compare(what, got, want, rel_tol, abs_tol);
+}
 
 fn up<B: NnOps>(b: &B, v: &[f64]) -> Tensor<B> {
     Tensor::from_host(b, Shape::flat(v.len()), DType::F32, HostSlice::F64(v)).unwrap()
