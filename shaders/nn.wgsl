@@ -299,6 +299,8 @@ fn nn_softmax(
 //   2 upsample   2 h, 3 w: out[p, y, x] = a[p, y/2, x/2] over [planes, 2h, 2w]
 //   3 concat     2 c, 3 hw, 4 c_total, 5 c_offset: out[b, c_offset + ch, i] = a[b, ch, i]
 //   4 time_proj  2 dim, 3 shift (f32 bits: dim/2 − freq_shift), 4 flip_sin_to_cos; a = t[batch]
+//   5 add_bias   2 hw: out[bc, i] = a[bc, i] + b[bc] (a per-item, per-channel bias, e.g. a
+//                resnet's time-embedding projection)
 
 fn time_proj(i: u32) -> f32 {
     let dim = word(2u);
@@ -346,8 +348,11 @@ fn nn_elementwise(
                 let ch = (i / hw) % c;
                 out[(b * word(4u) + word(5u) + ch) * hw + i % hw] = in0[i];
             }
-            default: {
+            case 4u: {
                 out[i] = time_proj(i);
+            }
+            default: {
+                out[i] = in0[i] + in1[i / word(2u)];
             }
         }
     }

@@ -113,7 +113,8 @@ fn softmax_on<B: NnOps>(b: &B, g: Softmax, x: &[f64]) -> Vec<f64> {
 
 /// The element-wise ops, each from the same inputs: add, silu, upsample
 /// (as `planes × h × w` = 7 × 5 × 3 from the first 105 values of `a`),
-/// a concatenation of a 3- and a 5-channel part, and time embeddings.
+/// a concatenation of a 3- and a 5-channel part, a per-plane bias, and time
+/// embeddings.
 fn elementwise_on<B: NnOps>(b: &B, a: &[f64], bv: &[f64]) -> Vec<Vec<f64>> {
     let n = a.len();
     let (ta, tb) = (up(b, a), up(b, bv));
@@ -136,8 +137,12 @@ fn elementwise_on<B: NnOps>(b: &B, a: &[f64], bv: &[f64]) -> Vec<Vec<f64>> {
     };
     nn::concat_into(b, part(3, 0), p1.buffer(), cat.buffer_mut()).unwrap();
     nn::concat_into(b, part(5, 3), p2.buffer(), cat.buffer_mut()).unwrap();
+    // A per-(item, channel) bias over 6 planes of 13 pixels.
+    let bias = up(b, &bv[..6]);
+    let mut biased = zeros(b, 6 * 13);
+    nn::add_bias(b, 6, 13, ta.buffer(), bias.buffer(), biased.buffer_mut()).unwrap();
     let t = up(b, &[0.0, 1.0, 999.0, 500.5]);
-    let mut outs = vec![add, silu, upsampled, cat];
+    let mut outs = vec![add, silu, upsampled, cat, biased];
     for (dim, freq_shift, flip_sin_to_cos) in [(32, 0.0, true), (33, 1.0, false), (2, 0.0, true)] {
         let g = TimeProj {
             batch: 4,
@@ -270,6 +275,15 @@ fn cpu_time_proj_matches_the_formula_in_f64() {
             assert!((o[bi * 6 + 3 + j] - arg.sin()).abs() < 1e-4);
         }
     }
+}
+
+#[test]
+fn cpu_add_bias_adds_one_value_per_plane() {
+    let cpu = CpuBackend::new();
+    let (a, bias) = (up(&cpu, &[1.0, 2.0, 3.0, 4.0]), up(&cpu, &[10.0, 20.0]));
+    let mut out = zeros(&cpu, 4);
+    nn::add_bias(&cpu, 2, 2, a.buffer(), bias.buffer(), out.buffer_mut()).unwrap();
+    assert_eq!(out.to_f64(&cpu).unwrap(), [11.0, 12.0, 23.0, 24.0]);
 }
 
 #[test]
@@ -446,6 +460,7 @@ mod wgpu {
             "silu",
             "upsample",
             "concat",
+            "add_bias",
             "time_proj 32",
             "time_proj 33",
             "time_proj 2",
@@ -548,8 +563,8 @@ mod wgpu {
         let (a, b) = (vals(99, 1000, 3.0), vals(100, 1000, 3.0));
         let want = elementwise_on(&cpu, &a, &b);
         let got = elementwise_on(&gpu, &a, &b);
-        // add, silu, upsample and concat (the time embeddings are checked above).
-        for (k, (got, want)) in got.iter().zip(&want).take(4).enumerate() {
+        // add, silu, upsample, concat and add_bias (the time embeddings are checked above).
+        for (k, (got, want)) in got.iter().zip(&want).take(5).enumerate() {
             compare(&format!("capped elementwise op {k}"), got, want, REL, ABS);
         }
     }

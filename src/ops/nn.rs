@@ -134,6 +134,8 @@ pub enum NnOp {
     Concat(Concat),
     /// input: t (f32 timesteps).
     TimeProj(TimeProj),
+    /// `out[p, i] = a[p, i] + bias[p]` for `planes` planes of `hw` values.
+    AddBias { planes: usize, hw: usize },
 }
 
 /// One checked op: its inputs in the order [`NnOp`] lists them (`None` for an
@@ -422,5 +424,31 @@ pub fn time_proj<B: NnOps>(
         NnOp::TimeProj(g),
         [Some(("timesteps", t, g.batch)), None, None],
         ("time embedding", out, g.batch * g.dim),
+    )
+}
+
+/// `out[p, i] ← a[p, i] + bias[p]` over `planes` planes (e.g. batch × channels)
+/// of `hw` values: a bias that differs per item, such as a resnet's projected
+/// time embedding.
+pub fn add_bias<B: NnOps>(
+    backend: &B,
+    planes: usize,
+    hw: usize,
+    a: &B::Buffer,
+    bias: &B::Buffer,
+    out: &mut B::Buffer,
+) -> Result<()> {
+    positive("planes", planes)?;
+    positive("pixels", hw)?;
+    let n = planes * hw;
+    launch(
+        backend,
+        NnOp::AddBias { planes, hw },
+        [
+            Some(("add_bias input", a, n)),
+            Some(("add_bias bias", bias, planes)),
+            None,
+        ],
+        ("add_bias output", out, n),
     )
 }

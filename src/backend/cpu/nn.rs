@@ -216,6 +216,14 @@ impl NnOps for CpuBackend {
             NnOp::Upsample2x { planes, h, w } => upsample2x(planes, h, w, input(i0)?, out),
             NnOp::Concat(g) => concat(&g, input(i0)?, out),
             NnOp::TimeProj(g) => time_proj(&g, input(i0)?, out),
+            NnOp::AddBias { planes, hw } => {
+                let (a, bias) = (input(i0)?, input(i1)?);
+                for ((d, s), &v) in out.chunks_mut(hw).zip(a.chunks(hw)).zip(bias).take(planes) {
+                    for (d, &x) in d.iter_mut().zip(s) {
+                        *d = x + v;
+                    }
+                }
+            }
         }
         self.count_launch();
         Ok(())

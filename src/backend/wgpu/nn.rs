@@ -60,6 +60,7 @@ const EW_SILU: u32 = 1;
 const EW_UPSAMPLE: u32 = 2;
 const EW_CONCAT: u32 = 3;
 const EW_TIME_PROJ: u32 = 4;
+const EW_ADD_BIAS: u32 = 5;
 
 /// Sizes were checked to fit u32 by `ops::nn` (each is at most a buffer length).
 fn u(v: usize) -> u32 {
@@ -166,6 +167,10 @@ impl NnOps for WgpuBackend {
                     u32::from(g.flip_sin_to_cos),
                 ];
                 self.elementwise(&words, &bufs, n)
+            }
+            NnOp::AddBias { planes, hw } => {
+                let n = planes * hw;
+                self.elementwise(&[EW_ADD_BIAS, u(n), u(hw)], &bufs, n)
             }
         }
     }
