@@ -3,29 +3,26 @@
 //! statistics, softmax denominators) accumulate in f64 and round once, so the
 //! reference is closer to exact than any f32 kernel it checks.
 
-use super::{CpuBackend, CpuBuffer};
+use super::{CpuBackend, CpuBuffer, Element};
 use crate::error::{Error, Result};
 use crate::ops::nn::{Concat, Conv2d, GroupNorm, Matmul, NnCall, NnOp, NnOps, Softmax, TimeProj};
 use crate::tensor::DType;
 
+// Through `Element::slice`, the one place that knows every way a CPU buffer
+// can hold f32 values.
 fn f32s(buf: &CpuBuffer) -> Result<&[f32]> {
-    match buf {
-        CpuBuffer::F32(v) => Ok(v),
-        other => Err(Error::UnsupportedDType {
-            backend: "cpu",
-            dtype: other.dtype(),
-        }),
-    }
+    <f32 as Element>::slice(buf).ok_or(Error::UnsupportedDType {
+        backend: "cpu",
+        dtype: buf.dtype(),
+    })
 }
 
 fn f32s_mut(buf: &mut CpuBuffer) -> Result<&mut [f32]> {
-    match buf {
-        CpuBuffer::F32(v) => Ok(v),
-        other => Err(Error::UnsupportedDType {
-            backend: "cpu",
-            dtype: other.dtype(),
-        }),
-    }
+    let dtype = buf.dtype();
+    <f32 as Element>::slice_mut(buf).ok_or(Error::UnsupportedDType {
+        backend: "cpu",
+        dtype,
+    })
 }
 
 fn silu(v: f32) -> f32 {
