@@ -12,6 +12,7 @@
 //! else dispatches on it. `docs/adding-a-kernel-family.md` walks through it.
 
 pub mod guidance;
+pub mod nn;
 pub mod operator;
 pub mod solver;
 

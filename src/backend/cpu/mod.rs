@@ -24,6 +24,7 @@ macro_rules! launch_on_storage {
 
 mod external;
 mod guidance;
+mod nn;
 mod operator;
 mod solver;
 

@@ -11,7 +11,7 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::variants::{assemble, ShaderVariant};
-use super::{guidance, operator, solver};
+use super::{guidance, nn, operator, solver};
 use crate::error::Result;
 
 /// How a kernel uses one storage binding.
@@ -54,7 +54,16 @@ pub struct Kernel {
 }
 
 /// Every kernel; `KERNELS[i].id == i`.
-pub const KERNELS: &[&Kernel] = &[&solver::STEP, &operator::APPLY, &guidance::PASS];
+pub const KERNELS: &[&Kernel] = &[
+    &solver::STEP,
+    &operator::APPLY,
+    &guidance::PASS,
+    &nn::CONV2D,
+    &nn::MATMUL,
+    &nn::GROUP_NORM,
+    &nn::SOFTMAX,
+    &nn::ELEMENTWISE,
+];
 
 /// Layouts of one kernel.
 struct Layouts {

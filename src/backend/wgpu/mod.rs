@@ -11,6 +11,7 @@
 mod external;
 mod guidance;
 pub mod kernels;
+mod nn;
 mod operator;
 mod quiet;
 mod recorder;
@@ -324,6 +325,21 @@ impl WgpuBackend {
         buffers: &[&wgpu::Buffer],
         items: usize,
     ) -> Result<()> {
+        let workgroups =
+            (items.div_ceil(self.workgroup_size as usize) as u32).clamp(1, self.max_workgroups);
+        self.dispatch_grid(kernel, variant, params, buffers, [workgroups, 1, 1])
+    }
+
+    /// Record `kernel` over an explicit grid of workgroups (x, y, z), for
+    /// kernels that map workgroups to tiles or rows rather than to elements.
+    pub(crate) fn dispatch_grid(
+        &self,
+        kernel: &'static kernels::Kernel,
+        variant: ShaderVariant,
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Result<()> {
         if buffers.len() != kernel.bindings.len() || params.len() as u64 != kernel.params_size {
             return Err(Error::KernelSignature {
                 kernel: kernel.entry,
@@ -340,8 +356,6 @@ impl WgpuBackend {
             .kernels
             .pipeline(&self.device, kernel, variant, self.workgroup_size)?;
         let layout = self.kernels.bind_group_layout(&self.device, kernel)?;
-        let workgroups =
-            (items.div_ceil(self.workgroup_size as usize) as u32).clamp(1, self.max_workgroups);
         let mut pending = self.lock_pending()?;
         self.record(
             &mut pending,
@@ -397,7 +411,8 @@ impl WgpuBackend {
         pass.set_pipeline(d.pipeline);
         // The arena offset fits u32: the arena is far smaller than 4 GiB.
         pass.set_bind_group(0, &bind_group, &[offset as u32]);
-        pass.dispatch_workgroups(d.workgroups, 1, 1);
+        let [x, y, z] = d.workgroups;
+        pass.dispatch_workgroups(x, y, z);
         drop(pass);
         pending.dispatches += 1;
         Ok(())

@@ -61,5 +61,6 @@ pub(super) struct Dispatch<'a> {
     pub layout: &'a wgpu::BindGroupLayout,
     pub params: &'a [u8],
     pub buffers: &'a [&'a wgpu::Buffer],
-    pub workgroups: u32,
+    /// Workgroups in x, y and z.
+    pub workgroups: [u32; 3],
 }

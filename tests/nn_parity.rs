@@ -1,0 +1,571 @@
+//! The nn family: the CPU definitions against hand-computed values and each
+//! other, then every WGSL kernel against the CPU on sizes that are not
+//! multiples of the 16×16 tile or of the workgroup.
+//!
+//! Tolerances (f32 storage, inputs in [−1, 1], GEMM weights scaled by 1/√K so
+//! outputs are O(1)): wgpu vs CPU normalised error 1e-6 and max abs 1e-5 —
+//! the CPU sums in f64, the kernels in f32 over at most a few hundred terms.
+//! The time embedding is looser (max abs 2e-4): its argument t·f reaches
+//! 999, where one f32 ulp is 6.1e-5, so a one-ulp difference in the shader's
+//! `exp` moves sin/cos by that much.
+
+mod common;
+
+use common::values;
+use diffinv::backend::cpu::CpuBackend;
+use diffinv::ops::nn::{self, Concat, Conv2d, GroupNorm, Matmul, NnOps, Softmax, TimeProj};
+use diffinv::{DType, HostSlice, Shape, Tensor};
+
+/// `common::compare`, after printing the max abs error (for the record).
+fn compare(what: &str, got: &[f64], want: &[f64], rel_tol: f64, abs_tol: f64) {
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max);
+    eprintln!("{what}: max abs {err:.3e}");
+    common::compare(what, got, want, rel_tol, abs_tol);
+}
+
+fn up<B: NnOps>(b: &B, v: &[f64]) -> Tensor<B> {
+    Tensor::from_host(b, Shape::flat(v.len()), DType::F32, HostSlice::F64(v)).unwrap()
+}
+
+fn zeros<B: NnOps>(b: &B, n: usize) -> Tensor<B> {
+    Tensor::zeros(b, Shape::flat(n), DType::F32).unwrap()
+}
+
+/// f32-representable inputs, so both backends read the same values.
+fn vals(seed: u64, n: usize, amp: f64) -> Vec<f64> {
+    values(seed, n, amp)
+        .into_iter()
+        .map(|v| f64::from(v as f32))
+        .collect()
+}
+
+fn conv_on<B: NnOps>(b: &B, g: Conv2d, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+    let (ho, wo) = g.out_size();
+    let (x, w) = (up(b, x), up(b, w));
+    let bias = bias.map(|v| up(b, v));
+    let mut out = zeros(b, g.batch * g.cout * ho * wo);
+    nn::conv2d(
+        b,
+        g,
+        x.buffer(),
+        w.buffer(),
+        bias.as_ref().map(|t| t.buffer()),
+        out.buffer_mut(),
+    )
+    .unwrap();
+    out.to_f64(b).unwrap()
+}
+
+fn matmul_on<B: NnOps>(
+    b: &B,
+    g: Matmul,
+    a: &[f64],
+    bm: &[f64],
+    bias: Option<&[f64]>,
+    init: &[f64],
+) -> Vec<f64> {
+    let (a, bm) = (up(b, a), up(b, bm));
+    let bias = bias.map(|v| up(b, v));
+    let mut out = up(b, init);
+    nn::matmul(
+        b,
+        g,
+        a.buffer(),
+        bm.buffer(),
+        bias.as_ref().map(|t| t.buffer()),
+        out.buffer_mut(),
+    )
+    .unwrap();
+    out.to_f64(b).unwrap()
+}
+
+fn group_norm_on<B: NnOps>(
+    b: &B,
+    g: GroupNorm,
+    x: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+) -> Vec<f64> {
+    let (x, gamma, beta) = (up(b, x), up(b, gamma), up(b, beta));
+    let mut out = zeros(b, x.len());
+    nn::group_norm(
+        b,
+        g,
+        x.buffer(),
+        gamma.buffer(),
+        beta.buffer(),
+        out.buffer_mut(),
+    )
+    .unwrap();
+    out.to_f64(b).unwrap()
+}
+
+fn softmax_on<B: NnOps>(b: &B, g: Softmax, x: &[f64]) -> Vec<f64> {
+    let x = up(b, x);
+    let mut out = zeros(b, x.len());
+    nn::softmax(b, g, x.buffer(), out.buffer_mut()).unwrap();
+    out.to_f64(b).unwrap()
+}
+
+/// The element-wise ops, each from the same inputs: add, silu, upsample
+/// (as `planes × h × w` = 7 × 5 × 3 from the first 105 values of `a`),
+/// a concatenation of a 3- and a 5-channel part, a per-plane bias, and time
+/// embeddings.
+fn elementwise_on<B: NnOps>(b: &B, a: &[f64], bv: &[f64]) -> Vec<Vec<f64>> {
+    let n = a.len();
+    let (ta, tb) = (up(b, a), up(b, bv));
+    let mut add = zeros(b, n);
+    nn::add(b, n, ta.buffer(), tb.buffer(), add.buffer_mut()).unwrap();
+    let mut silu = zeros(b, n);
+    nn::silu(b, n, ta.buffer(), silu.buffer_mut()).unwrap();
+    let mut upsampled = zeros(b, 7 * 4 * 5 * 3);
+    nn::upsample2x(b, 7, 5, 3, ta.buffer(), upsampled.buffer_mut()).unwrap();
+    let (batch, hw) = (2, 11);
+    let p1 = up(b, &a[..batch * 3 * hw]);
+    let p2 = up(b, &bv[..batch * 5 * hw]);
+    let mut cat = zeros(b, batch * 8 * hw);
+    let part = |c, c_offset| Concat {
+        batch,
+        c,
+        hw,
+        c_total: 8,
+        c_offset,
+    };
+    nn::concat_into(b, part(3, 0), p1.buffer(), cat.buffer_mut()).unwrap();
+    nn::concat_into(b, part(5, 3), p2.buffer(), cat.buffer_mut()).unwrap();
+    // A per-(item, channel) bias over 6 planes of 13 pixels.
+    let bias = up(b, &bv[..6]);
+    let mut biased = zeros(b, 6 * 13);
+    nn::add_bias(b, 6, 13, ta.buffer(), bias.buffer(), biased.buffer_mut()).unwrap();
+    let t = up(b, &[0.0, 1.0, 999.0, 500.5]);
+    let mut outs = vec![add, silu, upsampled, cat, biased];
+    for (dim, freq_shift, flip_sin_to_cos) in [(32, 0.0, true), (33, 1.0, false), (2, 0.0, true)] {
+        let g = TimeProj {
+            batch: 4,
+            dim,
+            freq_shift,
+            flip_sin_to_cos,
+        };
+        let mut o = zeros(b, 4 * dim);
+        nn::time_proj(b, g, t.buffer(), o.buffer_mut()).unwrap();
+        outs.push(o);
+    }
+    outs.iter().map(|t| t.to_f64(b).unwrap()).collect()
+}
+
+// ---- the CPU definitions, against values that do not come from them
+
+#[test]
+fn cpu_conv_of_ones_counts_the_window_inside_the_image() {
+    let cpu = CpuBackend::new();
+    let g = Conv2d {
+        batch: 1,
+        cin: 1,
+        h: 3,
+        w: 3,
+        cout: 1,
+        k: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let out = conv_on(&cpu, g, &[1.0; 9], &[1.0; 9], Some(&[0.5]));
+    assert_eq!(out, [4.5, 6.5, 4.5, 6.5, 9.5, 6.5, 4.5, 6.5, 4.5]);
+    let strided = conv_on(&cpu, Conv2d { stride: 2, ..g }, &[1.0; 9], &[1.0; 9], None);
+    assert_eq!(strided, [4.0, 4.0, 4.0, 4.0]);
+}
+
+#[test]
+fn cpu_pointwise_conv_is_a_matmul_per_item() {
+    let cpu = CpuBackend::new();
+    let (cin, cout, hw) = (5, 3, 7);
+    let x = vals(1, cin * hw, 1.0);
+    let w = vals(2, cout * cin, 1.0);
+    let g = Conv2d {
+        batch: 1,
+        cin,
+        h: 1,
+        w: hw,
+        cout,
+        k: 1,
+        stride: 1,
+        pad: 0,
+    };
+    let conv = conv_on(&cpu, g, &x, &w, None);
+    let mm = Matmul {
+        batch: 1,
+        m: cout,
+        n: hw,
+        k: cin,
+        trans_a: false,
+        trans_b: false,
+        alpha: 1.0,
+        accumulate: false,
+    };
+    let prod = matmul_on(&cpu, mm, &w, &x, None, &vec![0.0; cout * hw]);
+    compare("1×1 conv vs matmul", &conv, &prod, 1e-7, 1e-7);
+}
+
+#[test]
+fn cpu_group_norm_standardises_each_group() {
+    let cpu = CpuBackend::new();
+    let g = GroupNorm {
+        batch: 2,
+        channels: 6,
+        hw: 5,
+        groups: 3,
+        eps: 1e-6,
+        silu: false,
+    };
+    let x = vals(3, 60, 3.0);
+    let out = group_norm_on(&cpu, g, &x, &[1.0; 6], &[0.0; 6]);
+    for grp in out.chunks(10) {
+        let mean = grp.iter().sum::<f64>() / 10.0;
+        let var = grp.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 10.0;
+        assert!(
+            mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5,
+            "{mean} {var}"
+        );
+    }
+}
+
+#[test]
+fn cpu_softmax_rows_are_distributions_ordered_like_the_input() {
+    let cpu = CpuBackend::new();
+    let x = vals(4, 3 * 9, 5.0);
+    let out = softmax_on(
+        &cpu,
+        Softmax {
+            rows: 3,
+            cols: 9,
+            scale: 0.5,
+        },
+        &x,
+    );
+    for (row, src) in out.chunks(9).zip(x.chunks(9)) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-6);
+        // exp is monotone: the larger input gets the larger weight.
+        let (i, j) = (0, 1);
+        assert_eq!(row[i] < row[j], src[i] < src[j]);
+        let want = (0.5 * (src[i] - src[j])).exp();
+        assert!((row[i] / row[j] - want).abs() < 1e-5 * want);
+    }
+}
+
+#[test]
+fn cpu_time_proj_matches_the_formula_in_f64() {
+    let cpu = CpuBackend::new();
+    let t = up(&cpu, &[3.0, 250.0]);
+    let g = TimeProj {
+        batch: 2,
+        dim: 6,
+        freq_shift: 1.0,
+        flip_sin_to_cos: true,
+    };
+    let mut o = zeros(&cpu, 12);
+    nn::time_proj(&cpu, g, t.buffer(), o.buffer_mut()).unwrap();
+    let o = o.to_f64(&cpu).unwrap();
+    for (bi, tv) in [3.0f64, 250.0].into_iter().enumerate() {
+        for j in 0..3 {
+            let arg = tv * (-(10000f64.ln()) * j as f64 / 2.0).exp();
+            assert!((o[bi * 6 + j] - arg.cos()).abs() < 1e-4);
+            assert!((o[bi * 6 + 3 + j] - arg.sin()).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn cpu_add_bias_adds_one_value_per_plane() {
+    let cpu = CpuBackend::new();
+    let (a, bias) = (up(&cpu, &[1.0, 2.0, 3.0, 4.0]), up(&cpu, &[10.0, 20.0]));
+    let mut out = zeros(&cpu, 4);
+    nn::add_bias(&cpu, 2, 2, a.buffer(), bias.buffer(), out.buffer_mut()).unwrap();
+    assert_eq!(out.to_f64(&cpu).unwrap(), [11.0, 12.0, 23.0, 24.0]);
+}
+
+#[test]
+fn bad_calls_are_typed_errors() {
+    let cpu = CpuBackend::new();
+    let x = zeros(&cpu, 10);
+    let mut out = zeros(&cpu, 10);
+    let g = GroupNorm {
+        batch: 1,
+        channels: 5,
+        hw: 2,
+        groups: 2,
+        eps: 1e-5,
+        silu: false,
+    };
+    assert!(nn::group_norm(
+        &cpu,
+        g,
+        x.buffer(),
+        x.buffer(),
+        x.buffer(),
+        out.buffer_mut()
+    )
+    .is_err());
+    // An output too short for the op.
+    assert!(nn::add(&cpu, 11, x.buffer(), x.buffer(), out.buffer_mut()).is_err());
+    let h = Tensor::<CpuBackend>::zeros(&cpu, Shape::flat(10), DType::F16).unwrap();
+    assert!(nn::silu(&cpu, 10, h.buffer(), out.buffer_mut()).is_err());
+}
+
+// ---- every WGSL kernel against the CPU definition
+
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    use super::*;
+
+    fn backend() -> Option<&'static diffinv::backend::wgpu::WgpuBackend> {
+        // f32 only: the packed-f16 device opens on every adapter.
+        common::wgpu(true)
+    }
+
+    const REL: f64 = 1e-6;
+    const ABS: f64 = 1e-5;
+
+    #[test]
+    fn conv2d() {
+        let Some(gpu) = backend() else { return };
+        let _serial = common::serial();
+        let cpu = CpuBackend::new();
+        // (batch, cin, h, w, cout, k, stride, pad): 3×3 stride 1 and 2 with
+        // padding, 1×1, unpadded 3×3; none a multiple of the 16×16 tile.
+        let cases = [
+            (2, 3, 17, 13, 19, 3, 1, 1),
+            (2, 5, 9, 11, 7, 3, 2, 1),
+            (3, 4, 15, 15, 33, 3, 2, 1),
+            (1, 37, 5, 6, 21, 1, 1, 0),
+            (2, 6, 7, 9, 5, 3, 1, 0),
+        ];
+        for (i, &(batch, cin, h, w, cout, k, stride, pad)) in cases.iter().enumerate() {
+            let g = Conv2d {
+                batch,
+                cin,
+                h,
+                w,
+                cout,
+                k,
+                stride,
+                pad,
+            };
+            let x = vals(10 + i as u64, batch * cin * h * w, 1.0);
+            let scale = 1.0 / ((cin * k * k) as f64).sqrt();
+            let wt = vals(20 + i as u64, cout * cin * k * k, scale);
+            let bias = vals(30 + i as u64, cout, 1.0);
+            let bias = (i % 2 == 0).then_some(&bias[..]);
+            let want = conv_on(&cpu, g, &x, &wt, bias);
+            let got = conv_on(gpu, g, &x, &wt, bias);
+            compare(&format!("conv2d {g:?}"), &got, &want, REL, ABS);
+        }
+    }
+
+    #[test]
+    fn matmul() {
+        let Some(gpu) = backend() else { return };
+        let _serial = common::serial();
+        let cpu = CpuBackend::new();
+        for (i, (batch, m, n, k)) in [(3, 17, 23, 37), (1, 1, 33, 5), (2, 64, 17, 300)]
+            .into_iter()
+            .enumerate()
+        {
+            for flags in 0..8u32 {
+                let g = Matmul {
+                    batch,
+                    m,
+                    n,
+                    k,
+                    trans_a: flags & 1 != 0,
+                    trans_b: flags & 2 != 0,
+                    alpha: 0.37,
+                    accumulate: flags & 4 != 0,
+                };
+                let seed = 100 * i as u64 + u64::from(flags);
+                let a = vals(seed, batch * m * k, 1.0);
+                let bm = vals(seed + 1, batch * k * n, 1.0 / (k as f64).sqrt());
+                let bias = vals(seed + 2, n, 1.0);
+                let init = vals(seed + 3, batch * m * n, 1.0);
+                let bias = (flags % 3 != 0).then_some(&bias[..]);
+                let want = matmul_on(&cpu, g, &a, &bm, bias, &init);
+                let got = matmul_on(gpu, g, &a, &bm, bias, &init);
+                compare(&format!("matmul {g:?}"), &got, &want, REL, ABS);
+            }
+        }
+    }
+
+    #[test]
+    fn group_norm() {
+        let Some(gpu) = backend() else { return };
+        let _serial = common::serial();
+        let cpu = CpuBackend::new();
+        // A group smaller than the workgroup, and one (8 × 37 values) larger.
+        for (i, (batch, channels, hw, groups)) in [(2, 12, 63, 4), (3, 32, 37, 4), (1, 5, 1, 5)]
+            .into_iter()
+            .enumerate()
+        {
+            for silu in [false, true] {
+                let g = GroupNorm {
+                    batch,
+                    channels,
+                    hw,
+                    groups,
+                    eps: 1e-5,
+                    silu,
+                };
+                let x = vals(40 + i as u64, batch * channels * hw, 2.0)
+                    .into_iter()
+                    .map(|v| v + 0.5)
+                    .collect::<Vec<_>>();
+                let gamma = vals(50 + i as u64, channels, 1.5);
+                let beta = vals(60 + i as u64, channels, 1.0);
+                let want = group_norm_on(&cpu, g, &x, &gamma, &beta);
+                let got = group_norm_on(gpu, g, &x, &gamma, &beta);
+                compare(&format!("group norm {g:?}"), &got, &want, REL, ABS);
+            }
+        }
+    }
+
+    #[test]
+    fn softmax() {
+        let Some(gpu) = backend() else { return };
+        let _serial = common::serial();
+        let cpu = CpuBackend::new();
+        for (i, (rows, cols)) in [(5, 1), (3, 7), (4, 300), (2, 1000)]
+            .into_iter()
+            .enumerate()
+        {
+            let g = Softmax {
+                rows,
+                cols,
+                scale: 0.125,
+            };
+            let x = vals(70 + i as u64, rows * cols, 20.0);
+            let want = softmax_on(&cpu, g, &x);
+            let got = softmax_on(gpu, g, &x);
+            compare(&format!("softmax {g:?}"), &got, &want, REL, ABS);
+        }
+    }
+
+    #[test]
+    fn elementwise() {
+        let Some(gpu) = backend() else { return };
+        let _serial = common::serial();
+        let cpu = CpuBackend::new();
+        let names = [
+            "add",
+            "silu",
+            "upsample",
+            "concat",
+            "add_bias",
+            "time_proj 32",
+            "time_proj 33",
+            "time_proj 2",
+        ];
+        for n in [257, 4097] {
+            let a = vals(80, n, 4.0);
+            let b = vals(81, n, 4.0);
+            let want = elementwise_on(&cpu, &a, &b);
+            let got = elementwise_on(gpu, &a, &b);
+            for ((name, got), want) in names.iter().zip(&got).zip(&want) {
+                let (rel, abs) = if name.starts_with("time_proj") {
+                    (1e-4, 2e-4)
+                } else {
+                    (REL, ABS)
+                };
+                compare(&format!("{name} (n = {n})"), got, want, rel, abs);
+            }
+        }
+    }
+
+    /// The grid-stride paths: 3 workgroups per dimension at most (every tile,
+    /// group, row and element loop wraps) and 96-lane reductions (not a power
+    /// of two, so the reduction trees pad lanes).
+    #[test]
+    fn capped_grid_and_odd_workgroup() {
+        use diffinv::backend::wgpu::{WgpuBackend, WgpuOptions};
+        let opts = WgpuOptions {
+            force_packed_f16: true,
+            allow_software: true,
+        };
+        let mut gpu = match WgpuBackend::with_options(opts) {
+            Ok(b) => b,
+            Err(e) => return common::skip("wgpu", e),
+        };
+        gpu.set_max_workgroups(3).unwrap();
+        gpu.set_workgroup_size(96).unwrap();
+        let cpu = CpuBackend::new();
+        let g = Conv2d {
+            batch: 2,
+            cin: 3,
+            h: 13,
+            w: 11,
+            cout: 37,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        };
+        let x = vals(90, 2 * 3 * 13 * 11, 1.0);
+        let wt = vals(91, 37 * 27, 0.2);
+        let bias = vals(92, 37, 1.0);
+        let want = conv_on(&cpu, g, &x, &wt, Some(&bias));
+        compare(
+            "capped conv2d",
+            &conv_on(&gpu, g, &x, &wt, Some(&bias)),
+            &want,
+            REL,
+            ABS,
+        );
+        let mm = Matmul {
+            batch: 5,
+            m: 50,
+            n: 49,
+            k: 20,
+            trans_a: false,
+            trans_b: true,
+            alpha: 1.0,
+            accumulate: false,
+        };
+        let (a, bm) = (vals(93, 5 * 50 * 20, 1.0), vals(94, 5 * 49 * 20, 0.25));
+        let init = vec![0.0; 5 * 50 * 49];
+        let want = matmul_on(&cpu, mm, &a, &bm, None, &init);
+        compare(
+            "capped matmul",
+            &matmul_on(&gpu, mm, &a, &bm, None, &init),
+            &want,
+            REL,
+            ABS,
+        );
+        let gn = GroupNorm {
+            batch: 3,
+            channels: 8,
+            hw: 53,
+            groups: 4,
+            eps: 1e-5,
+            silu: true,
+        };
+        let x = vals(95, 3 * 8 * 53, 2.0);
+        let (gamma, beta) = (vals(96, 8, 1.0), vals(97, 8, 1.0));
+        let want = group_norm_on(&cpu, gn, &x, &gamma, &beta);
+        let got = group_norm_on(&gpu, gn, &x, &gamma, &beta);
+        compare("capped group norm", &got, &want, REL, ABS);
+        let sm = Softmax {
+            rows: 7,
+            cols: 301,
+            scale: 0.3,
+        };
+        let x = vals(98, 7 * 301, 10.0);
+        let want = softmax_on(&cpu, sm, &x);
+        compare("capped softmax", &softmax_on(&gpu, sm, &x), &want, REL, ABS);
+        let (a, b) = (vals(99, 1000, 3.0), vals(100, 1000, 3.0));
+        let want = elementwise_on(&cpu, &a, &b);
+        let got = elementwise_on(&gpu, &a, &b);
+        // add, silu, upsample, concat and add_bias (the time embeddings are checked above).
+        for (k, (got, want)) in got.iter().zip(&want).take(5).enumerate() {
+            compare(&format!("capped elementwise op {k}"), got, want, REL, ABS);
+        }
+    }
+}
