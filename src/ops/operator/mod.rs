@@ -446,7 +446,8 @@ impl<B: OperatorOps> Operator<B> {
     /// `out ← mode(input)` for a batch: an image input is `[B, C, H, W]` (any
     /// shape whose batch items hold the image item's elements), a measurement
     /// `[B, …y_item]`; `output` has the other shape and the same batch and
-    /// dtype. One launch.
+    /// dtype. One launch ([`Operator::launches_per_apply`]: two for the
+    /// separable operators).
     pub fn apply(
         &self,
         backend: &B,
