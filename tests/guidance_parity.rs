@@ -200,24 +200,63 @@ fn max_rel(a: &[f64], b: &[f64]) -> f64 {
 /// The whole sampler (`cpgdm_sample`, exact Jacobian from the GMM) on every
 /// backend and dtype against every official noiseless C-ΠGDM run of the
 /// manifest: x_final within the stated tolerances, and the launches per step.
-fn the_sampler_reproduces_the_official_runs<B: Ops>(b: &B) {
-    let mut gmm = ipsolvers_gmm();
-    for (name, run) in ipsolvers_manifest("manifest_cpgdm.json")
-        .as_object()
-        .unwrap()
-    {
+/// One official run of the manifest the samplers implement, on backend `b`:
+/// its fixture, plan, operator, y and z with their shapes.
+struct OfficialRun<B: Ops> {
+    name: String,
+    f: Fixture,
+    plan: CpgdmPlan,
+    op: Operator<B>,
+    y: Vec<f64>,
+    ys: Vec<usize>,
+    z: Vec<f64>,
+    xs: Vec<usize>,
+}
+
+/// Every run of `manifest_cpgdm.json` whose algorithm is implemented (data-driven:
+/// a run dropped into the folder is picked up).
+fn official_runs<B: Ops>(b: &B) -> Vec<OfficialRun<B>> {
+    let manifest = ipsolvers_manifest("manifest_cpgdm.json");
+    let mut runs = Vec::new();
+    for (name, run) in manifest.as_object().unwrap() {
         let meta = &run["meta"];
         if !IMPLEMENTED.contains(&meta["run"]["algo"].as_str().unwrap_or("")) {
             continue;
         }
         let f = Fixture::open(&format!("ipsolvers/{name}.safetensors"));
         let plan = CpgdmPlan::new(cpgdm_config(meta, &f)).unwrap();
-        let steps = plan.steps.len();
         let (_, xs) = f.f64("x_true");
-        let item = Shape::from_dims(&xs[1..]).unwrap();
-        let op = ipsolvers_operator(b, meta, &f, item);
+        let op = ipsolvers_operator(b, meta, &f, Shape::from_dims(&xs[1..]).unwrap());
         let (y, ys) = f.f64("y");
         let (z, _) = f.f64("z_init");
+        runs.push(OfficialRun {
+            name: name.clone(),
+            f,
+            plan,
+            op,
+            y,
+            ys,
+            z,
+            xs,
+        });
+    }
+    runs
+}
+
+fn the_sampler_reproduces_the_official_runs<B: Ops>(b: &B) {
+    let mut gmm = ipsolvers_gmm();
+    for run in official_runs(b) {
+        let OfficialRun {
+            name,
+            f,
+            plan,
+            op,
+            y,
+            ys,
+            z,
+            xs,
+        } = run;
+        let steps = plan.steps.len();
         let want = f.f64("x_final").0;
         for dtype in [DType::F64, DType::F32, DType::F16] {
             if !b.guidance_supports(dtype) {
@@ -581,21 +620,18 @@ impl<B: diffinv::Backend, D: GuidedDenoiser<B>> GuidedDenoiser<B> for Counted<D>
 /// launches as the exact product, and an output that tracks the exact-Jacobian
 /// run's to the forward difference's O(δ) bias.
 fn the_finite_difference_product_tracks_the_exact_one<B: Ops>(b: &B) {
-    for (name, run) in ipsolvers_manifest("manifest_cpgdm.json")
-        .as_object()
-        .unwrap()
-    {
-        let meta = &run["meta"];
-        if !IMPLEMENTED.contains(&meta["run"]["algo"].as_str().unwrap_or("")) {
-            continue;
-        }
-        let f = Fixture::open(&format!("ipsolvers/{name}.safetensors"));
-        let plan = CpgdmPlan::new(cpgdm_config(meta, &f)).unwrap();
+    for run in official_runs(b) {
+        let OfficialRun {
+            name,
+            plan,
+            op,
+            y,
+            ys,
+            z,
+            xs,
+            ..
+        } = run;
         let steps = plan.steps.len();
-        let (_, xs) = f.f64("x_true");
-        let op = ipsolvers_operator(b, meta, &f, Shape::from_dims(&xs[1..]).unwrap());
-        let (y, ys) = f.f64("y");
-        let (z, _) = f.f64("z_init");
         for dtype in [DType::F64, DType::F32, DType::F16] {
             if !b.guidance_supports(dtype) {
                 continue;
