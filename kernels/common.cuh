@@ -65,6 +65,26 @@ struct CpgdmParams {
 };
 static_assert(sizeof(CpgdmParams) == 144, "CpgdmParams must match src/backend/params.rs");
 
+// Mirrors CgParams (src/backend/params.rs): the operator's Project program,
+// the pass, 5 scalars and 3 DDS coefficients.
+struct CgParams {
+    OperatorParams op;
+    unsigned int pass;
+    unsigned int iteration;
+    unsigned int item;
+    unsigned int chunks;
+    unsigned int batch;
+    unsigned int gram_from_t;
+    unsigned int pad[2];
+    float identity;
+    float gram;
+    float rhs_x;
+    float rhs_d;
+    float tolerance2;
+    float c[3];
+};
+static_assert(sizeof(CgParams) == 144, "CgParams must match src/backend/params.rs");
+
 #define DIFFINV_NO_SLOT 0xffffffffu
 #define DIFFINV_CORR_OFF 0u
 #define DIFFINV_CORR_FROM_SLOT 1u

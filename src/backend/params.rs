@@ -214,6 +214,72 @@ pub struct CpgdmParams {
 pub const CPGDM_PARAMS_SIZE: usize = 144;
 const _: () = assert!(std::mem::size_of::<CpgdmParams>() == CPGDM_PARAMS_SIZE);
 
+/// Virtual lanes of one partial sum of the CG reductions: each kernel folds
+/// its lanes' sums with the same fixed tree whatever its block size, so every
+/// backend (and every block size) rounds a reduction the same way.
+pub const CG_LANES: usize = 256;
+/// Elements per partial sum: lane `l` of chunk `g` sums elements
+/// `g·CG_CHUNK + l + CG_LANES·j`, j = 0, 1, 2, 3, in that order.
+pub const CG_CHUNK: usize = 4 * CG_LANES;
+
+/// What one launch of the CG kernel does (`docs/math.md` §9.2). `K·v` is
+/// `identity·v + gram·G v`, where `G v` is `P v` computed inline by the
+/// operator's Project program, or read from the `t` buffer (`gram_from_t`),
+/// which the operator's own kernels filled with AᵀA v.
+pub mod cg_pass {
+    /// `r = rhs_x·x + rhs_d·d − K x`; ⟨r, r⟩ into rr slot 0; iterations = 0.
+    pub const RESIDUAL: u32 = 0;
+    /// β = rr_k / rr_{k−1} (0 at k = 0 or when rr_{k−1} = 0), `p = r + β·p`,
+    /// `q = K r + β·q` (= K p); ⟨p, q⟩ into the pq slot.
+    pub const DIRECTION: u32 = 1;
+    /// α = rr_k / ⟨p, q⟩ (0 when ⟨p, q⟩ = 0 or the sample has stopped),
+    /// `x += α·p`, `r −= α·q`; ⟨r, r⟩ into rr slot (k + 1) mod 2.
+    pub const UPDATE: u32 = 2;
+}
+
+/// What one launch of the DDS kernel does (`docs/math.md` §9.3): the network
+/// tensors (xt, ε, z) are of the run's dtype, x is the CG state.
+pub mod dds_pass {
+    /// Tweedie: `x = (xt − c1·ε) / c0`.
+    pub const TWEEDIE: u32 = 0;
+    /// Re-noise: `xt = c0·x + c1·z + c2·ε`.
+    pub const RENOISE: u32 = 1;
+}
+
+/// Parameters of `cg_pass_f32` and `dds_pass_{f16,f32}` (kernels/krylov.cu,
+/// shaders/krylov.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct CgParams {
+    /// The operator's Project program over the batch (item to item; unused
+    /// with `gram_from_t` and by the DDS passes).
+    pub op: OperatorParams,
+    /// One of [`cg_pass`] or [`dds_pass`].
+    pub pass: u32,
+    /// The iteration k of a DIRECTION or UPDATE pass.
+    pub iteration: u32,
+    /// Elements per sample.
+    pub item: u32,
+    /// Partial sums per sample: ⌈item / [`CG_CHUNK`]⌉.
+    pub chunks: u32,
+    pub batch: u32,
+    /// 1 when G v comes from the `t` buffer, 0 when P v is computed inline.
+    pub gram_from_t: u32,
+    pub _pad: [u32; 2],
+    pub identity: f32,
+    pub gram: f32,
+    pub rhs_x: f32,
+    pub rhs_d: f32,
+    /// A sample stops (α = 0) at k ≥ 1 once rr_k < this; negative: never.
+    pub tolerance2: f32,
+    /// The DDS pass's coefficients.
+    pub c: [f32; 3],
+}
+
+/// Byte size the kernels assert for [`CgParams`].
+pub const CG_PARAMS_SIZE: usize = 144;
+const _: () = assert!(std::mem::size_of::<CgParams>() == CG_PARAMS_SIZE);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 //! else dispatches on it. `docs/adding-a-kernel-family.md` walks through it.
 
 pub mod guidance;
+pub mod krylov;
 pub mod nn;
 pub mod operator;
 pub mod solver;
@@ -19,10 +20,11 @@ pub mod solver;
 use crate::backend::Backend;
 
 pub use guidance::{CpgdmSampler, GuidanceOps, GuidedSampler, ModelPoint};
+pub use krylov::{CgOptions, ConjugateGradient, KrylovOps, NormalMap, NormalSystem};
 pub use operator::{Mode, Operator, OperatorCall, OperatorKind, OperatorOps};
 pub use solver::{solver_step, solver_step_raw, SolverOps, SolverStepCall};
 
 /// Every kernel family: what a backend must implement to run everything.
-pub trait Ops: Backend + SolverOps + OperatorOps + GuidanceOps {}
+pub trait Ops: Backend + SolverOps + OperatorOps + GuidanceOps + KrylovOps {}
 
-impl<B: Backend + SolverOps + OperatorOps + GuidanceOps> Ops for B {}
+impl<B: Backend + SolverOps + OperatorOps + GuidanceOps + KrylovOps> Ops for B {}

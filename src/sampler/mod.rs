@@ -4,9 +4,11 @@
 //! memory of a run (model output and the solver state) is allocated once in
 //! [`SolverRun::new`]; the loop itself allocates nothing.
 
+pub mod dds;
 pub mod dps;
 pub mod guided;
 
+pub use dds::{dds_sample, DataConsistency, DdsConfig, DdsPlan, DdsRun};
 pub use dps::{dps_sample, DpsConfig, DpsPlan};
 pub use guided::{
     cpgdm_sample, guided_sample, GuidedDenoiser, GuidedOptions, Jacobian, FD_RELATIVE_STEP,

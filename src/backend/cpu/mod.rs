@@ -24,6 +24,7 @@ macro_rules! launch_on_storage {
 
 mod external;
 mod guidance;
+mod krylov;
 mod nn;
 mod operator;
 mod solver;
@@ -98,6 +99,8 @@ pub(super) trait Math:
     + std::ops::Add<Output = Self>
     + std::ops::Mul<Output = Self>
     + std::ops::Sub<Output = Self>
+    + std::ops::Div<Output = Self>
+    + PartialOrd
 {
     const ZERO: Self;
     /// A row of zeros, read where a history slot is absent (the kernels read 0 there).

@@ -11,6 +11,7 @@ mod driver;
 mod external;
 mod guidance;
 pub mod kernels;
+mod krylov;
 pub mod launch;
 mod operator;
 mod solver;
@@ -172,6 +173,40 @@ impl<D: CudaDevice> CudaBackend<D> {
         }
         let cfg = self.launch_config(work);
         // SAFETY: forwarded from the caller's contract; the signature was checked.
+        unsafe { self.launch_with(kernel, cfg, args) }
+    }
+
+    /// Launch `kernel` on an explicit `grid` of blocks of the backend's block
+    /// size (kernels that own a fixed slice of the data per block, such as the
+    /// CG reductions), after checking `args` against its signature.
+    ///
+    /// # Safety
+    /// Every buffer in `args` must hold what the kernel touches on that grid.
+    pub(crate) unsafe fn launch_grid(
+        &self,
+        kernel: &'static Kernel,
+        grid: (u32, u32, u32),
+        args: KernelArgs<'_, D::Mem>,
+    ) -> Result<()> {
+        args.check(kernel)?;
+        let cfg = LaunchConfig {
+            grid,
+            block: (self.block_size, 1, 1),
+            shared_bytes: 0,
+        };
+        // SAFETY: forwarded from the caller's contract; the signature was checked.
+        unsafe { self.launch_with(kernel, cfg, args) }
+    }
+
+    /// # Safety
+    /// As [`CudaBackend::launch`], for `cfg`.
+    unsafe fn launch_with(
+        &self,
+        kernel: &'static Kernel,
+        cfg: LaunchConfig,
+        args: KernelArgs<'_, D::Mem>,
+    ) -> Result<()> {
+        // SAFETY: forwarded from the caller's contract.
         unsafe { self.device.launch(kernel, cfg, args)? };
         self.launches.fetch_add(1, Ordering::Relaxed);
         Ok(())

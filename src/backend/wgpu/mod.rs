@@ -11,6 +11,7 @@
 mod external;
 mod guidance;
 pub mod kernels;
+mod krylov;
 mod nn;
 mod operator;
 mod quiet;

@@ -1,0 +1,169 @@
+// The Krylov family (docs/math.md §9; src/backend/cpu/krylov.rs is the
+// definition): the conjugate-gradient passes with their reductions on the
+// device, and the two element-wise DDS passes around them.
+//
+// A CG pass runs on a grid of (chunks, batch) blocks: block (g, b) owns
+// elements g·1024 … g·1024 + 1023 of sample b and writes one partial sum of
+// them. A sample's scalars (⟨r, r⟩, ⟨p, q⟩) are its partials re-summed by
+// every block of the next pass, in the same fixed order, so α and β never
+// leave the device and agree bit for bit across blocks. Sums are folded over
+// 256 virtual lanes whatever blockDim is, so the rounding is the CPU's at
+// every block size; the module is compiled with --fmad=false.
+#include "common.cuh"
+
+#include "operator.cuh"
+
+#define CG_LANES 256u
+#define CG_CHUNK 1024u
+
+#define CG_RESIDUAL 0u
+#define CG_DIRECTION 1u
+#define CG_UPDATE 2u
+
+#define DDS_TWEEDIE 0u
+#define DDS_RENOISE 1u
+
+// Fold the 256 lane sums pairwise (lane i += lane i + s, s = 128 … 1) and
+// return the total to every thread. Every thread of the block must call it.
+__device__ __forceinline__ float fold_lanes(float* lanes) {
+    for (unsigned int s = CG_LANES / 2u; s > 0u; s >>= 1u) {
+        __syncthreads();
+        for (unsigned int i = threadIdx.x; i < s; i += blockDim.x) {
+            lanes[i] = lanes[i] + lanes[i + s];
+        }
+    }
+    __syncthreads();
+    const float total = lanes[0];
+    // Everyone has read the total before the lanes are reused.
+    __syncthreads();
+    return total;
+}
+
+// Σ term(i) for i < n: lane l accumulates terms l, l + 256, … in order, then
+// the lanes fold. `term` may write the element it is given (each i is visited
+// by exactly one thread).
+template <typename F>
+__device__ __forceinline__ float lane_sum(float* lanes, unsigned int n, F term) {
+    for (unsigned int l = threadIdx.x; l < CG_LANES; l += blockDim.x) {
+        float acc = 0.0f;
+        for (unsigned int i = l; i < n; i += CG_LANES) {
+            acc = acc + term(i);
+        }
+        lanes[l] = acc;
+    }
+    return fold_lanes(lanes);
+}
+
+// G v at element o: AᵀA v from t, or P v from the operator's Project program.
+__device__ __forceinline__ float gram_at(const CgParams& p, const float* v, const float* t, const unsigned int* table,
+                                         unsigned int o) {
+    if (p.gram_from_t != 0u) {
+        return t[o];
+    }
+    const unsigned int b = o / p.item;
+    return operator_value(p.op, v + b * p.item, table, o % p.item);
+}
+
+extern "C" __global__ void cg_pass_f32(const CgParams p, float* x, float* r, float* pv, float* q, float* partials,
+                                       unsigned int* iterations, const float* d, const float* t,
+                                       const unsigned int* table) {
+    __shared__ float lanes[CG_LANES];
+    const unsigned int g = blockIdx.x, b = blockIdx.y, k = p.iteration;
+    const unsigned int base = b * p.item + g * CG_CHUNK;
+    const unsigned int len = min(CG_CHUNK, p.item - g * CG_CHUNK);
+    // The sum in `slot` (0, 1: ⟨r, r⟩ ping-pong; 2: ⟨p, q⟩) of this sample.
+    auto slot_sum = [&](unsigned int slot) {
+        const float* part = partials + (slot * p.batch + b) * p.chunks;
+        return lane_sum(lanes, p.chunks, [&](unsigned int i) { return part[i]; });
+    };
+    float total = 0.0f;
+    unsigned int out_slot = 0u;
+    bool counted = false;
+    if (p.pass == CG_RESIDUAL) {
+        total = lane_sum(lanes, len, [&](unsigned int i) {
+            const unsigned int o = base + i;
+            const float rhs = p.rhs_x * x[o] + p.rhs_d * d[o];
+            const float kx = p.identity * x[o] + p.gram * gram_at(p, x, t, table, o);
+            r[o] = rhs - kx;
+            return r[o] * r[o];
+        });
+    } else if (p.pass == CG_DIRECTION) {
+        float beta = 0.0f;
+        if (k > 0u) {
+            const float old = slot_sum((k + 1u) % 2u);
+            const float rr = slot_sum(k % 2u);
+            beta = old != 0.0f ? rr / old : 0.0f;
+        }
+        total = lane_sum(lanes, len, [&](unsigned int i) {
+            const unsigned int o = base + i;
+            const float kr = p.identity * r[o] + p.gram * gram_at(p, r, t, table, o);
+            if (k == 0u) {
+                pv[o] = r[o];
+                q[o] = kr;
+            } else {
+                pv[o] = r[o] + beta * pv[o];
+                q[o] = kr + beta * q[o];
+            }
+            return pv[o] * q[o];
+        });
+        out_slot = 2u;
+    } else if (p.pass == CG_UPDATE) {
+        const float rr = slot_sum(k % 2u);
+        const float pq = slot_sum(2u);
+        const bool stopped = k >= 1u && p.tolerance2 >= 0.0f && rr < p.tolerance2;
+        counted = !stopped && pq != 0.0f;
+        const float alpha = counted ? rr / pq : 0.0f;
+        total = lane_sum(lanes, len, [&](unsigned int i) {
+            const unsigned int o = base + i;
+            if (counted) {
+                x[o] = x[o] + alpha * pv[o];
+                r[o] = r[o] - alpha * q[o];
+            }
+            return r[o] * r[o];
+        });
+        out_slot = (k + 1u) % 2u;
+    }
+    if (threadIdx.x == 0u) {
+        partials[(out_slot * p.batch + b) * p.chunks + g] = total;
+        if (g == 0u && p.pass == CG_RESIDUAL) {
+            iterations[b] = 0u;
+        }
+        if (g == 0u && counted) {
+            iterations[b] += 1u;
+        }
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void dds_tweedie(const CgParams& p, const T* xt, const T* eps, float* x0) {
+    const unsigned int n = p.item * p.batch;
+    for (unsigned int o = grid_start(); o < n; o += grid_step()) {
+        x0[o] = (load_elem(xt, o) - p.c[1] * load_elem(eps, o)) / p.c[0];
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void dds_renoise(const CgParams& p, const float* x0, const T* eps, const T* z, T* xt) {
+    const unsigned int n = p.item * p.batch;
+    for (unsigned int o = grid_start(); o < n; o += grid_step()) {
+        store_elem(xt, o, p.c[0] * x0[o] + p.c[1] * load_elem(z, o) + p.c[2] * load_elem(eps, o));
+    }
+}
+
+extern "C" __global__ void dds_tweedie_f32(const CgParams p, const float* xt, const float* eps, float* x0) {
+    dds_tweedie(p, xt, eps, x0);
+}
+
+extern "C" __global__ void dds_tweedie_f16(const CgParams p, const __half* xt, const __half* eps, float* x0) {
+    dds_tweedie(p, xt, eps, x0);
+}
+
+extern "C" __global__ void dds_renoise_f32(const CgParams p, const float* x0, const float* eps, const float* z,
+                                           float* xt) {
+    dds_renoise(p, x0, eps, z, xt);
+}
+
+extern "C" __global__ void dds_renoise_f16(const CgParams p, const float* x0, const __half* eps, const __half* z,
+                                           __half* xt) {
+    dds_renoise(p, x0, eps, z, xt);
+}
