@@ -564,6 +564,58 @@ fn guidance_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
     }
 }
 
+fn krylov_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
+    use diffinv::ops::krylov::{dds_renoise, dds_tweedie};
+    use diffinv::ops::{CgOptions, ConjugateGradient, NormalSystem, Operator};
+    fn outputs<B: Ops>(b: &B, dtype: DType) -> Vec<Vec<u64>> {
+        // Two chunks of 1024 per sample, the second partial.
+        let item = Shape::from_dims(&[3, 24, 24]).unwrap();
+        let x_shape = Shape::new(2, 3, 24, 24);
+        let mask: Vec<f32> = (0..1728)
+            .map(|i| if i % 3 == 0 { 0.0 } else { 1.0 })
+            .collect();
+        let ops = [
+            Operator::inpaint(b, item, &mask, true).unwrap(),
+            Operator::avg_pool(b, item, 4).unwrap(),
+            Operator::colorize(b, item, [0.3, 0.6, 0.1]).unwrap(),
+        ];
+        let t = |seed: u64, dtype: DType| {
+            let n = x_shape.checked_len().unwrap();
+            Tensor::from_host(b, x_shape, dtype, HostSlice::F64(&values(seed, n, 1.0))).unwrap()
+        };
+        let bits = |t: &Tensor<B>| t.to_f64(b).unwrap().iter().map(|v| v.to_bits()).collect();
+        let (xt, eps, z) = (t(1, dtype), t(2, dtype), t(3, dtype));
+        let mut x0 = t(4, DType::F32);
+        dds_tweedie(b, &xt, &eps, 0.6, 0.8, &mut x0).unwrap();
+        let mut out = vec![bits(&x0)];
+        let d = t(5, DType::F32);
+        for op in &ops {
+            let options = CgOptions {
+                iterations: 3,
+                tolerance: Some(1e-2),
+            };
+            let system = NormalSystem::tikhonov(1.5);
+            let mut cg = ConjugateGradient::new(b, op, 2, DType::F32, system, options).unwrap();
+            let mut x = t(6, DType::F32);
+            cg.solve(b, &mut x, &d, 1.0, 1.5).unwrap();
+            out.push(bits(&x));
+            let counts = cg.iterations_run(b).unwrap();
+            out.push(counts.iter().map(|&c| c as u64).collect());
+        }
+        let mut next = t(7, dtype);
+        dds_renoise(b, &x0, &eps, &z, [0.9, 0.3, 0.2], &mut next).unwrap();
+        out.push(bits(&next));
+        out
+    }
+    let cpu = CpuBackend::new();
+    for dtype in [DType::F32, DType::F16] {
+        assert!(
+            outputs(backend, dtype) == outputs(&cpu, dtype),
+            "{dtype:?}: emulated CG / DDS passes differ from the CPU backend"
+        );
+    }
+}
+
 /// Launch configurations every kernel is run at: the launcher's default (and the
 /// grid it computes), then blockDim 96 and 100 (not powers of two; 100 is not a
 /// multiple of 32) and 1, with few blocks so grid-stride loops wrap.
@@ -580,6 +632,11 @@ const RUNNERS: &[(&str, Runner)] = &[
     ("operator_apply_f32", operator_kernels_match_cpu_bitwise),
     ("cpgdm_pass_f16", guidance_kernels_match_cpu_bitwise),
     ("cpgdm_pass_f32", guidance_kernels_match_cpu_bitwise),
+    ("cg_pass_f32", krylov_kernels_match_cpu_bitwise),
+    ("dds_tweedie_f16", krylov_kernels_match_cpu_bitwise),
+    ("dds_tweedie_f32", krylov_kernels_match_cpu_bitwise),
+    ("dds_renoise_f16", krylov_kernels_match_cpu_bitwise),
+    ("dds_renoise_f32", krylov_kernels_match_cpu_bitwise),
 ];
 
 #[test]
