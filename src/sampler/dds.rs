@@ -155,8 +155,9 @@ pub struct DdsRun<'r, B: KrylovOps> {
 }
 
 impl<'r, B: KrylovOps> DdsRun<'r, B> {
-    /// A run for measurements `y` (`[B, …y_item]`) from the start `z`
-    /// (`[B, …x_item]`, the pure noise x_T; its dtype is the network's).
+    /// A run for measurements `y` (`[B, …y_item]`, or any shape with B items
+    /// of as many elements) from the start `z` (`[B, …x_item]` likewise, the
+    /// pure noise x_T; its dtype is the network's).
     pub fn new(
         backend: &B,
         plan: &'r DdsPlan,
@@ -167,11 +168,12 @@ impl<'r, B: KrylovOps> DdsRun<'r, B> {
         let (dtype, batch) = (z.dtype(), z.shape().batch());
         let x_shape = Shape::from_dims(&[&[batch][..], op.x_item().dims()].concat())?;
         let y_shape = Shape::from_dims(&[&[batch][..], op.y_item().dims()].concat())?;
+        // Any layout of a sample's elements will do (y flat or [C, h, w]).
         for (what, t, want) in [
             ("DDS start z", z, x_shape),
             ("DDS measurements y", y, y_shape),
         ] {
-            if t.shape() != want {
+            if t.shape().batch() != want.batch() || t.shape().item_len() != want.item_len() {
                 return Err(Error::ShapeMismatch {
                     what,
                     expected: want,

@@ -51,6 +51,7 @@ impl Fixture {
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
                 .collect(),
+            Dtype::BOOL => d.iter().map(|&v| f64::from(v)).collect(),
             other => panic!("tensor {name}: unsupported dtype {other:?}"),
         };
         (v, t.shape().to_vec())
@@ -132,7 +133,15 @@ pub fn ipsolvers_operator<B: diffinv::Ops>(
     use diffinv::ops::Operator;
     match meta["operator"]["class"].as_str().expect("operator class") {
         "SuperResolution" => {
-            let ratio = meta["operator"]["ratio"].as_u64().expect("ratio") as usize;
+            // The ratio, or the one the degradation's name carries ("sr4").
+            let ratio = meta["operator"]["ratio"]
+                .as_u64()
+                .map(|r| r as usize)
+                .or_else(|| {
+                    let deg = meta["operator"]["deg"].as_str()?;
+                    deg.strip_prefix("sr")?.parse().ok()
+                })
+                .expect("ratio") as usize;
             Operator::avg_pool(b, item, ratio).expect("pooling operator")
         }
         "Inpainting" => {
