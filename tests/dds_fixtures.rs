@@ -246,3 +246,107 @@ fn official_runs_on_every_backend<B: Ops>(b: &B) {
 mod every_backend {
     crate::for_each_backend!(super::official_runs_on_every_backend);
 }
+
+/// `dds_sample` is the step API with Philox noise; a progress callback can
+/// stop it; bad input is a typed error before any launch.
+#[test]
+fn dds_sample_is_the_step_api_and_rejects_bad_input() {
+    use diffinv::sampler::dds_sample;
+    use diffinv::Error;
+    use std::ops::ControlFlow;
+    let b = CpuBackend::new();
+    let mut gmm = ipsolvers_gmm();
+    let run = runs().remove(0);
+    let f = &run.f;
+    let shape = Shape::from_dims(&run.x_shape).unwrap();
+    let op = ipsolvers_operator(
+        &b,
+        &run.meta,
+        f,
+        Shape::from_dims(&run.x_shape[1..]).unwrap(),
+    );
+    let (y, ys) = f.f64("y");
+    let y = Tensor::from_host(
+        &b,
+        Shape::from_dims(&ys).unwrap(),
+        DType::F32,
+        HostSlice::F64(&y),
+    )
+    .unwrap();
+    let z = Tensor::from_host(&b, shape, DType::F32, HostSlice::F64(&row(f, "x", 0))).unwrap();
+    let seed = 17;
+    let mut seen = Vec::new();
+    let out = dds_sample(&b, &run.plan, &op, &y, &z, &mut gmm, seed, |p| {
+        seen.push(p.sigma)
+    })
+    .unwrap();
+    assert_eq!(seen.len(), run.plan.steps.len());
+    assert_eq!(*seen.last().unwrap(), 0.0);
+    // The same run by hand.
+    let mut dds = DdsRun::new(&b, &run.plan, &op, &y, &z).unwrap();
+    let mut eps = Tensor::zeros(&b, shape, DType::F32).unwrap();
+    let n_el = shape.checked_len().unwrap();
+    for n in 0..run.plan.steps.len() {
+        gmm.eps(&b, dds.x(), dds.model_point().unwrap(), &mut eps)
+            .unwrap();
+        dds.tweedie(&b, &eps).unwrap();
+        dds.consistency(&b).unwrap();
+        let noise: Vec<f64> = (0..n_el)
+            .map(|i| diffinv::rng::normal_f64(seed, n as u32, i as u32))
+            .collect();
+        let z = Tensor::from_host(&b, shape, DType::F32, HostSlice::F64(&noise)).unwrap();
+        dds.renoise(&b, &eps, dds.needs_noise().then_some(&z))
+            .unwrap();
+    }
+    assert_eq!(out.to_f64(&b).unwrap(), dds.x().to_f64(&b).unwrap());
+    // Stopping after two steps returns the third network input.
+    let stopped = dds_sample(&b, &run.plan, &op, &y, &z, &mut gmm, seed, |p| {
+        if p.step == 1 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_ne!(stopped.to_f64(&b).unwrap(), out.to_f64(&b).unwrap());
+    // NaN in y, a start of the wrong size, η outside [0, 1], γ < 0, M = 0.
+    let mut bad_y = y.to_f64(&b).unwrap();
+    bad_y[3] = f64::NAN;
+    let bad_y = Tensor::from_host(&b, y.shape(), DType::F32, HostSlice::F64(&bad_y)).unwrap();
+    assert!(matches!(
+        DdsRun::new(&b, &run.plan, &op, &bad_y, &z),
+        Err(Error::NonFinite { .. })
+    ));
+    let small = Tensor::zeros(&b, Shape::new(2, 3, 8, 8), DType::F32).unwrap();
+    assert!(matches!(
+        DdsRun::new(&b, &run.plan, &op, &y, &small),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let config = run.plan.config.clone();
+    for bad in [
+        DdsConfig {
+            eta: 1.5,
+            ..config.clone()
+        },
+        DdsConfig {
+            consistency: DataConsistency::Tikhonov { gamma: -1.0 },
+            ..config.clone()
+        },
+        DdsConfig {
+            cg: CgOptions {
+                iterations: 0,
+                tolerance: None,
+            },
+            ..config.clone()
+        },
+    ] {
+        assert!(matches!(
+            DdsPlan::new(bad),
+            Err(Error::InvalidParameter { .. })
+        ));
+    }
+    assert!(matches!(
+        DdsPlan::new(DdsConfig { steps: 0, ..config }),
+        Err(Error::InvalidSteps { .. })
+    ));
+}

@@ -123,10 +123,12 @@ fn solve<B: Ops>(
     let mut cg = ConjugateGradient::new(b, op, batch, dtype, system, options).unwrap();
     let mut x = tensor(b, batched(batch), dtype, x0);
     let d = tensor(b, batched(batch), dtype, d);
-    let before = b.launch_count();
+    let (before, syncs) = (b.launch_count(), b.host_sync_count());
     cg.solve(b, &mut x, &d, rhs.0, rhs.1).unwrap();
     let launches = b.launch_count() - before;
     assert_eq!(launches, cg.launches_per_solve());
+    // α and β never come back to the host.
+    assert_eq!(b.host_sync_count(), syncs, "host syncs inside a solve");
     (
         x.to_f64(b).unwrap(),
         cg.iterations_run(b).unwrap(),

@@ -184,6 +184,11 @@ pub trait Backend: Sized + Send + Sync {
     /// to check "one launch per fused step".
     fn launch_count(&self) -> u64;
 
+    /// Times the host has waited for the device so far (reads back to the
+    /// host, [`Backend::synchronize`]); tests and benches read it to check
+    /// that a loop runs with no host round trip.
+    fn host_sync_count(&self) -> u64;
+
     /// The pool temporaries ([`crate::tensor::Temp`]) come from.
     fn pool(&self) -> &BufferPool<Self::Buffer>;
 

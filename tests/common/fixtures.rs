@@ -141,7 +141,7 @@ pub fn ipsolvers_operator<B: diffinv::Ops>(
                     let deg = meta["operator"]["deg"].as_str()?;
                     deg.strip_prefix("sr")?.parse().ok()
                 })
-                .expect("ratio") as usize;
+                .expect("ratio");
             Operator::avg_pool(b, item, ratio).expect("pooling operator")
         }
         "Inpainting" => {

@@ -71,6 +71,7 @@ impl Clone for CpuBuffer {
 #[derive(Default)]
 pub struct CpuBackend {
     launches: AtomicU64,
+    host_syncs: AtomicU64,
     pool: BufferPool<CpuBuffer>,
 }
 
@@ -303,6 +304,7 @@ impl Backend for CpuBackend {
     }
 
     fn read_checked(&self, buf: &CpuBuffer, range: CheckedRange) -> Result<HostVec> {
+        self.host_syncs.fetch_add(1, Ordering::Relaxed);
         Ok(HostVec::from_storage_bytes(
             range.dtype(),
             &buf.bytes()[range.bytes()],
@@ -310,11 +312,16 @@ impl Backend for CpuBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.host_syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     fn launch_count(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)
+    }
+
+    fn host_sync_count(&self) -> u64 {
+        self.host_syncs.load(Ordering::Relaxed)
     }
 
     fn pool(&self) -> &BufferPool<CpuBuffer> {

@@ -42,6 +42,7 @@ pub struct CudaBuffer<M> {
 pub struct CudaBackend<D: CudaDevice = DriverDevice> {
     device: D,
     launches: AtomicU64,
+    host_syncs: AtomicU64,
     block_size: u32,
     max_blocks: u32,
     pool: BufferPool<CudaBuffer<D::Mem>>,
@@ -96,6 +97,7 @@ impl<D: CudaDevice> CudaBackend<D> {
         CudaBackend {
             device,
             launches: AtomicU64::new(0),
+            host_syncs: AtomicU64::new(0),
             block_size: DEFAULT_BLOCK_SIZE,
             max_blocks: MAX_GRID_BLOCKS,
             pool: BufferPool::default(),
@@ -305,6 +307,7 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
     }
 
     fn read_checked(&self, buf: &Self::Buffer, range: CheckedRange) -> Result<HostVec> {
+        self.host_syncs.fetch_add(1, Ordering::Relaxed);
         // Read straight into the typed vector's bytes.
         let mut out = HostVec::zeroed(range.dtype(), range.len());
         self.device
@@ -313,11 +316,16 @@ impl<D: CudaDevice> Backend for CudaBackend<D> {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.host_syncs.fetch_add(1, Ordering::Relaxed);
         self.device.synchronize()
     }
 
     fn launch_count(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)
+    }
+
+    fn host_sync_count(&self) -> u64 {
+        self.host_syncs.load(Ordering::Relaxed)
     }
 
     fn pool(&self) -> &BufferPool<Self::Buffer> {

@@ -84,6 +84,7 @@ pub struct WgpuBackend {
     /// Errors wgpu reports outside an error scope (instead of its default panic).
     uncaptured: Arc<Mutex<Option<String>>>,
     launches: AtomicU64,
+    host_syncs: AtomicU64,
     submissions: AtomicU64,
     workgroup_size: u32,
     max_workgroups: u32,
@@ -209,6 +210,7 @@ impl WgpuBackend {
             pool: BufferPool::default(),
             uncaptured,
             launches: AtomicU64::new(0),
+            host_syncs: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
             workgroup_size: 256,
             max_workgroups,
@@ -459,6 +461,7 @@ impl WgpuBackend {
     /// Bytes `range` (4-aligned) of `buffer`, through the reused staging buffer.
     /// Submits pending work first, so the read sees every recorded dispatch.
     fn read_words(&self, buffer: &wgpu::Buffer, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        self.host_syncs.fetch_add(1, Ordering::Relaxed);
         let size = range.end - range.start;
         let mut staging = self
             .staging
@@ -635,12 +638,17 @@ impl Backend for WgpuBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.host_syncs.fetch_add(1, Ordering::Relaxed);
         self.flush()?;
         self.wait()
     }
 
     fn launch_count(&self) -> u64 {
         self.launches.load(Ordering::Relaxed)
+    }
+
+    fn host_sync_count(&self) -> u64 {
+        self.host_syncs.load(Ordering::Relaxed)
     }
 
     fn pool(&self) -> &BufferPool<WgpuBuffer> {
