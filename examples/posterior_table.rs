@@ -1,4 +1,4 @@
-//! The exact-posterior benchmark (`docs/math.md` §9.4; tables in BENCHMARKS.md):
+//! The exact-posterior benchmark (`docs/math.md` §8; tables in BENCHMARKS.md):
 //! samplers for linear inverse problems against the closed-form posterior of
 //! a Gaussian-mixture prior on 3×16×16 data.
 //!
@@ -30,8 +30,11 @@ use diffinv::gmm::posterior::DenseOperator;
 use diffinv::gmm::{ExactPosterior, GmmComponent};
 use diffinv::guidance::{CpgdmConfig, CpgdmPlan, PgdmDiscreteConfig, PgdmDiscretePlan};
 use diffinv::ops::operator::separable::gaussian_taps;
-use diffinv::ops::Operator;
-use diffinv::sampler::{dps_sample, guided_sample, DpsConfig, DpsPlan, GuidedOptions, Jacobian};
+use diffinv::ops::{CgOptions, Operator};
+use diffinv::sampler::{
+    dds_sample, dps_sample, guided_sample, DataConsistency, DdsConfig, DdsPlan, DpsConfig, DpsPlan,
+    GuidedOptions, Jacobian,
+};
 use diffinv::{
     rng, sample, DType, GmmDenoiser, HostSlice, NoiseSchedule, Plan, PlanConfig, SamplerOptions,
     Shape, Solver, Tensor,
@@ -317,10 +320,12 @@ enum Method {
     /// C-ΠGDM with the exact Jacobian at the official w (15; noisy: 2), untuned.
     CpgdmOfficial,
     Dps,
+    /// DDS with M CG iterations per step (γ tuned, η = 0.85).
+    Dds(usize),
 }
 
 impl Method {
-    fn all() -> [Method; 7] {
+    fn all() -> [Method; 10] {
         [
             Method::Ddim,
             Method::Pgdm,
@@ -329,6 +334,9 @@ impl Method {
             Method::Cpgdm(Jacobian::Dropped),
             Method::CpgdmOfficial,
             Method::Dps,
+            Method::Dds(1),
+            Method::Dds(3),
+            Method::Dds(5),
         ]
     }
 
@@ -346,12 +354,13 @@ impl Method {
             ),
             Method::CpgdmOfficial => "C-ΠGDM exact J, official w".into(),
             Method::Dps => "DPS".into(),
+            Method::Dds(m) => format!("DDS M={m}"),
         }
     }
 
     fn nfe_per_step(self) -> usize {
         match self {
-            Method::Ddim | Method::Cpgdm(Jacobian::Dropped) => 1,
+            Method::Ddim | Method::Cpgdm(Jacobian::Dropped) | Method::Dds(_) => 1,
             _ => 2,
         }
     }
@@ -366,6 +375,7 @@ impl Method {
             Method::Cpgdm(_) if noisy => vec![0.5, 1.0, 2.0, 4.0, 8.0],
             Method::Cpgdm(_) => vec![5.0, 15.0, 30.0, 60.0, 120.0],
             Method::Dps => vec![0.3, 1.0, 3.0, 10.0, 30.0],
+            Method::Dds(_) => vec![0.3, 1.0, 3.0, 10.0, 100.0],
         }
     }
 }
@@ -502,6 +512,18 @@ fn run(
                     seed,
                 },
             )?
+        }
+        Method::Dds(m) => {
+            let plan = DdsPlan::new(DdsConfig {
+                steps,
+                cg: CgOptions {
+                    iterations: m,
+                    tolerance: None,
+                },
+                consistency: DataConsistency::Tikhonov { gamma: weight },
+                ..DdsConfig::default()
+            })?;
+            dds_sample(b, &plan, &task.op, &yt, &zt, &mut gmm, seed, |_| {})?
         }
     };
     Ok((x.to_f64(b)?, steps * method.nfe_per_step()))
