@@ -19,6 +19,7 @@
 #define CG_RESIDUAL 0u
 #define CG_DIRECTION 1u
 #define CG_UPDATE 2u
+#define CG_DOT 3u
 
 #define DDS_TWEEDIE 0u
 #define DDS_RENOISE 1u
@@ -122,6 +123,9 @@ extern "C" __global__ void cg_pass_f32(const CgParams p, float* x, float* r, flo
             return r[o] * r[o];
         });
         out_slot = (k + 1u) % 2u;
+    } else if (p.pass == CG_DOT) {
+        total = lane_sum(lanes, len, [&](unsigned int i) { return d[base + i] * t[base + i]; });
+        out_slot = 2u;
     }
     if (threadIdx.x == 0u) {
         partials[(out_slot * p.batch + b) * p.chunks + g] = total;

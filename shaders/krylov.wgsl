@@ -59,6 +59,7 @@ const NONE: u32 = 0xffffffffu;
 const RESIDUAL: u32 = 0u;
 const DIRECTION: u32 = 1u;
 const UPDATE: u32 = 2u;
+const DOT: u32 = 3u;
 
 const LANES: u32 = 256u;
 const CHUNK: u32 = 1024u;
@@ -195,6 +196,9 @@ fn element(o: u32, beta: f32, alpha: f32, counted: bool) -> f32 {
         }
         return ps[o] * qs[o];
     }
+    if (p.stage == DOT) {
+        return ds[o] * ts[o];
+    }
     if (counted) {
         xs[o] = xs[o] + alpha * ps[o];
         rs[o] = rs[o] - alpha * qs[o];
@@ -214,7 +218,7 @@ fn cg_pass(@builtin(local_invocation_id) local: vec3<u32>, @builtin(workgroup_id
     var alpha = 0.0;
     var counted = false;
     var out_slot = 0u;
-    if (p.stage == DIRECTION) {
+    if (p.stage == DIRECTION || p.stage == DOT) {
         out_slot = 2u;
         if (k > 0u) {
             let old = slot_sum(lid, (k + 1u) % 2u, b);

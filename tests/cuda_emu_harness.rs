@@ -601,6 +601,8 @@ fn krylov_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
             out.push(bits(&x));
             let counts = cg.iterations_run(b).unwrap();
             out.push(counts.iter().map(|&c| c as u64).collect());
+            let dots = cg.inner_products(b, &x, &d).unwrap();
+            out.push(dots.iter().map(|v| v.to_bits()).collect());
         }
         let mut next = t(7, dtype);
         dds_renoise(b, &x0, &eps, &z, [0.9, 0.3, 0.2], &mut next).unwrap();

@@ -309,6 +309,24 @@ fn cg_on_every_backend<B: Ops>(b: &B) {
                 );
             }
         }
+        // The unfused building block: ⟨a, b⟩ per sample, one launch.
+        for dtype in state_dtypes(b) {
+            let mut cg = ConjugateGradient::new(b, &op, 2, dtype, system, options).unwrap();
+            let (at, dt) = (
+                tensor(b, batched(2), dtype, &x0),
+                tensor(b, batched(2), dtype, &d),
+            );
+            let before = b.launch_count();
+            let dots = cg.inner_products(b, &at, &dt).unwrap();
+            assert_eq!(b.launch_count() - before, 1);
+            for s in 0..2 {
+                let want: f64 = (s * n..(s + 1) * n).map(|i| x0[i] * d[i]).sum();
+                assert!(
+                    (dots[s] - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{name} {dtype:?}: dot {s}"
+                );
+            }
+        }
         // The early stop, on K x = b with b given whole (rhs_x = 0): sample 0
         // starts at the solution, sample 1 does not.
         let b_total: Vec<f64> = x0.iter().zip(&d).map(|(x, d)| x + 1.5 * d).collect();

@@ -235,6 +235,8 @@ pub mod cg_pass {
     /// α = rr_k / ⟨p, q⟩ (0 when ⟨p, q⟩ = 0 or the sample has stopped),
     /// `x += α·p`, `r −= α·q`; ⟨r, r⟩ into rr slot (k + 1) mod 2.
     pub const UPDATE: u32 = 2;
+    /// ⟨d, t⟩ into the pq slot, nothing else (the unfused baseline's dot).
+    pub const DOT: u32 = 3;
 }
 
 /// What one launch of the DDS kernel does (`docs/math.md` §9.3): the network

@@ -283,8 +283,10 @@ pub struct ConjugateGradient<'o, B: KrylovOps> {
     r: Tensor<B>,
     p: Tensor<B>,
     q: Tensor<B>,
-    /// AᵀA v for operators without an inline Gram matrix.
-    t: Option<Tensor<B>>,
+    /// AᵀA v for operators without an inline Gram matrix (scratch otherwise).
+    t: Tensor<B>,
+    /// Whether AᵀA is c·P with P computed inline.
+    inline: bool,
     partials: Tensor<B>,
     iterations: Tensor<B>,
 }
@@ -318,10 +320,6 @@ impl<'o, B: KrylovOps> ConjugateGradient<'o, B> {
             });
         }
         let zeros = || Tensor::zeros(backend, shape, dtype);
-        let t = match normal.inline_gram() {
-            Some(_) => None,
-            None => Some(zeros()?),
-        };
         Ok(ConjugateGradient {
             normal,
             system,
@@ -332,7 +330,8 @@ impl<'o, B: KrylovOps> ConjugateGradient<'o, B> {
             r: zeros()?,
             p: zeros()?,
             q: zeros()?,
-            t,
+            t: zeros()?,
+            inline: normal.inline_gram().is_some(),
             partials: Tensor::zeros(backend, Shape::flat(3 * batch * chunks), dtype)?,
             iterations: Tensor::zeros(backend, Shape::flat(batch), DType::U32)?,
         })
@@ -347,10 +346,10 @@ impl<'o, B: KrylovOps> ConjugateGradient<'o, B> {
     /// AᵀA per K application for operators without an inline Gram matrix.
     pub fn launches_per_solve(&self) -> u64 {
         let m = self.options.iterations as u64;
-        let per_k = if self.t.is_some() {
-            self.normal.launches_per_normal()
-        } else {
+        let per_k = if self.inline {
             0
+        } else {
+            self.normal.launches_per_normal()
         };
         1 + 2 * m + (m + 1) * per_k
     }
@@ -405,24 +404,95 @@ impl<'o, B: KrylovOps> ConjugateGradient<'o, B> {
     /// ‖r‖ per sample after the last solve, summed on the host from the
     /// device's partial sums (the same values the device compared). A host sync.
     pub fn residual_norms(&self, backend: &B) -> Result<Vec<f64>> {
-        let slot = self.options.iterations % 2;
+        let sums = self.slot_sums(backend, self.options.iterations % 2)?;
+        Ok(sums.into_iter().map(f64::sqrt).collect())
+    }
+
+    /// ⟨a, b⟩ per sample, summed like the solver's own reductions: one launch
+    /// and a host read of the partial sums — the building block of an unfused
+    /// CG, which reads every scalar back (the baseline the benchmark times).
+    pub fn inner_products(
+        &mut self,
+        backend: &B,
+        a: &Tensor<B>,
+        b: &Tensor<B>,
+    ) -> Result<Vec<f64>> {
+        for t in [a, b] {
+            if t.shape() != self.shape || t.dtype() != self.dtype {
+                return Err(Error::ShapeMismatch {
+                    what: "CG inner product operand (the solver's shape and dtype)",
+                    expected: self.shape,
+                    got: t.shape(),
+                });
+            }
+        }
+        let (batch, item) = (self.shape.batch(), self.shape.item_len());
+        let params = CgParams {
+            op: no_program(batch, item),
+            pass: cg_pass::DOT,
+            iteration: 0,
+            item: item as u32,
+            chunks: self.chunks as u32,
+            batch: batch as u32,
+            gram_from_t: 1,
+            _pad: [0; 2],
+            identity: 0.0,
+            gram: 0.0,
+            rhs_x: 0.0,
+            rhs_d: 0.0,
+            tolerance2: -1.0,
+            c: [0.0; 3],
+        };
+        let scalars = CgScalars {
+            identity: 0.0,
+            gram: 0.0,
+            rhs_x: 0.0,
+            rhs_d: 0.0,
+            tolerance2: -1.0,
+            c: [0.0; 3],
+        };
+        // The solver's own vectors fill the pass's writable slots, unwritten.
+        backend.cg_pass_checked(CgCall {
+            params,
+            scalars,
+            op_scalars: OperatorScalars {
+                scale: 1.0,
+                h: [0.0; 3],
+                g: [0.0; 3],
+            },
+            dtype: self.dtype,
+            x: self.r.buffer_mut(),
+            r: self.p.buffer_mut(),
+            p: self.q.buffer_mut(),
+            q: self.t.buffer_mut(),
+            partials: self.partials.buffer_mut(),
+            iterations: self.iterations.buffer_mut(),
+            d: a.buffer(),
+            t: b.buffer(),
+            table: None,
+        })?;
+        Ok(self.slot_sums(backend, 2)?)
+    }
+
+    /// The sums in partial `slot` per sample, added up on the host. A host sync.
+    fn slot_sums(&self, backend: &B, slot: usize) -> Result<Vec<f64>> {
         let (batch, chunks) = (self.shape.batch(), self.chunks);
         let partials = self.partials.to_f64(backend)?;
         Ok((0..batch)
             .map(|b| {
                 let start = (slot * batch + b) * chunks;
-                partials[start..start + chunks].iter().sum::<f64>().sqrt()
+                partials[start..start + chunks].iter().sum::<f64>()
             })
             .collect())
     }
 
     /// t ← AᵀA of x (before the residual) or of r, where P is not inline.
     fn gram_of(&mut self, backend: &B, x: &Tensor<B>, of_x: bool) -> Result<()> {
-        let Some(t) = self.t.as_mut() else {
+        if self.inline {
             return Ok(());
-        };
+        }
         let v = if of_x { x } else { &self.r };
-        self.normal.normal(backend, v, t)
+        self.normal.normal(backend, v, &mut self.t)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -485,7 +555,7 @@ impl<'o, B: KrylovOps> ConjugateGradient<'o, B> {
             tolerance2: tolerance2 as f32,
             c: [0.0; 3],
         };
-        let t = self.t.as_ref().unwrap_or(d).buffer();
+        let t = if self.inline { d } else { &self.t }.buffer();
         backend.cg_pass_checked(CgCall {
             params,
             scalars,

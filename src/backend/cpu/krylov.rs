@@ -120,7 +120,7 @@ fn cg<M: Element<M = M> + Math>(call: CgCall<'_, CpuBackend>) -> Option<()> {
         &M::slice(call.r)?[..n]
     };
     let gv: Option<Vec<M>> = match (p.pass, p.gram_from_t != 0, call.table) {
-        (cg_pass::UPDATE, _, _) => None,
+        (cg_pass::UPDATE | cg_pass::DOT, _, _) => None,
         (_, true, _) => Some(M::slice(call.t)?[..n].to_vec()),
         (_, false, Some(CpuBuffer::U32(table))) => {
             let program = Program::<M>::new(p.op, &call.op_scalars, &[]);
@@ -196,12 +196,16 @@ fn cg<M: Element<M = M> + Math>(call: CgCall<'_, CpuBackend>) -> Option<()> {
                 }
                 chunked_sum(partial, item, |o| r[o] * r[o]);
             }
+            cg_pass::DOT => {
+                let t = &M::slice(call.t)?[b * item..(b + 1) * item];
+                chunked_sum(partial, item, |o| d[o] * t[o]);
+            }
             _ => return None,
         }
     }
     let slot = match p.pass {
         cg_pass::RESIDUAL => 0,
-        cg_pass::DIRECTION => 2,
+        cg_pass::DIRECTION | cg_pass::DOT => 2,
         _ => (k + 1) % 2,
     };
     let partials = M::slice_mut(call.partials)?;
