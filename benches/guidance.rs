@@ -26,14 +26,17 @@
 //! with the fused step on f16 network tensors.
 //! `cargo bench --bench guidance` (a summary table goes to stderr at the end).
 
-use std::time::{Duration, Instant};
+#[path = "common/mod.rs"]
+mod common;
+
+use std::time::Duration;
 
 use criterion::Criterion;
 
+use common::{axpy, time_step, Timed};
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::guidance::{CpgdmConfig, CpgdmPlan};
-use diffinv::ops::{solver_step, CpgdmSampler, Operator};
-use diffinv::solver::{SolverStep, StepLaunch};
+use diffinv::ops::{CpgdmSampler, Operator};
 use diffinv::{DType, HostSlice, Ops, Shape, Tensor};
 
 const SHAPE: [usize; 4] = [16, 3, 256, 256];
@@ -91,43 +94,22 @@ fn bench_backend<B: Ops>(c: &mut Criterion, b: &B, name: &str, rows: &mut Vec<St
                     }
                 });
                 // Filtered out on the command line: no row.
-                let Some((median, launches)) = timed else {
+                let Some(Timed {
+                    median,
+                    launches,
+                    host_syncs,
+                }) = timed
+                else {
                     continue;
                 };
                 rows.push(format!(
-                    "| {name} | {op_name} {dtype:?}, Jacobian {mode} | {:.3} ms | {:.1} | {launches:.0} |",
+                    "| {name} | {op_name} {dtype:?}, Jacobian {mode} | {:.3} ms | {:.1} | {launches:.0} | {host_syncs:.0} |",
                     median.as_secs_f64() * 1e3,
                     bytes as f64 / median.as_secs_f64() / 1e9
                 ));
             }
         }
     }
-}
-
-/// `dst ← a·dst + b·src` as one launch of the solver kernel (x ← cx·x − ce·m
-/// with no history: `a·x_in + b0·D`, D = cx·x − ce·m).
-fn axpy<B: Ops>(
-    backend: &B,
-    history: &mut Tensor<B>,
-    dst: &mut Tensor<B>,
-    a: f64,
-    b: f64,
-    src: &Tensor<B>,
-) {
-    let step = SolverStep {
-        cx: 0.0,
-        ce: -b,
-        d_slot: None,
-        h1: None,
-        h2: None,
-        xc_slot: None,
-        corrector: None,
-        a,
-        b: [1.0, 0.0, 0.0],
-        noise: 0.0,
-    };
-    let launch = StepLaunch { step: 0, seed: 0 };
-    solver_step(backend, &step, launch, dst, src, history).expect("axpy launch");
 }
 
 /// The unfused step of the module docs, one launch per op, f32 throughout.
@@ -170,45 +152,20 @@ fn bench_unfused<B: Ops>(c: &mut Criterion, b: &B, name: &str, rows: &mut Vec<St
                 axpy(b, &mut none, &mut x_next, 0.0, e_k1, &xbar);
                 axpy(b, &mut none, &mut x_next, 1.0, corr, &px);
             });
-            let Some((median, launches)) = timed else {
+            let Some(Timed {
+                median,
+                launches,
+                host_syncs,
+            }) = timed
+            else {
                 continue;
             };
             rows.push(format!(
-                "| {name} | {op_name} unfused (f32), Jacobian {mode} | {:.3} ms | — | {launches:.0} |",
+                "| {name} | {op_name} unfused (f32), Jacobian {mode} | {:.3} ms | — | {launches:.0} | {host_syncs:.0} |",
                 median.as_secs_f64() * 1e3
             ));
         }
     }
-}
-
-/// Time `step` (then a synchronize) under criterion as `id`; the median step
-/// and launches per step, or `None` when the id is filtered out.
-fn time_step<B: Ops>(
-    c: &mut Criterion,
-    b: &B,
-    id: &str,
-    mut step: impl FnMut(),
-) -> Option<(Duration, f64)> {
-    let mut samples = Vec::new();
-    let launches_before = b.launch_count();
-    c.bench_function(id, |bench| {
-        bench.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let t = Instant::now();
-                step();
-                b.synchronize().unwrap();
-                let dt = t.elapsed();
-                total += dt;
-                samples.push(dt);
-            }
-            total
-        })
-    });
-    samples.sort();
-    let median = *samples.get(samples.len() / 2)?;
-    let launches = (b.launch_count() - launches_before) as f64 / samples.len() as f64;
-    Some((median, launches))
 }
 
 fn main() {
@@ -230,7 +187,7 @@ fn main() {
         Err(e) => eprintln!("wgpu skipped: {e}"),
     }
     c.final_summary();
-    eprintln!("\n| backend | 16×3×256×256 step | median | GB/s (min bytes) | launches per step |\n|---|---|---|---|---|");
+    eprintln!("\n| backend | 16×3×256×256 step | median | GB/s (min bytes) | launches per step | host syncs |\n|---|---|---|---|---|---|");
     for r in rows {
         eprintln!("{r}");
     }

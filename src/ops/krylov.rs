@@ -471,7 +471,7 @@ impl<'o, B: KrylovOps> ConjugateGradient<'o, B> {
             t: b.buffer(),
             table: None,
         })?;
-        Ok(self.slot_sums(backend, 2)?)
+        self.slot_sums(backend, 2)
     }
 
     /// The sums in partial `slot` per sample, added up on the host. A host sync.
