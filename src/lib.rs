@@ -35,6 +35,7 @@ pub mod error;
 pub mod gmm;
 pub mod guidance;
 pub mod ops;
+pub mod restore;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;

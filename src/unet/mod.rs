@@ -38,7 +38,8 @@ pub use forward::Probe;
 use crate::backend::cpu::CpuBuffer;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::sampler::Denoiser;
+use crate::guidance::ModelPoint;
+use crate::sampler::{Denoiser, GuidedDenoiser};
 use crate::solver::Prediction;
 use crate::tensor::{DType, HostSlice, HostVec, Shape, Tensor};
 use forward::Model;
@@ -378,5 +379,42 @@ where
                 out.upload(backend, HostSlice::F16(&os))
             }
         }
+    }
+}
+
+/// The conditional samplers' view of an ε-predicting UNet: ε at the model
+/// point's network time. It has no backward pass, so the guided samplers run
+/// it with [`crate::sampler::Jacobian::FiniteDifference`] or `Dropped`
+/// (`Exact` is an error).
+impl<B: Backend> GuidedDenoiser<B> for UNet
+where
+    B::Buffer: 'static,
+{
+    fn eps(
+        &mut self,
+        backend: &B,
+        x: &Tensor<B>,
+        point: ModelPoint,
+        out: &mut Tensor<B>,
+    ) -> Result<()> {
+        if self.prediction() != Prediction::Epsilon {
+            // The conditional samplers need an ε-predicting network.
+            return Err(Error::UnsupportedConfig {
+                key: "prediction_type (conditional samplers need epsilon)".into(),
+                value: format!("{:?}", self.prediction()),
+            });
+        }
+        self.predict(backend, x, point.tau, out)
+    }
+
+    fn vjp(
+        &mut self,
+        _backend: &B,
+        _x: &Tensor<B>,
+        _point: ModelPoint,
+        _m: &Tensor<B>,
+        _out: &mut Tensor<B>,
+    ) -> Result<bool> {
+        Ok(false)
     }
 }
