@@ -11,18 +11,21 @@
 //! Adding a family adds its trait here and to `Ops`'s supertraits — nothing
 //! else dispatches on it. `docs/adding-a-kernel-family.md` walks through it.
 
+pub mod fft;
 pub mod guidance;
+pub mod mri;
 pub mod nn;
 pub mod operator;
 pub mod solver;
 
 use crate::backend::Backend;
 
+pub use fft::{Direction, Fft2, FftOps};
 pub use guidance::{CpgdmSampler, GuidanceOps, GuidedSampler, ModelPoint};
 pub use operator::{Mode, Operator, OperatorCall, OperatorKind, OperatorOps};
 pub use solver::{solver_step, solver_step_raw, SolverOps, SolverStepCall};
 
 /// Every kernel family: what a backend must implement to run everything.
-pub trait Ops: Backend + SolverOps + OperatorOps + GuidanceOps {}
+pub trait Ops: Backend + SolverOps + OperatorOps + GuidanceOps + FftOps {}
 
-impl<B: Backend + SolverOps + OperatorOps + GuidanceOps> Ops for B {}
+impl<B: Backend + SolverOps + OperatorOps + GuidanceOps + FftOps> Ops for B {}

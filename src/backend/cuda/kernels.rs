@@ -13,7 +13,7 @@ use std::ffi::{c_char, CString};
 use cudarc::nvrtc::sys;
 
 use super::launch::{Kernel, Module};
-use super::{guidance, operator, solver};
+use super::{fft, guidance, operator, solver};
 use crate::error::{Error, Result};
 
 /// The headers `kernels/*.cu` include, spliced in by [`module_source`].
@@ -26,7 +26,12 @@ pub const HEADERS: &[(&str, &str)] = &[
 ];
 
 /// Every kernel module (`kernels/<family>.cu`); `MODULES[i].id == i`.
-pub const MODULES: &[&Module] = &[&solver::MODULE, &operator::MODULE, &guidance::MODULE];
+pub const MODULES: &[&Module] = &[
+    &solver::MODULE,
+    &operator::MODULE,
+    &guidance::MODULE,
+    &fft::MODULE,
+];
 
 /// Every kernel entry point; `KERNELS[i].id == i`.
 pub const KERNELS: &[&Kernel] = &[
@@ -36,6 +41,8 @@ pub const KERNELS: &[&Kernel] = &[
     &operator::APPLY_F16,
     &guidance::PASS_F32,
     &guidance::PASS_F16,
+    &fft::LINES_F32,
+    &fft::POINTWISE_F32,
 ];
 
 /// A module's source as NVRTC compiles it: each header of [`HEADERS`] spliced

@@ -11,7 +11,7 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::variants::{assemble, ShaderVariant};
-use super::{guidance, nn, operator, solver};
+use super::{fft, guidance, nn, operator, solver};
 use crate::error::Result;
 
 /// How a kernel uses one storage binding.
@@ -63,6 +63,8 @@ pub const KERNELS: &[&Kernel] = &[
     &nn::GROUP_NORM,
     &nn::SOFTMAX,
     &nn::ELEMENTWISE,
+    &fft::LINES,
+    &fft::POINTWISE,
 ];
 
 /// Layouts of one kernel.
