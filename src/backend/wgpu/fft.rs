@@ -63,7 +63,11 @@ impl FftOps for WgpuBackend {
             &LINES,
             ShaderVariant::F32,
             bytemuck::bytes_of(&call.params),
-            &[&call.input.buffer, &call.output.buffer, &call.twiddles.buffer],
+            &[
+                &call.input.buffer,
+                &call.output.buffer,
+                &call.twiddles.buffer,
+            ],
             [groups, 1, 1],
         )
     }

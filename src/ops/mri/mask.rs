@@ -37,7 +37,11 @@ impl ColumnMask {
         seed: u64,
     ) -> Result<Self> {
         if width == 0 || width > u32::MAX as usize {
-            return Err(invalid("mask width", width as f64, "must be in 1..=u32::MAX"));
+            return Err(invalid(
+                "mask width",
+                width as f64,
+                "must be in 1..=u32::MAX",
+            ));
         }
         if acceleration == 0 || acceleration > width {
             return Err(invalid(
@@ -66,7 +70,7 @@ impl ColumnMask {
                         [seed as u32, (seed >> 32) as u32],
                     );
                     // Multiply-shift: a uniform index in 0..width.
-                    columns[(u64::from(r[0]) * width as u64 >> 32) as usize] = true;
+                    columns[((u64::from(r[0]) * width as u64) >> 32) as usize] = true;
                 }
             }
             MaskKind::Gaussian1d => {

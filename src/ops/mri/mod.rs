@@ -89,11 +89,7 @@ impl<B: FftOps> Cartesian<B> {
     /// The batch of an image tensor `[B, H, W, 2]`.
     fn image_batch(&self, what: &'static str, x: &Tensor<B>) -> Result<usize> {
         let batch = x.shape().dims()[0];
-        self.expect(
-            what,
-            x,
-            &[batch, self.fft.height(), self.fft.width(), 2],
-        )?;
+        self.expect(what, x, &[batch, self.fft.height(), self.fft.width(), 2])?;
         Ok(batch)
     }
 
@@ -122,7 +118,13 @@ pub struct SingleCoil<B: Backend> {
 impl<B: FftOps> SingleCoil<B> {
     /// The operator on `height × width` images with the k-space `mask`
     /// (row-major `H·W`, 0 or 1; [`ColumnMask::plane`]), computing in `dtype`.
-    pub fn new(backend: &B, dtype: DType, height: usize, width: usize, mask: &[f64]) -> Result<Self> {
+    pub fn new(
+        backend: &B,
+        dtype: DType,
+        height: usize,
+        width: usize,
+        mask: &[f64],
+    ) -> Result<Self> {
         Ok(SingleCoil {
             cart: Cartesian::new(backend, dtype, height, width, mask)?,
         })
@@ -207,7 +209,7 @@ impl<B: FftOps> MultiCoil<B> {
         coils: usize,
     ) -> Result<Self> {
         let cart = Cartesian::new(backend, dtype, height, width, mask)?;
-        let want = coils.checked_mul(2 * cart.plane()).unwrap_or(usize::MAX);
+        let want = coils.saturating_mul(2 * cart.plane());
         if coils == 0 || maps.len() != want {
             return Err(Error::LengthMismatch {
                 what: "coil sensitivity maps ([C, H, W, 2], C ≥ 1)",
