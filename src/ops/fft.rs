@@ -33,7 +33,7 @@ pub trait FftOps: Backend {
     /// Launch one batch of line transforms [`Fft2::transform`] has checked.
     fn fft_lines_checked(&self, call: FftLinesCall<'_, Self>) -> Result<()>;
 
-    /// Launch one complex element-wise product [`pointwise`] has checked.
+    /// Launch one complex element-wise product the MRI operators have checked.
     fn fft_pointwise_checked(&self, call: FftPointwiseCall<'_, Self>) -> Result<()>;
 }
 
@@ -53,7 +53,7 @@ pub struct FftLinesCall<'a, B: Backend> {
 
 /// One validated element-wise product: `output` holds `params.n_out`
 /// complex elements, `input` and `aux` what the program reads. Only
-/// [`pointwise`] makes one.
+/// the crate's MRI operators (through `pointwise`) make one.
 pub struct FftPointwiseCall<'a, B: Backend> {
     pub(crate) params: FftPointwiseParams,
     pub(crate) dtype: DType,
