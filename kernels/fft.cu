@@ -42,6 +42,8 @@ static_assert(sizeof(FftPointwiseParams) == 16, "FftPointwiseParams must match s
 #define FFT_MASK 0u
 #define FFT_COIL_EXPAND 1u
 #define FFT_COIL_COMBINE 2u
+#define FFT_TO_INTERLEAVED 3u
+#define FFT_TO_PLANAR 4u
 
 struct cpx {
     float re, im;
@@ -145,14 +147,25 @@ __device__ void fft_lines(const FftLineParams& p, const cpx* in, cpx* out, const
 
 __device__ void fft_pointwise(const FftPointwiseParams& p, const cpx* in, cpx* out, const float* aux) {
     const cpx* maps = reinterpret_cast<const cpx*>(aux);
+    // The planar layouts [B, 2, H, W] as reals.
+    const float* in_planar = reinterpret_cast<const float*>(in);
+    float* out_planar = reinterpret_cast<float*>(out);
     for (unsigned int o = grid_start(); o < p.n_out; o += grid_step()) {
         const unsigned int px = o % p.plane;
+        const unsigned int re_at = 2u * (o - px) + px;
+        if (p.program == FFT_TO_PLANAR) {
+            out_planar[re_at] = in[o].re;
+            out_planar[re_at + p.plane] = in[o].im;
+            continue;
+        }
         cpx v;
         if (p.program == FFT_MASK) {
             v = {aux[px] * in[o].re, aux[px] * in[o].im};
         } else if (p.program == FFT_COIL_EXPAND) {
             const unsigned int b = o / (p.coils * p.plane), c = o / p.plane % p.coils;
             v = cmul(maps[c * p.plane + px], in[b * p.plane + px]);
+        } else if (p.program == FFT_TO_INTERLEAVED) {
+            v = {in_planar[re_at], in_planar[re_at + p.plane]};
         } else {
             const unsigned int b = o / p.plane;
             v = {0.0f, 0.0f};

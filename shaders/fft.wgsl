@@ -36,6 +36,8 @@ struct PointwiseParams {
 
 const MASK: u32 = 0u;
 const COIL_EXPAND: u32 = 1u;
+const TO_INTERLEAVED: u32 = 3u;
+const TO_PLANAR: u32 = 4u;
 
 // MAX_DEVICE_LEN in src/ops/fft.rs: two lines of it fill 16 KiB, WebGPU's
 // guaranteed workgroup memory.
@@ -165,6 +167,13 @@ fn fft_pointwise(
 ) {
     for (var o = gid.x; o < pp.n_out; o += nwg.x * WORKGROUP_SIZE) {
         let px = o % pp.plane;
+        // Where the real part of complex element o lives in a planar [B, 2, H, W].
+        let re_at = 2u * (o - px) + px;
+        if (pp.program == TO_PLANAR) {
+            dst[re_at] = src[2u * o];
+            dst[re_at + pp.plane] = src[2u * o + 1u];
+            continue;
+        }
         var v: vec2<f32>;
         if (pp.program == MASK) {
             v = aux[px] * complex_at(o);
@@ -172,6 +181,8 @@ fn fft_pointwise(
             let b = o / (pp.coils * pp.plane);
             let c = o / pp.plane % pp.coils;
             v = cmul(maps_at(c * pp.plane + px), complex_at(b * pp.plane + px));
+        } else if (pp.program == TO_INTERLEAVED) {
+            v = vec2<f32>(src[re_at], src[re_at + pp.plane]);
         } else {
             let b = o / pp.plane;
             v = vec2<f32>(0.0, 0.0);

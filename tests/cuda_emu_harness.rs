@@ -593,6 +593,12 @@ fn fft_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
             out.push(k.to_f64(b).unwrap());
             op.adjoint(b, &k, &mut y).unwrap();
             out.push(y.to_f64(b).unwrap());
+            let planar_shape = Shape::from_dims(&[2, 2, h, w]).unwrap();
+            let mut planar = Tensor::zeros(b, planar_shape, DType::F32).unwrap();
+            diffinv::ops::to_planar(b, &y, &mut planar).unwrap();
+            out.push(planar.to_f64(b).unwrap());
+            diffinv::ops::to_interleaved(b, &planar, &mut y).unwrap();
+            out.push(y.to_f64(b).unwrap());
         }
         out
     }

@@ -250,6 +250,49 @@ fn bad_input_is_rejected<B: Ops>(b: &B) {
     assert_eq!(b.launch_count(), launches, "a rejected call launched");
 }
 
+/// 2 real channels `[B, 2, H, W]` ↔ interleaved `[B, H, W, 2]`: exact copies
+/// both ways, one launch each; mismatched shapes are typed errors.
+fn layouts_convert_exactly<B: Ops>(b: &B) {
+    use diffinv::ops::{to_interleaved, to_planar};
+    let dtype = DType::F32;
+    let (batch, h, w) = (3, 5, 8);
+    let n = batch * 2 * h * w;
+    let planar = values(21, n, 1.0)
+        .iter()
+        .map(|&v| f64::from(v as f32))
+        .collect::<Vec<_>>();
+    let want: Vec<f64> = (0..n)
+        .map(|r| {
+            let (o, part) = (r / 2, r % 2);
+            let (bb, px) = (o / (h * w), o % (h * w));
+            planar[(2 * bb + part) * h * w + px]
+        })
+        .collect();
+    let p = upload(b, &[batch, 2, h, w], dtype, &planar);
+    let mut i = Tensor::zeros(b, Shape::from_dims(&[batch, h, w, 2]).unwrap(), dtype).unwrap();
+    let mut back = Tensor::zeros(b, p.shape(), dtype).unwrap();
+    let before = b.launch_count();
+    to_interleaved(b, &p, &mut i).unwrap();
+    to_planar(b, &i, &mut back).unwrap();
+    assert_eq!(b.launch_count() - before, 2);
+    assert_eq!(i.to_f64(b).unwrap(), want);
+    assert_eq!(back.to_f64(b).unwrap(), planar);
+    let z = |dims: &[usize]| Tensor::zeros(b, Shape::from_dims(dims).unwrap(), dtype).unwrap();
+    for (pl, il) in [
+        (&[batch, 2, h, w + 1][..], &[batch, h, w, 2][..]),
+        (&[batch, 3, h, w], &[batch, h, w, 2]),
+        (&[batch, 2, h, w], &[batch, 1, h, w, 2]),
+        (&[batch, 2, h, w], &[batch, h, w, 3]),
+    ] {
+        let (mut pt, mut it) = (z(pl), z(il));
+        assert!(to_interleaved(b, &pt, &mut it).is_err(), "{pl:?} → {il:?}");
+        assert!(to_planar(b, &it, &mut pt).is_err(), "{il:?} → {pl:?}");
+    }
+}
+
+mod layouts {
+    crate::for_each_backend!(super::layouts_convert_exactly);
+}
 mod transforms {
     crate::for_each_backend!(super::transforms_match_naive_dft);
 }

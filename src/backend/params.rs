@@ -256,6 +256,11 @@ pub mod fft_pointwise {
     pub const COIL_EXPAND: u32 = 1;
     /// `out[b, p] = Σ_c conj(S[c, p]) · in[b, c, p]`, summed in coil order.
     pub const COIL_COMBINE: u32 = 2;
+    /// `out[b, p] = (in[b, 0, p], in[b, 1, p])`: 2 real channels `[B, 2, H, W]`
+    /// (a 2-channel network's image) to interleaved `[B, H, W, 2]`.
+    pub const TO_INTERLEAVED: u32 = 3;
+    /// `out[b, 0, p] = re in[b, p]`, `out[b, 1, p] = im in[b, p]`: the reverse.
+    pub const TO_PLANAR: u32 = 4;
 }
 
 /// Parameters of `fft_pointwise_f32` (kernels/fft.cu, shaders/fft.wgsl).

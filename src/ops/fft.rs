@@ -269,6 +269,55 @@ impl<B: FftOps> Fft2<B> {
     }
 }
 
+/// `[B, 2, H, W]` (2 real channels) and `[B, H, W, 2]` (interleaved) shapes
+/// of the same images: `(B·H·W, H·W)` complex elements and plane.
+fn planar_pair(planar: Shape, interleaved: Shape) -> Result<(usize, usize)> {
+    let (planes, h, w) = complex_planes(interleaved)?;
+    let want = Shape::from_dims(&[planes, 2, h, w])?;
+    if interleaved.rank() != 4 || planar != want {
+        return Err(Error::ShapeMismatch {
+            what: "2-channel images [B, 2, H, W] of interleaved [B, H, W, 2]",
+            expected: want,
+            got: planar,
+        });
+    }
+    Ok((planes * h * w, h * w))
+}
+
+/// `interleaved ← planar`: images as 2 real channels `[B, 2, H, W]` (what a
+/// 2-channel network sees, e.g. DDS's MRI prior) to complex `[B, H, W, 2]`.
+/// One launch.
+pub fn to_interleaved<B: FftOps>(
+    backend: &B,
+    planar: &Tensor<B>,
+    interleaved: &mut Tensor<B>,
+) -> Result<()> {
+    let (n_out, plane) = planar_pair(planar.shape(), interleaved.shape())?;
+    let params = FftPointwiseParams {
+        n_out: n_out as u32,
+        program: fft_pointwise::TO_INTERLEAVED,
+        plane: plane as u32,
+        coils: 1,
+    };
+    pointwise(backend, params, planar, interleaved, planar)
+}
+
+/// `planar ← interleaved`, the reverse of [`to_interleaved`]. One launch.
+pub fn to_planar<B: FftOps>(
+    backend: &B,
+    interleaved: &Tensor<B>,
+    planar: &mut Tensor<B>,
+) -> Result<()> {
+    let (n_out, plane) = planar_pair(planar.shape(), interleaved.shape())?;
+    let params = FftPointwiseParams {
+        n_out: n_out as u32,
+        program: fft_pointwise::TO_PLANAR,
+        plane: plane as u32,
+        coils: 1,
+    };
+    pointwise(backend, params, interleaved, planar, interleaved)
+}
+
 /// `output ← program(input, aux)` over complex elements (one launch), after
 /// checking that every buffer holds what the program reads or writes.
 pub(crate) fn pointwise<B: FftOps>(
@@ -290,7 +339,8 @@ pub(crate) fn pointwise<B: FftOps>(
     let (in_reals, aux_reals, unit) = match params.program {
         fft_pointwise::MASK => (2 * n_out, plane, plane),
         fft_pointwise::COIL_EXPAND => (2 * n_out / coils.max(1), 2 * coils * plane, coils * plane),
-        _ => (2 * n_out * coils, 2 * coils * plane, plane),
+        fft_pointwise::COIL_COMBINE => (2 * n_out * coils, 2 * coils * plane, plane),
+        _ => (2 * n_out, 0, plane),
     };
     if unit == 0 || !n_out.is_multiple_of(unit) {
         return Err(Error::InvalidParameter {

@@ -20,7 +20,7 @@ pub mod solver;
 
 use crate::backend::Backend;
 
-pub use fft::{Direction, Fft2, FftOps};
+pub use fft::{to_interleaved, to_planar, Direction, Fft2, FftOps};
 pub use guidance::{CpgdmSampler, GuidanceOps, GuidedSampler, ModelPoint};
 pub use operator::{Mode, Operator, OperatorCall, OperatorKind, OperatorOps};
 pub use solver::{solver_step, solver_step_raw, SolverOps, SolverStepCall};

@@ -137,6 +137,10 @@ fn products<T: Real>(call: FftPointwiseCall<'_, CpuBackend>) -> Option<()> {
                 let (b, c) = (o / (coils * plane), o / plane % coils);
                 mul(at(aux, c * plane + px), at(input, b * plane + px))
             }
+            fft_pointwise::TO_INTERLEAVED => {
+                let re_at = 2 * (o - px) + px;
+                (input[re_at], input[re_at + plane])
+            }
             _ => {
                 let b = o / plane;
                 let mut acc = (T::ZERO, T::ZERO);
@@ -150,6 +154,20 @@ fn products<T: Real>(call: FftPointwiseCall<'_, CpuBackend>) -> Option<()> {
             }
         }
     };
+    if p.program == fft_pointwise::TO_PLANAR {
+        // Real r of the planar [B, 2, H, W] output: part (re, im) of pixel px.
+        output[..2 * p.n_out as usize]
+            .par_chunks_mut(2 * CHUNK)
+            .enumerate()
+            .for_each(|(chunk, out)| {
+                for (k, v) in out.iter_mut().enumerate() {
+                    let r = chunk * 2 * CHUNK + k;
+                    let (b, part, px) = (r / (2 * plane), r / plane % 2, r % plane);
+                    *v = input[2 * (b * plane + px) + part];
+                }
+            });
+        return Some(());
+    }
     output[..2 * p.n_out as usize]
         .par_chunks_mut(2 * CHUNK)
         .enumerate()
