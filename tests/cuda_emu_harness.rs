@@ -618,6 +618,50 @@ fn krylov_kernels_match_cpu_bitwise(backend: &CudaBackend<EmuDevice>) {
     }
 }
 
+/// fft_lines_f32 and fft_pointwise_f32: forward and inverse transforms of
+/// radix-2, radix-5 and mixed planes, and the multi-coil MRI operator (every
+/// product program), against the CPU backend (rustfft, so within the f32
+/// tolerance of the parity tests rather than bit for bit).
+fn fft_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
+    use diffinv::ops::mri::MultiCoil;
+    use diffinv::ops::{Direction, Fft2};
+    fn outputs<B: Ops>(b: &B) -> Vec<Vec<f64>> {
+        let mut out = Vec::new();
+        for (h, w) in [(8, 16), (5, 40), (1, 2)] {
+            let shape = Shape::from_dims(&[2, h, w, 2]).unwrap();
+            let n = shape.checked_len().unwrap();
+            let x = Tensor::from_host(b, shape, DType::F32, HostSlice::F64(&values(9, n, 1.0)))
+                .unwrap();
+            let mut y = Tensor::zeros(b, shape, DType::F32).unwrap();
+            let fft = Fft2::new(b, h, w).unwrap();
+            for direction in [Direction::Forward, Direction::Inverse] {
+                fft.transform(b, direction, &x, &mut y).unwrap();
+                out.push(y.to_f64(b).unwrap());
+            }
+            let mask: Vec<f64> = (0..h * w).map(|i| f64::from(i % 3 != 1)).collect();
+            let maps = values(10, 3 * h * w * 2, 1.0);
+            let op = MultiCoil::new(b, DType::F32, h, w, &mask, &maps, 3).unwrap();
+            let k_shape = Shape::from_dims(&[2, 3, h, w, 2]).unwrap();
+            let mut k = Tensor::zeros(b, k_shape, DType::F32).unwrap();
+            op.forward(b, &x, &mut k).unwrap();
+            out.push(k.to_f64(b).unwrap());
+            op.adjoint(b, &k, &mut y).unwrap();
+            out.push(y.to_f64(b).unwrap());
+            let planar_shape = Shape::from_dims(&[2, 2, h, w]).unwrap();
+            let mut planar = Tensor::zeros(b, planar_shape, DType::F32).unwrap();
+            diffinv::ops::to_planar(b, &y, &mut planar).unwrap();
+            out.push(planar.to_f64(b).unwrap());
+            diffinv::ops::to_interleaved(b, &planar, &mut y).unwrap();
+            out.push(y.to_f64(b).unwrap());
+        }
+        out
+    }
+    let want = outputs(&CpuBackend::new());
+    for (i, (got, want)) in outputs(backend).iter().zip(&want).enumerate() {
+        common::compare(&format!("fft output {i}"), got, want, 1e-6, 1e-5);
+    }
+}
+
 /// Launch configurations every kernel is run at: the launcher's default (and the
 /// grid it computes), then blockDim 96 and 100 (not powers of two; 100 is not a
 /// multiple of 32) and 1, with few blocks so grid-stride loops wrap.
@@ -639,6 +683,8 @@ const RUNNERS: &[(&str, Runner)] = &[
     ("dds_tweedie_f32", krylov_kernels_match_cpu_bitwise),
     ("dds_renoise_f16", krylov_kernels_match_cpu_bitwise),
     ("dds_renoise_f32", krylov_kernels_match_cpu_bitwise),
+    ("fft_lines_f32", fft_kernels_match_cpu),
+    ("fft_pointwise_f32", fft_kernels_match_cpu),
 ];
 
 #[test]

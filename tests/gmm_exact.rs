@@ -1,5 +1,5 @@
 //! The Gaussian-mixture prior with low-rank-plus-isotropic components and its
-//! exact posterior (`docs/math.md` §9): ε and the Jacobian product against a
+//! exact posterior (`docs/math.md` §8): ε and the Jacobian product against a
 //! dense f64 computation, the posterior against an independent closed form,
 //! exact draws against their own moments, and the metrics' basic laws.
 

@@ -281,6 +281,71 @@ pub struct CgParams {
 /// Byte size the kernels assert for [`CgParams`].
 pub const CG_PARAMS_SIZE: usize = 144;
 const _: () = assert!(std::mem::size_of::<CgParams>() == CG_PARAMS_SIZE);
+/// Parameters of `fft_lines_f32` (kernels/fft.cu, shaders/fft.wgsl): one
+/// centred orthonormal 1-D DFT per line, lines laid out as
+/// `base(l) = (l / inner)·group_step + (l % inner)·inner_step` with elements
+/// `stride` apart (all in complex elements). Radix-5 stages run first, then
+/// radix-2 ones (`docs/math.md` §10).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct FftLineParams {
+    /// Line length `n = 5^fives · 2^twos`.
+    pub n: u32,
+    pub lines: u32,
+    pub stride: u32,
+    /// Lines per group.
+    pub inner: u32,
+    pub inner_step: u32,
+    pub group_step: u32,
+    pub fives: u32,
+    pub twos: u32,
+    /// 0: the forward transform (e^{−2πi/n}); 1: the inverse.
+    pub inverse: u32,
+    /// Where this length's twiddles `e^{−2πik/n}`, `k < n`, start in the
+    /// twiddle table (complex elements).
+    pub twiddle_offset: u32,
+    pub _pad: u32,
+    /// `1/√n`: the orthonormal scaling.
+    pub scale: f32,
+}
+
+/// Byte size the kernels assert for [`FftLineParams`].
+pub const FFT_LINE_PARAMS_SIZE: usize = 48;
+const _: () = assert!(std::mem::size_of::<FftLineParams>() == FFT_LINE_PARAMS_SIZE);
+
+/// What one launch of `fft_pointwise_f32` computes for complex output element
+/// `o` (`docs/math.md` §10; `p = o % plane`, complex products in the order
+/// `(ar·br − ai·bi, ar·bi + ai·br)`).
+pub mod fft_pointwise {
+    /// `out[o] = m[p] · in[o]`, the sampling mask (one real per pixel of the plane).
+    pub const MASK: u32 = 0;
+    /// `out[b, c, p] = S[c, p] · in[b, p]`, coil images from an image.
+    pub const COIL_EXPAND: u32 = 1;
+    /// `out[b, p] = Σ_c conj(S[c, p]) · in[b, c, p]`, summed in coil order.
+    pub const COIL_COMBINE: u32 = 2;
+    /// `out[b, p] = (in[b, 0, p], in[b, 1, p])`: 2 real channels `[B, 2, H, W]`
+    /// (a 2-channel network's image) to interleaved `[B, H, W, 2]`.
+    pub const TO_INTERLEAVED: u32 = 3;
+    /// `out[b, 0, p] = re in[b, p]`, `out[b, 1, p] = im in[b, p]`: the reverse.
+    pub const TO_PLANAR: u32 = 4;
+}
+
+/// Parameters of `fft_pointwise_f32` (kernels/fft.cu, shaders/fft.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct FftPointwiseParams {
+    /// Complex output elements in total.
+    pub n_out: u32,
+    /// One of [`fft_pointwise`].
+    pub program: u32,
+    /// Complex elements per image plane (H·W).
+    pub plane: u32,
+    pub coils: u32,
+}
+
+/// Byte size the kernels assert for [`FftPointwiseParams`].
+pub const FFT_POINTWISE_PARAMS_SIZE: usize = 16;
+const _: () = assert!(std::mem::size_of::<FftPointwiseParams>() == FFT_POINTWISE_PARAMS_SIZE);
 
 #[cfg(test)]
 mod tests {

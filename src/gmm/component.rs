@@ -1,5 +1,5 @@
 //! One mixture component N(μ, U diag(λ) Uᵀ + s² I) and its algebra at a noise
-//! level (`docs/math.md` §9): everything costs O(D·r) through Woodbury, never
+//! level (`docs/math.md` §8.1): everything costs O(D·r) through Woodbury, never
 //! a D × D matrix.
 
 use crate::error::{Error, Result};
@@ -63,7 +63,7 @@ impl GmmComponent {
         out
     }
 
-    /// `Σ^{1/2} ξ` for the symmetric square root (`docs/math.md` §9.4).
+    /// `Σ^{1/2} ξ` for the symmetric square root (`docs/math.md` §8.3).
     pub fn sqrt_covariance_apply(&self, xi: &[f64]) -> Vec<f64> {
         let s = self.std;
         let mut out: Vec<f64> = xi.iter().map(|x| s * x).collect();

@@ -1,4 +1,4 @@
-//! How far N samples are from the exact posterior (`docs/math.md` §9.4;
+//! How far N samples are from the exact posterior (`docs/math.md` §8.4;
 //! the benchmark in `examples/posterior_table.rs`).
 //!
 //! - sliced Wasserstein-2 against N exact draws: the root mean, over fixed

@@ -5,7 +5,7 @@
 //! ([`GmmComponent`]) and `x_t = a·x0 + b·ε`, each component's marginal is
 //! `N(aμ_k, C_k)`, `C_k = a²Σ_k + b²I`, and the optimal prediction is
 //! `ε*(x) = b·Σ_k r_k C_k⁻¹(x − aμ_k)` with responsibilities `r = softmax_k(ln
-//! w_k − ½ ln det C_k − ½ |x − aμ_k|²_{C_k⁻¹})` (`docs/math.md` §9). Woodbury
+//! w_k − ½ ln det C_k − ½ |x − aμ_k|²_{C_k⁻¹})` (`docs/math.md` §8.2). Woodbury
 //! keeps every product at O(D·r). It makes full sampling loops testable
 //! against diffusers and the official guidance code without a network.
 

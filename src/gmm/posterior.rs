@@ -1,5 +1,5 @@
 //! The exact posterior of `y = H x0 + σ_y n` under a [`GmmDenoiser`] prior
-//! (`docs/math.md` §9.4): a Gaussian mixture again, each component conditioned
+//! (`docs/math.md` §8.3): a Gaussian mixture again, each component conditioned
 //! in closed form. Dense f64 on the host (faer): D ≤ a few thousand is what a
 //! benchmark needs, and a D × D eigendecomposition per component gives the
 //! spread metric its exact Mahalanobis distance.

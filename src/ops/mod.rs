@@ -11,20 +11,23 @@
 //! Adding a family adds its trait here and to `Ops`'s supertraits — nothing
 //! else dispatches on it. `docs/adding-a-kernel-family.md` walks through it.
 
+pub mod fft;
 pub mod guidance;
 pub mod krylov;
+pub mod mri;
 pub mod nn;
 pub mod operator;
 pub mod solver;
 
 use crate::backend::Backend;
 
+pub use fft::{to_interleaved, to_planar, Direction, Fft2, FftOps};
 pub use guidance::{CpgdmSampler, GuidanceOps, GuidedSampler, ModelPoint};
 pub use krylov::{CgOptions, ConjugateGradient, KrylovOps, NormalMap, NormalSystem};
 pub use operator::{Mode, Operator, OperatorCall, OperatorKind, OperatorOps};
 pub use solver::{solver_step, solver_step_raw, SolverOps, SolverStepCall};
 
 /// Every kernel family: what a backend must implement to run everything.
-pub trait Ops: Backend + SolverOps + OperatorOps + GuidanceOps + KrylovOps {}
+pub trait Ops: Backend + SolverOps + OperatorOps + GuidanceOps + KrylovOps + FftOps {}
 
-impl<B: Backend + SolverOps + OperatorOps + GuidanceOps + KrylovOps> Ops for B {}
+impl<B: Backend + SolverOps + OperatorOps + GuidanceOps + KrylovOps + FftOps> Ops for B {}

@@ -23,6 +23,7 @@ macro_rules! launch_on_storage {
 }
 
 mod external;
+mod fft;
 mod guidance;
 mod krylov;
 mod nn;

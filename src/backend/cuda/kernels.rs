@@ -13,7 +13,7 @@ use std::ffi::{c_char, CString};
 use cudarc::nvrtc::sys;
 
 use super::launch::{Kernel, Module};
-use super::{guidance, krylov, operator, solver};
+use super::{fft, guidance, krylov, operator, solver};
 use crate::error::{Error, Result};
 
 /// The headers `kernels/*.cu` include, spliced in by [`module_source`].
@@ -31,6 +31,7 @@ pub const MODULES: &[&Module] = &[
     &operator::MODULE,
     &guidance::MODULE,
     &krylov::MODULE,
+    &fft::MODULE,
 ];
 
 /// Every kernel entry point; `KERNELS[i].id == i`.
@@ -46,6 +47,8 @@ pub const KERNELS: &[&Kernel] = &[
     &krylov::TWEEDIE_F16,
     &krylov::RENOISE_F32,
     &krylov::RENOISE_F16,
+    &fft::LINES_F32,
+    &fft::POINTWISE_F32,
 ];
 
 /// A module's source as NVRTC compiles it: each header of [`HEADERS`] spliced

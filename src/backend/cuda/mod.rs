@@ -9,6 +9,7 @@
 pub mod device;
 mod driver;
 mod external;
+mod fft;
 mod guidance;
 pub mod kernels;
 mod krylov;

@@ -11,7 +11,7 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::variants::{assemble, ShaderVariant};
-use super::{guidance, krylov, nn, operator, solver};
+use super::{fft, guidance, krylov, nn, operator, solver};
 use crate::error::Result;
 
 /// How a kernel uses one storage binding.
@@ -65,6 +65,8 @@ pub const KERNELS: &[&Kernel] = &[
     &nn::ELEMENTWISE,
     &krylov::CG_PASS,
     &krylov::DDS_PASS,
+    &fft::LINES,
+    &fft::POINTWISE,
 ];
 
 /// Layouts of one kernel.

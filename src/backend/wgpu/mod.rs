@@ -9,6 +9,7 @@
 //! forced, so both are tested on one machine).
 
 mod external;
+mod fft;
 mod guidance;
 pub mod kernels;
 mod krylov;
