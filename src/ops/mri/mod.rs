@@ -13,6 +13,7 @@
 //! once, in the dtype the operator computes in (f32; f64 on the CPU oracle path).
 
 pub mod mask;
+mod normal;
 
 use super::fft::{pointwise, Fft2, FftOps};
 use crate::backend::params::{fft_pointwise, FftPointwiseParams};
@@ -236,6 +237,14 @@ impl<B: FftOps> MultiCoil<B> {
 
     pub fn coils(&self) -> usize {
         self.coils
+    }
+
+    pub fn height(&self) -> usize {
+        self.cart.fft.height()
+    }
+
+    pub fn width(&self) -> usize {
+        self.cart.fft.width()
     }
 
     fn kspace_dims(&self, batch: usize) -> [usize; 5] {
