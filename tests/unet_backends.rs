@@ -20,10 +20,7 @@ fn ddim<B: SolverOps>(
     dtype: DType,
     shape: Shape,
     x_t: &[f32],
-) -> Vec<f64>
-where
-    B::Buffer: 'static,
-{
+) -> Vec<f64> {
     let mut net = UNet::load(dir, dtype).unwrap();
     let config = PlanConfig {
         solver: Solver::Ddim { eta: 0.0 },
@@ -45,10 +42,7 @@ where
     x.to_f64(backend).unwrap()
 }
 
-fn ddim_with_the_unet<B: SolverOps>(backend: &B)
-where
-    B::Buffer: 'static,
-{
+fn ddim_with_the_unet<B: SolverOps>(backend: &B) {
     // The solver family's kernels are exact to the CPU definition on every
     // backend, and the network runs on the CPU: the loops agree bit for bit.
     for dtype in [DType::F32, DType::F16] {

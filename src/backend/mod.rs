@@ -139,7 +139,7 @@ impl CheckedRange {
 /// families add their operations as traits on top ([`crate::ops::Ops`]).
 pub trait Backend: Sized + Send + Sync {
     /// Device memory of one tensor.
-    type Buffer: Send + Sync;
+    type Buffer: Send + Sync + 'static;
 
     fn kind(&self) -> BackendKind;
 

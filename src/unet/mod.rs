@@ -305,10 +305,7 @@ impl UNet {
 /// CPU backend the forward reads and writes the tensors' own buffers, so after
 /// the first call of a shape a sampling loop allocates nothing here; on a
 /// device backend `x` is downloaded and the output uploaded each call.
-impl<B: Backend> Denoiser<B> for UNet
-where
-    B::Buffer: 'static,
-{
+impl<B: Backend> Denoiser<B> for UNet {
     fn predict(&mut self, backend: &B, x: &Tensor<B>, tau: f64, out: &mut Tensor<B>) -> Result<()> {
         let shape = x.shape();
         let [b, c, h, w] = match *shape.dims() {
@@ -386,10 +383,7 @@ where
 /// point's network time. It has no backward pass, so the guided samplers run
 /// it with [`crate::sampler::Jacobian::FiniteDifference`] or `Dropped`
 /// (`Exact` is an error).
-impl<B: Backend> GuidedDenoiser<B> for UNet
-where
-    B::Buffer: 'static,
-{
+impl<B: Backend> GuidedDenoiser<B> for UNet {
     fn eps(
         &mut self,
         backend: &B,

@@ -17,7 +17,7 @@ pub struct LaunchConfig {
 /// Every operation runs in order on the device's one stream.
 pub trait CudaDevice: Send + Sync {
     /// Device memory of one buffer.
-    type Mem: Send + Sync;
+    type Mem: Send + Sync + 'static;
 
     /// Human-readable device name.
     fn name(&self) -> String;
