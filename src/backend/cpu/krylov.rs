@@ -6,6 +6,8 @@
 //! order and then folding pairwise; a pass re-sums its sample's chunk partials
 //! the same way. f32 state computes in f32, f64 state (the oracle) in f64.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::operator::Program;
@@ -119,14 +121,14 @@ fn cg<M: Element<M = M> + Math>(call: CgCall<'_, CpuBackend>) -> Option<()> {
     } else {
         &M::slice(call.r)?[..n]
     };
-    let gv: Option<Vec<M>> = match (p.pass, p.gram_from_t != 0, call.table) {
+    let gv: Option<Cow<'_, [M]>> = match (p.pass, p.gram_from_t != 0, call.table) {
         (cg_pass::UPDATE | cg_pass::DOT, _, _) => None,
-        (_, true, _) => Some(M::slice(call.t)?[..n].to_vec()),
+        (_, true, _) => Some(Cow::Borrowed(&M::slice(call.t)?[..n])),
         (_, false, Some(CpuBuffer::U32(table))) => {
             let program = Program::<M>::new(p.op, &call.op_scalars, &[]);
             let mut out = vec![M::ZERO; n];
             program.evaluate_all(source, table, &mut out, |v| v);
-            Some(out)
+            Some(Cow::Owned(out))
         }
         _ => return None,
     };
@@ -158,44 +160,50 @@ fn cg<M: Element<M = M> + Math>(call: CgCall<'_, CpuBackend>) -> Option<()> {
         match p.pass {
             cg_pass::RESIDUAL => {
                 let gv = gv?;
-                for o in 0..item {
-                    let rhs = c.rhs_x * x[o] + c.rhs_d * d[o];
-                    let kx = c.identity * x[o] + c.gram * gv[o];
-                    r[o] = rhs - kx;
-                }
-                chunked_sum(partial, item, |o| r[o] * r[o]);
+                chunks1(r, partial, |base, r| {
+                    for (k, rv) in r.iter_mut().enumerate() {
+                        let o = base + k;
+                        let rhs = c.rhs_x * x[o] + c.rhs_d * d[o];
+                        let kx = c.identity * x[o] + c.gram * gv[o];
+                        *rv = rhs - kx;
+                    }
+                    lane_sum(r.len(), |i| r[i] * r[i])
+                });
                 iterations[b] = 0;
             }
             cg_pass::DIRECTION => {
                 let gv = gv?;
                 let beta = beta(&sums, k, b);
-                let pq: Vec<(M, M)> = (0..item)
-                    .map(|o| {
+                let r = &*r;
+                chunks2(pv, q, partial, |base, pv, q| {
+                    for i in 0..pv.len() {
+                        let o = base + i;
                         let kr = c.identity * r[o] + c.gram * gv[o];
                         if k == 0 {
-                            (r[o], kr)
+                            pv[i] = r[o];
+                            q[i] = kr;
                         } else {
-                            (r[o] + beta * pv[o], kr + beta * q[o])
+                            pv[i] = r[o] + beta * pv[i];
+                            q[i] = kr + beta * q[i];
                         }
-                    })
-                    .collect();
-                for (o, &(pn, qn)) in pq.iter().enumerate() {
-                    pv[o] = pn;
-                    q[o] = qn;
-                }
-                chunked_sum(partial, item, |o| pq[o].0 * pq[o].1);
-            }
-            cg_pass::UPDATE => {
-                let step = alpha(&sums, k, b, c.tolerance2);
-                if let Some(alpha) = step {
-                    for o in 0..item {
-                        x[o] = x[o] + alpha * pv[o];
-                        r[o] = r[o] - alpha * q[o];
                     }
+                    lane_sum(pv.len(), |i| pv[i] * q[i])
+                });
+            }
+            cg_pass::UPDATE => match alpha(&sums, k, b, c.tolerance2) {
+                Some(alpha) => {
+                    let (pv, q) = (&*pv, &*q);
+                    chunks2(x, r, partial, |base, x, r| {
+                        for i in 0..x.len() {
+                            x[i] = x[i] + alpha * pv[base + i];
+                            r[i] = r[i] - alpha * q[base + i];
+                        }
+                        lane_sum(r.len(), |i| r[i] * r[i])
+                    });
                     iterations[b] += 1;
                 }
-                chunked_sum(partial, item, |o| r[o] * r[o]);
-            }
+                None => chunked_sum(partial, item, |o| r[o] * r[o]),
+            },
             cg_pass::DOT => {
                 let t = &M::slice(call.t)?[b * item..(b + 1) * item];
                 chunked_sum(partial, item, |o| d[o] * t[o]);
@@ -211,6 +219,29 @@ fn cg<M: Element<M = M> + Math>(call: CgCall<'_, CpuBackend>) -> Option<()> {
     let partials = M::slice_mut(call.partials)?;
     partials[slot * batch * chunks..(slot + 1) * batch * chunks].copy_from_slice(&fresh);
     Some(())
+}
+
+/// For each chunk g of a sample, in parallel: `f(g·CG_CHUNK, chunk of a)`
+/// updates the chunk and returns its partial sum.
+fn chunks1<M: Math>(a: &mut [M], partial: &mut [M], f: impl Fn(usize, &mut [M]) -> M + Sync) {
+    a.par_chunks_mut(CG_CHUNK)
+        .zip(partial.par_iter_mut())
+        .enumerate()
+        .for_each(|(g, (a, out))| *out = f(g * CG_CHUNK, a));
+}
+
+/// [`chunks1`] over the same chunk of two vectors.
+fn chunks2<M: Math>(
+    a: &mut [M],
+    b: &mut [M],
+    partial: &mut [M],
+    f: impl Fn(usize, &mut [M], &mut [M]) -> M + Sync,
+) {
+    a.par_chunks_mut(CG_CHUNK)
+        .zip(b.par_chunks_mut(CG_CHUNK))
+        .zip(partial.par_iter_mut())
+        .enumerate()
+        .for_each(|(g, ((a, b), out))| *out = f(g * CG_CHUNK, a, b));
 }
 
 /// Each chunk's [`lane_sum`] of `term` over a sample of `item` elements.
