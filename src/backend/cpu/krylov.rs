@@ -6,13 +6,12 @@
 //! order and then folding pairwise; a pass re-sums its sample's chunk partials
 //! the same way. f32 state computes in f32, f64 state (the oracle) in f64.
 
-use std::borrow::Cow;
-
 use rayon::prelude::*;
 
 use super::operator::Program;
 use super::{CpuBackend, CpuBuffer, Element, Math};
 use crate::backend::params::{cg_pass, dds_pass, CgParams, CG_CHUNK, CG_LANES};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::krylov::{CgCall, CgScalars, DdsBuffers, DdsCall, KrylovOps};
 use crate::tensor::DType;
@@ -29,8 +28,8 @@ impl KrylovOps for CpuBackend {
     fn cg_pass_checked(&self, call: CgCall<'_, Self>) -> Result<()> {
         let dtype = call.dtype;
         match dtype {
-            DType::F32 => cg::<f32>(call),
-            DType::F64 => cg::<f64>(call),
+            DType::F32 => cg::<f32>(self, call),
+            DType::F64 => cg::<f64>(self, call),
             _ => None,
         }
         .ok_or(Error::UnsupportedDType {
@@ -108,7 +107,7 @@ fn alpha<M: Math>(sums: &Sums<'_, M>, k: usize, b: usize, tolerance2: M) -> Opti
 }
 
 /// The checked CG pass on state `M`; `None` if a buffer is not of its dtype.
-fn cg<M: Element<M = M> + Math>(call: CgCall<'_, CpuBackend>) -> Option<()> {
+fn cg<M: Element<M = M> + Math>(backend: &CpuBackend, call: CgCall<'_, CpuBackend>) -> Option<()> {
     let p: CgParams = call.params;
     let (item, batch, chunks) = (p.item as usize, p.batch as usize, p.chunks as usize);
     let n = item * batch;
@@ -121,14 +120,22 @@ fn cg<M: Element<M = M> + Math>(call: CgCall<'_, CpuBackend>) -> Option<()> {
     } else {
         &M::slice(call.r)?[..n]
     };
-    let gv: Option<Cow<'_, [M]>> = match (p.pass, p.gram_from_t != 0, call.table) {
+    // P v goes to scratch from the backend's pool (no allocation per pass).
+    let mut scratch = None;
+    let gv: Option<&[M]> = match (p.pass, p.gram_from_t != 0, call.table) {
         (cg_pass::UPDATE | cg_pass::DOT, _, _) => None,
-        (_, true, _) => Some(Cow::Borrowed(&M::slice(call.t)?[..n])),
+        (_, true, _) => Some(&M::slice(call.t)?[..n]),
         (_, false, Some(CpuBuffer::U32(table))) => {
             let program = Program::<M>::new(p.op, &call.op_scalars, &[]);
-            let mut out = vec![M::ZERO; n];
-            program.evaluate_all(source, table, &mut out, |v| v);
-            Some(Cow::Owned(out))
+            let buf = scratch.insert(
+                backend
+                    .pool()
+                    .take(n, M::DTYPE, || backend.alloc(n, M::DTYPE))
+                    .ok()?,
+            );
+            let out = &mut M::slice_mut(buf)?[..n];
+            program.evaluate_all(source, table, out, |v| v);
+            Some(&*out)
         }
         _ => return None,
     };
@@ -156,7 +163,7 @@ fn cg<M: Element<M = M> + Math>(call: CgCall<'_, CpuBackend>) -> Option<()> {
             &mut pv[span.clone()],
             &mut q[span.clone()],
         );
-        let (d, gv) = (&d[span.clone()], gv.as_ref().map(|g| &g[span]));
+        let (d, gv) = (&d[span.clone()], gv.map(|g| &g[span]));
         match p.pass {
             cg_pass::RESIDUAL => {
                 let gv = gv?;
@@ -218,6 +225,9 @@ fn cg<M: Element<M = M> + Math>(call: CgCall<'_, CpuBackend>) -> Option<()> {
     };
     let partials = M::slice_mut(call.partials)?;
     partials[slot * batch * chunks..(slot + 1) * batch * chunks].copy_from_slice(&fresh);
+    if let Some(buf) = scratch {
+        backend.pool().give_back(n, M::DTYPE, buf);
+    }
     Some(())
 }
 
