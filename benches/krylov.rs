@@ -111,56 +111,87 @@ fn bench_fused<B: Ops>(c: &mut Criterion, b: &B, name: &str, rows: &mut Vec<Stri
     }
 }
 
+/// The official loop's vectors: one iteration is `atap ← AᵀA p` by the
+/// operator's kernels, then [`Unfused::finish`].
+struct Unfused<B: Ops> {
+    x: Tensor<B>,
+    r: Tensor<B>,
+    p: Tensor<B>,
+    ap: Tensor<B>,
+    atap: Tensor<B>,
+    /// The solver kernel's (unused) history buffer.
+    none: Tensor<B>,
+    rs_old: f64,
+}
+
+impl<B: Ops> Unfused<B> {
+    fn new(b: &B, vector: impl Fn(usize) -> Tensor<B>) -> Self {
+        Unfused {
+            x: vector(1),
+            r: vector(2),
+            p: vector(3),
+            ap: vector(4),
+            atap: vector(5),
+            none: Tensor::zeros(b, Shape::flat(1), DType::F32).unwrap(),
+            rs_old: 1.0,
+        }
+    }
+
+    /// Ap = p + γ·atap, two dots read back, three axpys.
+    fn finish(&mut self, b: &B, dots: &mut ConjugateGradient<'_, B>) {
+        let none = &mut self.none;
+        axpy(b, none, &mut self.ap, 0.0, 1.0, &self.p);
+        axpy(b, none, &mut self.ap, 1.0, GAMMA, &self.atap);
+        let pap: f64 = dots
+            .inner_products(b, &self.p, &self.ap)
+            .unwrap()
+            .iter()
+            .sum();
+        // Sizes like a mid-solve iteration's; the values do not change the work.
+        let a = (self.rs_old / pap).clamp(-1.0, 1.0);
+        axpy(b, none, &mut self.x, 1.0, a, &self.p);
+        axpy(b, none, &mut self.r, 1.0, -a, &self.ap);
+        let rs: f64 = dots
+            .inner_products(b, &self.r, &self.r)
+            .unwrap()
+            .iter()
+            .sum();
+        let beta = (rs / self.rs_old).clamp(0.0, 1.0);
+        axpy(b, none, &mut self.p, beta, 1.0, &self.r);
+        self.rs_old = rs.max(1e-30);
+    }
+}
+
+/// A table row of an unfused case.
+fn unfused_row(name: &str, case: &str, timed: Option<Timed>) -> Option<String> {
+    let Timed {
+        median,
+        launches,
+        host_syncs,
+    } = timed?;
+    Some(format!(
+        "| {name} | {case} unfused | {:.3} ms | — | {launches:.0} | {host_syncs:.0} |",
+        median.as_secs_f64() * 1e3
+    ))
+}
+
 fn bench_unfused<B: Ops>(c: &mut Criterion, b: &B, name: &str, rows: &mut Vec<String>) {
-    let (mut x, mut r, mut p) = (
-        tensor(b, &values(1)),
-        tensor(b, &values(2)),
-        tensor(b, &values(3)),
-    );
-    let (mut ap, mut atap) = (tensor(b, &values(4)), tensor(b, &values(5)));
-    // The kernel's (unused) history buffer.
-    let mut none = Tensor::zeros(b, Shape::flat(1), DType::F32).unwrap();
+    let mut u = Unfused::new(b, |seed| tensor(b, &values(seed)));
     for (op_name, op) in operators(b) {
         let y_shape = Shape::from_dims(&[&[SHAPE[0]][..], op.y_item().dims()].concat()).unwrap();
         let mut ay = Tensor::zeros(b, y_shape, DType::F32).unwrap();
         // Only its inner products are used.
-        let mut dots = ConjugateGradient::new(
-            b,
-            &op,
-            SHAPE[0],
-            DType::F32,
-            NormalSystem::tikhonov(GAMMA),
-            CgOptions::default(),
-        )
-        .unwrap();
-        let mut rs_old = 1.0;
+        let system = NormalSystem::tikhonov(GAMMA);
+        let mut dots =
+            ConjugateGradient::new(b, &op, SHAPE[0], DType::F32, system, CgOptions::default())
+                .unwrap();
         let id = format!("krylov/{name}/{op_name}/unfused");
         let timed = time_step(c, b, &id, || {
-            op.apply(b, Mode::Forward, &p, &mut ay).unwrap();
-            op.apply(b, Mode::Adjoint, &ay, &mut atap).unwrap();
-            axpy(b, &mut none, &mut ap, 0.0, 1.0, &p);
-            axpy(b, &mut none, &mut ap, 1.0, GAMMA, &atap);
-            let pap: f64 = dots.inner_products(b, &p, &ap).unwrap().iter().sum();
-            // Sizes like a mid-solve iteration's; the values do not change the work.
-            let a = (rs_old / pap).clamp(-1.0, 1.0);
-            axpy(b, &mut none, &mut x, 1.0, a, &p);
-            axpy(b, &mut none, &mut r, 1.0, -a, &ap);
-            let rs: f64 = dots.inner_products(b, &r, &r).unwrap().iter().sum();
-            axpy(b, &mut none, &mut p, (rs / rs_old).clamp(0.0, 1.0), 1.0, &r);
-            rs_old = rs.max(1e-30);
+            op.apply(b, Mode::Forward, &u.p, &mut ay).unwrap();
+            op.apply(b, Mode::Adjoint, &ay, &mut u.atap).unwrap();
+            u.finish(b, &mut dots);
         });
-        let Some(Timed {
-            median,
-            launches,
-            host_syncs,
-        }) = timed
-        else {
-            continue;
-        };
-        rows.push(format!(
-            "| {name} | {op_name} unfused | {:.3} ms | — | {launches:.0} | {host_syncs:.0} |",
-            median.as_secs_f64() * 1e3
-        ));
+        rows.extend(unfused_row(name, op_name, timed));
     }
 }
 
@@ -220,42 +251,16 @@ fn bench_mri<B: Ops>(c: &mut Criterion, b: &B, name: &str, rows: &mut Vec<String
             (nine.host_syncs - one.host_syncs) / 8.0,
         ));
     }
-    let (mut x, mut r, mut p, mut ap, mut atap) = (t(1), t(2), t(3), t(4), t(5));
-    let mut none = Tensor::zeros(b, Shape::flat(1), DType::F32).unwrap();
-    let mut dots = ConjugateGradient::new(
-        b,
-        &op,
-        1,
-        DType::F32,
-        NormalSystem::tikhonov(GAMMA),
-        CgOptions::default(),
-    )
-    .unwrap();
-    let mut rs_old = 1.0;
+    let mut u = Unfused::new(b, t);
+    let system = NormalSystem::tikhonov(GAMMA);
+    let mut dots =
+        ConjugateGradient::new(b, &op, 1, DType::F32, system, CgOptions::default()).unwrap();
     let id = format!("krylov/{name}/mri-multicoil/unfused");
     let timed = time_step(c, b, &id, || {
-        op.normal(b, &p, &mut atap).unwrap();
-        axpy(b, &mut none, &mut ap, 0.0, 1.0, &p);
-        axpy(b, &mut none, &mut ap, 1.0, GAMMA, &atap);
-        let pap: f64 = dots.inner_products(b, &p, &ap).unwrap().iter().sum();
-        let a = (rs_old / pap).clamp(-1.0, 1.0);
-        axpy(b, &mut none, &mut x, 1.0, a, &p);
-        axpy(b, &mut none, &mut r, 1.0, -a, &ap);
-        let rs: f64 = dots.inner_products(b, &r, &r).unwrap().iter().sum();
-        axpy(b, &mut none, &mut p, (rs / rs_old).clamp(0.0, 1.0), 1.0, &r);
-        rs_old = rs.max(1e-30);
+        op.normal(b, &u.p, &mut u.atap).unwrap();
+        u.finish(b, &mut dots);
     });
-    if let Some(Timed {
-        median,
-        launches,
-        host_syncs,
-    }) = timed
-    {
-        rows.push(format!(
-            "| {name} | 1×320×320 complex, 8 coils, unfused | {:.3} ms | — | {launches:.0} | {host_syncs:.0} |",
-            median.as_secs_f64() * 1e3
-        ));
-    }
+    rows.extend(unfused_row(name, "1×320×320 complex, 8 coils,", timed));
 }
 
 fn main() {

@@ -53,6 +53,54 @@ pub struct CgScalars {
     pub c: [f64; 3],
 }
 
+impl CgScalars {
+    /// No K, no right-hand side, no tolerance: the DOT and DDS passes.
+    const NONE: CgScalars = CgScalars {
+        identity: 0.0,
+        gram: 0.0,
+        rhs_x: 0.0,
+        rhs_d: 0.0,
+        tolerance2: -1.0,
+        c: [0.0; 3],
+    };
+
+    /// The launch parameters of `pass` (iteration `k`) over x of `shape`,
+    /// with these scalars rounded once to f32.
+    fn params(
+        &self,
+        op: OperatorParams,
+        pass: u32,
+        k: usize,
+        shape: Shape,
+        gram_from_t: bool,
+    ) -> CgParams {
+        let (batch, item) = (shape.batch(), shape.item_len());
+        CgParams {
+            op,
+            pass,
+            iteration: k as u32,
+            item: item as u32,
+            chunks: item.div_ceil(CG_CHUNK) as u32,
+            batch: batch as u32,
+            gram_from_t: u32::from(gram_from_t),
+            _pad: [0; 2],
+            identity: self.identity as f32,
+            gram: self.gram as f32,
+            rhs_x: self.rhs_x as f32,
+            rhs_d: self.rhs_d as f32,
+            tolerance2: self.tolerance2 as f32,
+            c: self.c.map(|v| v as f32),
+        }
+    }
+}
+
+/// The operator scalars of a pass with no operator program.
+const NO_OPERATOR: OperatorScalars = OperatorScalars {
+    scale: 1.0,
+    h: [0.0; 3],
+    g: [0.0; 3],
+};
+
 /// One validated CG pass: x, r, p, q, d, t hold `batch·item` elements of
 /// `dtype`, `partials` `3·batch·chunks` (rr slots 0 and 1, then pq),
 /// `iterations` `batch` u32, and `table` every index P reads. Only
@@ -427,39 +475,13 @@ impl<'o, B: KrylovOps> ConjugateGradient<'o, B> {
             }
         }
         let (batch, item) = (self.shape.batch(), self.shape.item_len());
-        let params = CgParams {
-            op: no_program(batch, item),
-            pass: cg_pass::DOT,
-            iteration: 0,
-            item: item as u32,
-            chunks: self.chunks as u32,
-            batch: batch as u32,
-            gram_from_t: 1,
-            _pad: [0; 2],
-            identity: 0.0,
-            gram: 0.0,
-            rhs_x: 0.0,
-            rhs_d: 0.0,
-            tolerance2: -1.0,
-            c: [0.0; 3],
-        };
-        let scalars = CgScalars {
-            identity: 0.0,
-            gram: 0.0,
-            rhs_x: 0.0,
-            rhs_d: 0.0,
-            tolerance2: -1.0,
-            c: [0.0; 3],
-        };
+        let scalars = CgScalars::NONE;
+        let params = scalars.params(no_program(batch, item), cg_pass::DOT, 0, self.shape, true);
         // The solver's own vectors fill the pass's writable slots, unwritten.
         backend.cg_pass_checked(CgCall {
             params,
             scalars,
-            op_scalars: OperatorScalars {
-                scale: 1.0,
-                h: [0.0; 3],
-                g: [0.0; 3],
-            },
+            op_scalars: NO_OPERATOR,
             dtype: self.dtype,
             x: self.r.buffer_mut(),
             r: self.p.buffer_mut(),
@@ -519,42 +541,17 @@ impl<'o, B: KrylovOps> ConjugateGradient<'o, B> {
                 )
             }
             // No operator program: the t buffer holds AᵀA v.
-            None => (
-                no_program(batch, item),
-                OperatorScalars {
-                    scale: 1.0,
-                    h: [0.0; 3],
-                    g: [0.0; 3],
-                },
-                self.system.gram,
-                None,
-            ),
+            None => (no_program(batch, item), NO_OPERATOR, self.system.gram, None),
         };
-        let tolerance2 = self.options.tolerance.map_or(-1.0, |t| t * t);
         let scalars = CgScalars {
             identity: self.system.identity,
             gram,
             rhs_x,
             rhs_d,
-            tolerance2,
+            tolerance2: self.options.tolerance.map_or(-1.0, |t| t * t),
             c: [0.0; 3],
         };
-        let params = CgParams {
-            op,
-            pass,
-            iteration: k as u32,
-            item: item as u32,
-            chunks: self.chunks as u32,
-            batch: batch as u32,
-            gram_from_t: u32::from(inline.is_none()),
-            _pad: [0; 2],
-            identity: scalars.identity as f32,
-            gram: scalars.gram as f32,
-            rhs_x: rhs_x as f32,
-            rhs_d: rhs_d as f32,
-            tolerance2: tolerance2 as f32,
-            c: [0.0; 3],
-        };
+        let params = scalars.params(op, pass, k, self.shape, inline.is_none());
         let t = if self.inline { d } else { &self.t }.buffer();
         backend.cg_pass_checked(CgCall {
             params,
@@ -642,23 +639,12 @@ fn check_dds<B: KrylovOps>(
 }
 
 fn dds_params(x: &Shape, pass: u32, c: [f64; 3]) -> CgParams {
-    let (batch, item) = (x.batch(), x.item_len());
-    CgParams {
-        op: no_program(batch, item),
-        pass,
-        iteration: 0,
-        item: item as u32,
-        chunks: item.div_ceil(CG_CHUNK) as u32,
-        batch: batch as u32,
-        gram_from_t: 0,
-        _pad: [0; 2],
-        identity: 0.0,
-        gram: 0.0,
-        rhs_x: 0.0,
-        rhs_d: 0.0,
-        tolerance2: -1.0,
-        c: c.map(|v| v as f32),
+    let op = no_program(x.batch(), x.item_len());
+    CgScalars {
+        c,
+        ..CgScalars::NONE
     }
+    .params(op, pass, 0, *x, false)
 }
 
 /// Tweedie's x̂0 = (xt − `sigma`·ε)/`alpha` into the CG state `x0` (one launch).
