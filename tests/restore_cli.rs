@@ -66,6 +66,7 @@ fn every_task_and_method_writes_its_images() {
                 &["--task", task, "--method", method, "--backend", "cpu"],
             );
             for key in [
+                "seconds_network",
                 "psnr_baseline",
                 "psnr_restored",
                 "ssim_baseline",
@@ -79,6 +80,11 @@ fn every_task_and_method_writes_its_images() {
                 );
             }
             assert_eq!(r["nfe"], 5, "{name}: 5 steps, Jacobian dropped");
+            let share = r["share_outside_network"].as_f64().unwrap();
+            assert!(
+                (0.0..1.0).contains(&share),
+                "{name}: share outside the network {share}"
+            );
             let degraded = if task == "sr4" { (8, 8) } else { (32, 32) };
             assert_eq!(png_size(&out.join("degraded.png")), degraded, "{name}");
             assert_eq!(png_size(&out.join("baseline.png")), (32, 32), "{name}");

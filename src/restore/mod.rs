@@ -23,7 +23,9 @@ pub mod task;
 
 use std::time::Instant;
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::guidance::ModelPoint;
 use crate::guidance::{CpgdmConfig, CpgdmPlan, PgdmDiscreteConfig, PgdmDiscretePlan};
 use crate::ops::{Mode, Ops};
 use crate::rng;
@@ -145,6 +147,44 @@ pub struct Restored {
     pub nfe: usize,
     /// Wall time of the sampler (network calls included).
     pub seconds: f64,
+    /// The part of `seconds` spent inside the network's calls; the rest is
+    /// this crate's kernels and the host work around them.
+    pub network_seconds: f64,
+}
+
+/// A network whose calls are timed.
+struct Clocked<'n, D> {
+    net: &'n mut D,
+    seconds: f64,
+}
+
+impl<B: Backend, D: GuidedDenoiser<B>> GuidedDenoiser<B> for Clocked<'_, D> {
+    fn eps(
+        &mut self,
+        backend: &B,
+        x: &Tensor<B>,
+        point: ModelPoint,
+        out: &mut Tensor<B>,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let result = self.net.eps(backend, x, point, out);
+        self.seconds += start.elapsed().as_secs_f64();
+        result
+    }
+
+    fn vjp(
+        &mut self,
+        backend: &B,
+        x: &Tensor<B>,
+        point: ModelPoint,
+        m: &Tensor<B>,
+        out: &mut Tensor<B>,
+    ) -> Result<bool> {
+        let start = Instant::now();
+        let result = self.net.vjp(backend, x, point, m, out);
+        self.seconds += start.elapsed().as_secs_f64();
+        result
+    }
 }
 
 /// Restore `clean` degraded by `config.task`: y = H x (+ 2σ·n), then the
@@ -204,6 +244,7 @@ where
     let z = Tensor::from_host(backend, x_shape, dtype, HostSlice::F64(&z))?;
 
     let started = Instant::now();
+    let net = &mut Clocked { net, seconds: 0.0 };
     let options = GuidedOptions {
         jacobian: config.jacobian,
         seed: config.seed,
@@ -252,7 +293,9 @@ where
             dds_sample(backend, &plan, &op, &y, &z, net, config.seed, &mut progress)?
         }
     };
+    backend.synchronize()?;
     let seconds = started.elapsed().as_secs_f64();
+    let network_seconds = net.seconds;
 
     let picture = |t: &Tensor<B>| -> Result<Image> {
         let data = t
@@ -275,5 +318,6 @@ where
         restored,
         nfe: config.steps * per_step,
         seconds,
+        network_seconds,
     })
 }

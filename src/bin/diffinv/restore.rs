@@ -195,6 +195,7 @@ pub fn run(args: RestoreArgs) -> CliResult<()> {
     staged.png(args.out.join("compare.png"), &compare)?;
     staged.commit()?;
     let per_nfe = out.seconds / out.nfe as f64;
+    let outside = 1.0 - out.network_seconds / out.seconds;
     if args.json {
         let report = serde_json::json!({
             "image": args.image.display().to_string(),
@@ -218,6 +219,8 @@ pub fn run(args: RestoreArgs) -> CliResult<()> {
             "nfe": out.nfe,
             "seconds": out.seconds,
             "seconds_per_nfe": per_nfe,
+            "seconds_network": out.network_seconds,
+            "share_outside_network": outside,
         });
         println!("{report}");
     } else {
@@ -241,9 +244,10 @@ pub fn run(args: RestoreArgs) -> CliResult<()> {
             out.restored_psnr, out.restored_ssim
         );
         println!(
-            "{:.2} s in all, {:.3} s per NFE; images in {}",
+            "{:.2} s in all, {:.3} s per NFE, {:.1} % outside the network; images in {}",
             out.seconds,
             per_nfe,
+            100.0 * outside,
             args.out.display()
         );
     }
