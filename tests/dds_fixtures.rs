@@ -350,3 +350,39 @@ fn dds_sample_is_the_step_api_and_rejects_bad_input() {
         Err(Error::InvalidSteps { .. })
     ));
 }
+
+/// The warm start: the grid τ0 … 0 in equal steps, the start weights
+/// √ᾱ_τ0 and √(1 − ᾱ_τ0), and τ0 beyond the schedule a typed error.
+#[test]
+fn the_warm_start_grid_and_weights() {
+    use diffinv::Error;
+    let plan = DdsPlan::new(DdsConfig {
+        steps: 5,
+        warm_start: Some(400),
+        ..DdsConfig::default()
+    })
+    .unwrap();
+    let ts: Vec<i64> = plan.steps.iter().map(|s| s.t).collect();
+    assert_eq!(ts, [400, 300, 200, 100, 0]);
+    assert_eq!(plan.steps.last().unwrap().s, -1);
+    let (a, b) = plan.start_weights();
+    let abar = plan.steps[0].abar_t;
+    assert_eq!((a, b), (abar.sqrt(), (1.0 - abar).sqrt()));
+    let official = DdsPlan::new(DdsConfig::default()).unwrap();
+    assert_eq!(official.start_weights(), (0.0, 1.0));
+    assert_eq!(official.steps[0].t, 980);
+    let one = DdsPlan::new(DdsConfig {
+        steps: 1,
+        warm_start: Some(400),
+        ..DdsConfig::default()
+    })
+    .unwrap();
+    assert_eq!(one.steps[0].t, 0);
+    assert!(matches!(
+        DdsPlan::new(DdsConfig {
+            warm_start: Some(1000),
+            ..DdsConfig::default()
+        }),
+        Err(Error::InvalidParameter { .. })
+    ));
+}

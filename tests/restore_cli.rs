@@ -1,10 +1,10 @@
 //! `diffinv restore` end to end on a 32×32 crop of a held-out photograph with
 //! the bundled demo model: every task × method writes its four images at the
 //! right sizes and reports finite metrics; seeded runs are bit-for-bit
-//! reproducible; C-ΠGDM beats the H⁺y baseline where the demo prior is good
-//! enough to (4× SR, box and random inpainting); bad input is a one-line
-//! error with nothing written; two restores on two threads sharing a backend
-//! equal two sequential ones.
+//! reproducible; C-ΠGDM (4× SR, box and random inpainting) and DDS (random
+//! inpainting) beat the H⁺y baseline, where the demo prior is good enough to;
+//! bad input is a one-line error with nothing written; two restores on two
+//! threads sharing a backend equal two sequential ones.
 #![cfg(feature = "cli")]
 
 mod common;
@@ -95,11 +95,14 @@ fn every_task_and_method_writes_its_images() {
                 "{name}"
             );
             let gain = r["psnr_restored"].as_f64().unwrap() - r["psnr_baseline"].as_f64().unwrap();
-            if method == "cpigdm" && ["sr4", "inpaint-box", "inpaint-random"].contains(&task) {
-                assert!(
-                    gain > 0.5,
-                    "{name}: C-ΠGDM gains only {gain:.2} dB over H⁺y"
-                );
+            // Where the demo prior is good enough to help (BENCHMARKS.md).
+            let helps = match method {
+                "cpigdm" => ["sr4", "inpaint-box", "inpaint-random"].contains(&task),
+                "dds" => task == "inpaint-random",
+                _ => false,
+            };
+            if helps {
+                assert!(gain > 0.5, "{name}: gains only {gain:.2} dB over H⁺y");
             }
             let _ = std::fs::remove_dir_all(out);
         }

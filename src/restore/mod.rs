@@ -37,6 +37,10 @@ use crate::tensor::{DType, HostSlice, Shape, Tensor};
 pub use quality::{psnr, ssim};
 pub use task::Task;
 
+/// Where `restore` starts DDS: τ = 400, from H⁺y (not the official pure
+/// noise; `DdsConfig::warm_start`).
+pub const DDS_WARM_START: usize = 400;
+
 /// An RGB image, channel-major (`[3, height, width]`), values in [0, 1].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Image {
@@ -286,11 +290,31 @@ where
             out
         }
         Method::Dds => {
+            // Warm-started from H⁺y at τ = 400 (C-ΠGDM's t = 0.4): a few steps
+            // from pure noise need a far stronger prior than the demo model.
             let plan = DdsPlan::new(DdsConfig {
                 steps: config.steps,
+                warm_start: Some(DDS_WARM_START),
                 ..DdsConfig::default()
             })?;
-            dds_sample(backend, &plan, &op, &y, &z, net, config.seed, &mut progress)?
+            let (a, b) = plan.start_weights();
+            let start: Vec<f64> = baseline
+                .to_f64(backend)?
+                .iter()
+                .zip(z.to_f64(backend)?)
+                .map(|(x, n)| a * x + b * n)
+                .collect();
+            let start = Tensor::from_host(backend, x_shape, dtype, HostSlice::F64(&start))?;
+            dds_sample(
+                backend,
+                &plan,
+                &op,
+                &y,
+                &start,
+                net,
+                config.seed,
+                &mut progress,
+            )?
         }
     };
     backend.synchronize()?;

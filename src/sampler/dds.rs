@@ -50,6 +50,12 @@ pub struct DdsConfig {
     pub eta: f64,
     pub consistency: DataConsistency,
     pub schedule: NoiseSchedule,
+    /// `None`: the official grid, from pure noise. `Some(τ0)`: a warm start —
+    /// the grid runs τ0 … 0 in equal steps, and the caller starts from
+    /// `√ᾱ_τ0·x_init + √(1 − ᾱ_τ0)·z` ([`DdsPlan::start_weights`]) for an
+    /// estimate x_init such as H⁺y, like C-ΠGDM's start at t = 0.4. Not in the
+    /// official code.
+    pub warm_start: Option<usize>,
 }
 
 impl Default for DdsConfig {
@@ -62,6 +68,7 @@ impl Default for DdsConfig {
             eta: 0.85,
             consistency: DataConsistency::Tikhonov { gamma: 1.0 },
             schedule: NoiseSchedule::ddpm_linear(),
+            warm_start: None,
         }
     }
 }
@@ -107,10 +114,32 @@ impl DdsPlan {
                 reason: "must be ≥ 1",
             });
         }
-        let skip = n_train / config.steps;
-        let ts: Vec<i64> = (0..config.steps).rev().map(|i| (i * skip) as i64).collect();
+        let n = config.steps;
+        let ts: Vec<i64> = match config.warm_start {
+            None => (0..n).rev().map(|i| (i * (n_train / n)) as i64).collect(),
+            Some(top) if top < n_train => (0..n)
+                .rev()
+                .map(|i| (i * top / (n - 1).max(1)) as i64)
+                .collect(),
+            Some(top) => {
+                return Err(Error::InvalidParameter {
+                    name: "DDS warm start τ0",
+                    value: top as f64,
+                    reason: "must be below the schedule's training steps",
+                })
+            }
+        };
         let steps = PgdmStep::pairs(&config.schedule, &ts);
         Ok(DdsPlan { config, steps })
+    }
+
+    /// `(√ᾱ_τ0, √(1 − ᾱ_τ0))` of the first step: the start is
+    /// `a·x_init + b·z` with a warm start, and pure z otherwise.
+    pub fn start_weights(&self) -> (f64, f64) {
+        match (self.config.warm_start, self.steps.first()) {
+            (Some(_), Some(s)) => (s.abar_t.sqrt(), (1.0 - s.abar_t).sqrt()),
+            _ => (0.0, 1.0),
+        }
     }
 
     /// Where step `n` calls the network.
