@@ -29,11 +29,9 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::time::Duration;
-
 use criterion::Criterion;
 
-use common::{axpy, time_step, Timed};
+use common::{axpy, quick_criterion, time_step, Timed};
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::guidance::{CpgdmConfig, CpgdmPlan};
 use diffinv::ops::{CpgdmSampler, Operator};
@@ -169,11 +167,7 @@ fn bench_unfused<B: Ops>(c: &mut Criterion, b: &B, name: &str, rows: &mut Vec<St
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .configure_from_args();
+    let mut c = quick_criterion();
     let mut rows = Vec::new();
     let cpu = CpuBackend::new();
     bench_backend(&mut c, &cpu, "cpu", &mut rows);

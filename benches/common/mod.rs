@@ -44,6 +44,17 @@ pub struct Timed {
     pub host_syncs: f64,
 }
 
+/// Criterion for slow fused-vs-unfused cases: 10 samples, a short warm-up
+/// and measurement (a lavapipe case takes seconds per call); command-line
+/// options still apply.
+pub fn quick_criterion() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args()
+}
+
 /// Time `step` (then a synchronize) under criterion as `id`; `None` when the
 /// id is filtered out.
 pub fn time_step<B: Ops>(
