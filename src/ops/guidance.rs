@@ -52,7 +52,11 @@ pub struct CpgdmCall<'a, B: Backend> {
 /// `Error::NonFinite` if y holds a NaN or an infinity: one would spread through
 /// H⁺y into every step of the run. One download of y, before any launch.
 pub(crate) fn check_measurements<B: Backend>(backend: &B, y: &Tensor<B>) -> Result<()> {
-    let values = y.to_f64(backend)?;
+    check_measurement_values(&y.to_f64(backend)?)
+}
+
+/// [`check_measurements`] on values already on the host.
+pub(crate) fn check_measurement_values(values: &[f64]) -> Result<()> {
     let mut bad = values.iter().enumerate().filter(|(_, v)| !v.is_finite());
     if let Some((index, &value)) = bad.next() {
         return Err(Error::NonFinite {

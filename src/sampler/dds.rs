@@ -10,7 +10,7 @@
 use super::{Progress, StepControl};
 use crate::error::{Error, Result};
 use crate::guidance::{ModelPoint, PgdmStep};
-use crate::ops::guidance::check_measurements;
+use crate::ops::guidance::check_measurement_values;
 use crate::ops::krylov::{cg_state_dtype, dds_renoise, dds_tweedie};
 use crate::ops::{CgOptions, ConjugateGradient, KrylovOps, NormalMap, NormalSystem};
 use crate::rng;
@@ -216,13 +216,14 @@ impl<'r, B: KrylovOps> DdsRun<'r, B> {
                 dtype,
             });
         }
-        check_measurements(backend, y)?;
+        // y comes to the host once: checked, then uploaded in the CG dtype.
+        let y_host = y.to_f64(backend)?;
+        check_measurement_values(&y_host)?;
         let state = cg_state_dtype(dtype);
         let (system, rhs_x, rhs_d) = plan.config.consistency.system();
         let cg = ConjugateGradient::new(backend, op, batch, state, system, plan.config.cg)?;
         // Aᵀy once per run, in the CG state's dtype (y goes up once in it).
-        let y_state =
-            Tensor::from_host(backend, y_shape, state, HostSlice::F64(&y.to_f64(backend)?))?;
+        let y_state = Tensor::from_host(backend, y_shape, state, HostSlice::F64(&y_host))?;
         let mut aty = Tensor::zeros(backend, x_shape, state)?;
         op.adjoint(backend, &y_state, &mut aty)?;
         let mut x = Tensor::zeros(backend, x_shape, dtype)?;

@@ -104,9 +104,9 @@ pub fn dps_sample<B: OperatorOps, D: GuidedDenoiser<B>>(
             got: if shape != x_shape { shape } else { y.shape() },
         });
     }
-    crate::ops::guidance::check_measurements(backend, y)?;
     let (item, m_item) = (x_shape.item_len(), y_shape.item_len());
     let y_host = y.to_f64(backend)?;
+    crate::ops::guidance::check_measurement_values(&y_host)?;
     let mut x = Tensor::zeros(backend, x_shape, dtype)?;
     backend.copy(z.buffer(), x.buffer_mut())?;
     let mut eps = Temp::new(backend, x_shape, dtype)?;
