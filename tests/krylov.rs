@@ -580,3 +580,68 @@ fn multi_coil_cg<B: Ops>(b: &B) {
 mod multi_coil {
     crate::for_each_backend!(super::multi_coil_cg);
 }
+
+/// The edge sizes of `common::SIZES` (1, odd, around a block, past a chunk
+/// of 1024, a whole image) as `[1, 1, n]` items, batch 2: the CG in f32 on
+/// every backend tracks the f64 definition and stays per-sample, and the DDS
+/// passes match the f64 formulas, in every network dtype.
+fn edge_sizes<B: Ops>(b: &B) {
+    let cpu = CpuBackend::new();
+    for n in common::SIZES {
+        let item = Shape::from_dims(&[1, 1, n]).unwrap();
+        let shape = Shape::from_dims(&[2, 1, 1, n]).unwrap();
+        let mask: Vec<f32> = (0..n).map(|i| f32::from(i % 3 != 1)).collect();
+        let (x0, d) = (values(41, 2 * n, 1.0), values(42, 2 * n, 1.0));
+        let system = NormalSystem::tikhonov(0.5);
+        let options = CgOptions {
+            iterations: 3,
+            tolerance: None,
+        };
+        let run = |backend: &B, dtype: DType| {
+            let op = Operator::inpaint(backend, item, &mask, false).unwrap();
+            let mut cg = ConjugateGradient::new(backend, &op, 2, dtype, system, options).unwrap();
+            let mut x = tensor(backend, shape, dtype, &x0);
+            cg.solve(
+                backend,
+                &mut x,
+                &tensor(backend, shape, dtype, &d),
+                1.0,
+                0.5,
+            )
+            .unwrap();
+            x.to_f64(backend).unwrap()
+        };
+        let want = {
+            let op = Operator::inpaint(&cpu, item, &mask, false).unwrap();
+            let mut cg = ConjugateGradient::new(&cpu, &op, 2, DType::F64, system, options).unwrap();
+            let mut x = tensor(&cpu, shape, DType::F64, &x0);
+            cg.solve(&cpu, &mut x, &tensor(&cpu, shape, DType::F64, &d), 1.0, 0.5)
+                .unwrap();
+            x.to_f64(&cpu).unwrap()
+        };
+        let what = format!("{:?} n = {n}", b.kind());
+        compare(&what, &run(b, DType::F32), &want, 2e-6, 2e-5);
+        for dtype in [DType::F16, DType::F32] {
+            if !b.dds_supports(dtype) {
+                continue;
+            }
+            let xt = tensor(b, shape, dtype, &x0);
+            let eps = tensor(b, shape, dtype, &d);
+            let mut x = Tensor::zeros(b, shape, DType::F32).unwrap();
+            dds_tweedie(b, &xt, &eps, 0.8, 0.6, &mut x).unwrap();
+            let (xr, er) = (xt.to_f64(b).unwrap(), eps.to_f64(b).unwrap());
+            let tw: Vec<f64> = (0..2 * n).map(|i| (xr[i] - 0.6 * er[i]) / 0.8).collect();
+            compare(
+                &format!("{what} {dtype:?} tweedie"),
+                &x.to_f64(b).unwrap(),
+                &tw,
+                1e-6,
+                1e-5,
+            );
+        }
+    }
+}
+
+mod edge_sizes {
+    crate::for_each_backend!(super::edge_sizes);
+}
