@@ -351,8 +351,13 @@ fn nn_elementwise(
             case 4u: {
                 out[i] = time_proj(i);
             }
-            default: {
+            case 5u: {
                 out[i] = in0[i] + in1[i / word(2u)];
+            }
+            default: {
+                // scale·a + shift, unfused like the CPU definition's rounding.
+                let scaled = wordf(2u) * in0[i];
+                out[i] = scaled + wordf(3u);
             }
         }
     }

@@ -122,6 +122,8 @@ fn elementwise_on<B: NnOps>(b: &B, a: &[f64], bv: &[f64]) -> Vec<Vec<f64>> {
     nn::add(b, n, ta.buffer(), tb.buffer(), add.buffer_mut()).unwrap();
     let mut silu = zeros(b, n);
     nn::silu(b, n, ta.buffer(), silu.buffer_mut()).unwrap();
+    let mut affine = zeros(b, n);
+    nn::affine(b, n, 2.0, -1.0, ta.buffer(), affine.buffer_mut()).unwrap();
     let mut upsampled = zeros(b, 7 * 4 * 5 * 3);
     nn::upsample2x(b, 7, 5, 3, ta.buffer(), upsampled.buffer_mut()).unwrap();
     let (batch, hw) = (2, 11);
@@ -142,7 +144,7 @@ fn elementwise_on<B: NnOps>(b: &B, a: &[f64], bv: &[f64]) -> Vec<Vec<f64>> {
     let mut biased = zeros(b, 6 * 13);
     nn::add_bias(b, 6, 13, ta.buffer(), bias.buffer(), biased.buffer_mut()).unwrap();
     let t = up(b, &[0.0, 1.0, 999.0, 500.5]);
-    let mut outs = vec![add, silu, upsampled, cat, biased];
+    let mut outs = vec![add, silu, affine, upsampled, cat, biased];
     for (dim, freq_shift, flip_sin_to_cos) in [(32, 0.0, true), (33, 1.0, false), (2, 0.0, true)] {
         let g = TimeProj {
             batch: 4,
@@ -171,11 +173,26 @@ fn cpu_conv_of_ones_counts_the_window_inside_the_image() {
         k: 3,
         stride: 1,
         pad: 1,
+        pad_after: 1,
     };
     let out = conv_on(&cpu, g, &[1.0; 9], &[1.0; 9], Some(&[0.5]));
     assert_eq!(out, [4.5, 6.5, 4.5, 6.5, 9.5, 6.5, 4.5, 6.5, 4.5]);
     let strided = conv_on(&cpu, Conv2d { stride: 2, ..g }, &[1.0; 9], &[1.0; 9], None);
     assert_eq!(strided, [4.0, 4.0, 4.0, 4.0]);
+    // diffusers' downsampler with downsample_padding = 0: pad 1 only below
+    // and right, so windows start at rows/columns 0 and 2 of a 4×4 image.
+    let x: Vec<f64> = (0..16).map(f64::from).collect();
+    let after = Conv2d {
+        h: 4,
+        w: 4,
+        stride: 2,
+        pad: 0,
+        pad_after: 1,
+        ..g
+    };
+    let down = conv_on(&cpu, after, &x, &[1.0; 9], None);
+    // Window sums: rows 0–2 × cols 0–2, rows 0–2 × cols 2–3, …
+    assert_eq!(down, [45.0, 39.0, 66.0, 50.0]);
 }
 
 #[test]
@@ -193,6 +210,7 @@ fn cpu_pointwise_conv_is_a_matmul_per_item() {
         k: 1,
         stride: 1,
         pad: 0,
+        pad_after: 0,
     };
     let conv = conv_on(&cpu, g, &x, &w, None);
     let mm = Matmul {
@@ -312,6 +330,8 @@ fn bad_calls_are_typed_errors() {
     assert!(nn::add(&cpu, 11, x.buffer(), x.buffer(), out.buffer_mut()).is_err());
     let h = Tensor::<CpuBackend>::zeros(&cpu, Shape::flat(10), DType::F16).unwrap();
     assert!(nn::silu(&cpu, 10, h.buffer(), out.buffer_mut()).is_err());
+    assert!(nn::affine(&cpu, 10, f32::NAN, 0.0, x.buffer(), out.buffer_mut()).is_err());
+    assert!(nn::affine(&cpu, 10, 1.0, f32::INFINITY, x.buffer(), out.buffer_mut()).is_err());
 }
 
 // ---- every WGSL kernel against the CPU definition
@@ -333,16 +353,18 @@ mod wgpu {
         let Some(gpu) = backend() else { return };
         let _serial = common::serial();
         let cpu = CpuBackend::new();
-        // (batch, cin, h, w, cout, k, stride, pad): 3×3 stride 1 and 2 with
-        // padding, 1×1, unpadded 3×3; none a multiple of the 16×16 tile.
+        // (batch, cin, h, w, cout, k, stride, pad, pad_after): 3×3 stride 1
+        // and 2 with padding, 1×1, unpadded 3×3, the stride-2 downsampler that
+        // pads only after (even and odd sides); none a multiple of the 16×16 tile.
         let cases = [
-            (2, 3, 17, 13, 19, 3, 1, 1),
-            (2, 5, 9, 11, 7, 3, 2, 1),
-            (3, 4, 15, 15, 33, 3, 2, 1),
-            (1, 37, 5, 6, 21, 1, 1, 0),
-            (2, 6, 7, 9, 5, 3, 1, 0),
+            (2, 3, 17, 13, 19, 3, 1, 1, 1),
+            (2, 5, 9, 11, 7, 3, 2, 1, 1),
+            (3, 4, 15, 15, 33, 3, 2, 1, 1),
+            (1, 37, 5, 6, 21, 1, 1, 0, 0),
+            (2, 6, 7, 9, 5, 3, 1, 0, 0),
+            (2, 5, 10, 7, 9, 3, 2, 0, 1),
         ];
-        for (i, &(batch, cin, h, w, cout, k, stride, pad)) in cases.iter().enumerate() {
+        for (i, &(batch, cin, h, w, cout, k, stride, pad, pad_after)) in cases.iter().enumerate() {
             let g = Conv2d {
                 batch,
                 cin,
@@ -352,6 +374,7 @@ mod wgpu {
                 k,
                 stride,
                 pad,
+                pad_after,
             };
             let x = vals(10 + i as u64, batch * cin * h * w, 1.0);
             let scale = 1.0 / ((cin * k * k) as f64).sqrt();
@@ -458,6 +481,7 @@ mod wgpu {
         let names = [
             "add",
             "silu",
+            "affine",
             "upsample",
             "concat",
             "add_bias",
@@ -507,6 +531,7 @@ mod wgpu {
             k: 3,
             stride: 1,
             pad: 1,
+            pad_after: 1,
         };
         let x = vals(90, 2 * 3 * 13 * 11, 1.0);
         let wt = vals(91, 37 * 27, 0.2);
@@ -563,8 +588,9 @@ mod wgpu {
         let (a, b) = (vals(99, 1000, 3.0), vals(100, 1000, 3.0));
         let want = elementwise_on(&cpu, &a, &b);
         let got = elementwise_on(&gpu, &a, &b);
-        // add, silu, upsample, concat and add_bias (the time embeddings are checked above).
-        for (k, (got, want)) in got.iter().zip(&want).take(5).enumerate() {
+        // add, silu, affine, upsample, concat and add_bias (the time
+        // embeddings are checked above).
+        for (k, (got, want)) in got.iter().zip(&want).take(6).enumerate() {
             compare(&format!("capped elementwise op {k}"), got, want, REL, ABS);
         }
     }

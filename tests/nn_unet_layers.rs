@@ -144,6 +144,7 @@ fn layers<B: NnOps>(b: &B) {
         k: 3,
         stride: 1,
         pad: 1,
+        pad_after: 1,
     };
     let x = up(b, &read(&im, "input.sample"));
     let cw = up(b, &read(&w, "conv_in.weight"));

@@ -7,7 +7,7 @@
 mod common;
 
 use common::fixtures::unet_folders;
-use std::path::Path;
+use common::unet_cases::{cases, max_abs, read};
 
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::unet::{Timesteps, UNet};
@@ -15,97 +15,12 @@ use diffinv::{
     sample, DType, HostSlice, NoiseSchedule, Plan, PlanConfig, SamplerOptions, Shape, Solver,
     Tensor,
 };
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 const F32_TOL: f64 = 1e-4;
 const F16_TOL: f64 = 3e-2;
 /// Block outputs of our f32 forward vs diffusers' f32 forward hooks.
 const LAYER_TOL: f64 = 1e-4;
-
-/// A tensor of a fixture file, widened to f64, with its dtype and shape.
-fn read(st: &SafeTensors<'_>, name: &str) -> (Vec<f64>, Dtype, Vec<usize>) {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
-    let d = t.data();
-    let v = match t.dtype() {
-        Dtype::F64 => d
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        Dtype::F32 => d
-            .chunks_exact(4)
-            .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
-            .collect(),
-        Dtype::F16 => d
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
-            .collect(),
-        Dtype::I64 => d
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        other => panic!("tensor {name}: unsupported dtype {other:?}"),
-    };
-    (v, t.dtype(), t.shape().to_vec())
-}
-
-fn max_abs(a: &[f32], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - y).abs())
-        .fold(0.0, f64::max)
-}
-
-struct Case {
-    name: String,
-    x: Vec<f32>,
-    x_f16: Vec<f32>,
-    dims: [usize; 4],
-    t_int: Option<Vec<i64>>,
-    t_float: Vec<f32>,
-    out_f64: Vec<f64>,
-}
-
-impl Case {
-    fn times(&self) -> Timesteps<'_> {
-        match &self.t_int {
-            Some(t) => Timesteps::Int(t),
-            None => Timesteps::Float(&self.t_float),
-        }
-    }
-}
-
-fn cases(dir: &Path) -> Vec<Case> {
-    let bytes = std::fs::read(dir.join("cases.safetensors")).expect("cases.safetensors");
-    let st = SafeTensors::deserialize(&bytes).expect("valid safetensors");
-    let mut names: Vec<String> = st
-        .names()
-        .into_iter()
-        .filter_map(|n| n.strip_suffix(".x").map(str::to_string))
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|name| {
-            let (x, _, shape) = read(&st, &format!("{name}.x"));
-            let (x_f16, _, _) = read(&st, &format!("{name}.x_f16"));
-            let (t, t_dtype, _) = read(&st, &format!("{name}.t"));
-            let (out_f64, _, _) = read(&st, &format!("{name}.out_f64"));
-            let dims = [shape[0], shape[1], shape[2], shape[3]];
-            Case {
-                x: x.iter().map(|&v| v as f32).collect(),
-                x_f16: x_f16.iter().map(|&v| v as f32).collect(),
-                dims,
-                t_int: (t_dtype == Dtype::I64).then(|| t.iter().map(|&v| v as i64).collect()),
-                t_float: t.iter().map(|&v| v as f32).collect(),
-                out_f64,
-                name,
-            }
-        })
-        .collect()
-}
 
 #[test]
 fn every_case_matches_the_float64_model_in_f32_and_f16_storage() {

@@ -24,7 +24,9 @@ pub trait NnOps: Backend {
 
 /// A 2-D convolution: input `[batch, cin, h, w]`, weights `[cout, cin, k, k]`,
 /// optional bias `[cout]`, output `[batch, cout, ho, wo]` with zero padding
-/// `pad` on every side and step `stride`.
+/// `pad` above and left, `pad_after` below and right, and step `stride`.
+/// Usually `pad_after == pad`; diffusers' downsampler with
+/// `downsample_padding = 0` pads only after (0 and 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
     pub batch: usize,
@@ -35,15 +37,15 @@ pub struct Conv2d {
     pub k: usize,
     pub stride: usize,
     pub pad: usize,
+    pub pad_after: usize,
 }
 
 impl Conv2d {
-    /// Output height and width.
+    /// Output height and width. The kernels need nothing else from
+    /// `pad_after`: taps past the last row or column read zero padding.
     pub fn out_size(&self) -> (usize, usize) {
-        (
-            (self.h + 2 * self.pad - self.k) / self.stride + 1,
-            (self.w + 2 * self.pad - self.k) / self.stride + 1,
-        )
+        let span = |n: usize| (n + self.pad + self.pad_after - self.k) / self.stride + 1;
+        (span(self.h), span(self.w))
     }
 }
 
@@ -128,6 +130,8 @@ pub enum NnOp {
     Add { n: usize },
     /// `out = silu(a)` over `n` elements.
     Silu { n: usize },
+    /// `out = scale·a + shift` over `n` elements.
+    Affine { n: usize, scale: f32, shift: f32 },
     /// Nearest ×2: `[planes, h, w]` → `[planes, 2h, 2w]`.
     Upsample2x { planes: usize, h: usize, w: usize },
     /// input: the part to place.
@@ -217,7 +221,8 @@ pub fn conv2d<B: NnOps>(
     ] {
         positive(name, v)?;
     }
-    if g.h + 2 * g.pad < g.k || g.w + 2 * g.pad < g.k {
+    let padding = g.pad + g.pad_after;
+    if g.h + padding < g.k || g.w + padding < g.k {
         return Err(Error::InvalidParameter {
             name: "kernel size",
             value: g.k as f64,
@@ -348,6 +353,32 @@ pub fn silu<B: NnOps>(backend: &B, n: usize, a: &B::Buffer, out: &mut B::Buffer)
         NnOp::Silu { n },
         [Some(("silu input", a, n)), None, None],
         ("silu output", out, n),
+    )
+}
+
+/// `out ← scale·a + shift` over `n` elements (diffusers' input centring
+/// `2x − 1`, a block's output rescaling).
+pub fn affine<B: NnOps>(
+    backend: &B,
+    n: usize,
+    scale: f32,
+    shift: f32,
+    a: &B::Buffer,
+    out: &mut B::Buffer,
+) -> Result<()> {
+    positive("elements", n)?;
+    if !(scale.is_finite() && shift.is_finite()) {
+        return Err(Error::InvalidParameter {
+            name: "affine scale and shift",
+            value: f64::from(if scale.is_finite() { shift } else { scale }),
+            reason: "must be finite",
+        });
+    }
+    launch(
+        backend,
+        NnOp::Affine { n, scale, shift },
+        [Some(("affine input", a, n)), None, None],
+        ("affine output", out, n),
     )
 }
 

@@ -3,10 +3,11 @@
 
 use rayon::prelude::*;
 
-use super::config::{BlockKind, UNetConfig};
+use super::config::UNetConfig;
 use super::kernels::{Act, ConvGeom};
-use super::layers::{silu_all, Attention, Conv, Linear, Norm, Resnet, Widths};
+use super::layers::{silu_all, Attention, Conv, Linear, Norm, Resnet};
 use super::pool::{Arena, Store};
+use super::topology::{LevelSpec, Resample, Topology};
 use super::weights::Source;
 use crate::error::Result;
 
@@ -45,113 +46,47 @@ fn conv3(stride: usize, pad: usize, up: usize) -> ConvGeom {
     }
 }
 
+impl<S: Store> Level<S> {
+    fn load(spec: &LevelSpec, src: &dyn Source) -> Result<Self> {
+        let resnets = spec
+            .resnets
+            .iter()
+            .map(|r| Resnet::load(src, &r.name, r.widths, r.out_scale))
+            .collect::<Result<_>>()?;
+        let attentions = spec
+            .attentions
+            .iter()
+            .map(|a| Attention::load(src, a))
+            .collect::<Result<_>>()?;
+        let resample = match &spec.resample {
+            None => None,
+            Some(r) => {
+                let geom = match r.kind {
+                    Resample::Down { pad } => conv3(2, pad, 1),
+                    Resample::Up => conv3(1, 1, 2),
+                };
+                Some(Conv::load(src, &r.name, r.channels, r.channels, geom)?)
+            }
+        };
+        Ok(Level {
+            resnets,
+            attentions,
+            resample,
+        })
+    }
+}
+
 impl<S: Store> Model<S> {
     pub fn build(config: &UNetConfig, src: &dyn Source) -> Result<Self> {
         let cfg = config;
-        let boc = &cfg.block_out_channels;
-        let levels = boc.len();
+        let topology = Topology::of(cfg)?;
+        let level = |spec| Level::load(spec, src);
+        let down = topology.down.iter().map(level).collect::<Result<_>>()?;
+        let mid = level(&topology.mid)?;
+        let up = topology.up.iter().map(level).collect::<Result<_>>()?;
+        let c0 = cfg.block_out_channels[0];
         let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
-        let c0 = boc[0];
         let temb = cfg.time_embed_dim();
-        let widths = |cin: usize, cout: usize| -> Result<Widths> {
-            cfg.check_groups("norm_num_groups", groups, cin)?;
-            cfg.check_groups("norm_num_groups", groups, cout)?;
-            Ok(Widths {
-                cin,
-                cout,
-                temb,
-                groups,
-                eps,
-            })
-        };
-        let attention = |name: &str, c: usize, groups: usize, rescale: f64| {
-            Attention::load(src, name, c, cfg.heads(c), groups, eps, rescale)
-        };
-
-        let mut down = Vec::with_capacity(levels);
-        let mut out_ch = c0;
-        for (i, kind) in cfg.down_blocks.iter().enumerate() {
-            let in_ch = out_ch;
-            out_ch = boc[i];
-            let mut level = Level {
-                resnets: vec![],
-                attentions: vec![],
-                resample: None,
-            };
-            for j in 0..cfg.layers_per_block {
-                let cin = if j == 0 { in_ch } else { out_ch };
-                let name = format!("down_blocks.{i}.resnets.{j}");
-                level
-                    .resnets
-                    .push(Resnet::load(src, &name, widths(cin, out_ch)?, 1.0)?);
-                if *kind == BlockKind::Attention {
-                    let name = format!("down_blocks.{i}.attentions.{j}");
-                    level
-                        .attentions
-                        .push(attention(&name, out_ch, groups, 1.0)?);
-                }
-            }
-            if i + 1 < levels {
-                let name = format!("down_blocks.{i}.downsamplers.0.conv");
-                let geom = conv3(2, cfg.downsample_padding, 1);
-                level.resample = Some(Conv::load(src, &name, out_ch, out_ch, geom)?);
-            }
-            down.push(level);
-        }
-
-        let cm = boc[levels - 1];
-        let msf = cfg.mid_block_scale_factor;
-        let mut mid = Level {
-            resnets: vec![],
-            attentions: vec![],
-            resample: None,
-        };
-        for j in 0..2 {
-            let name = format!("mid_block.resnets.{j}");
-            mid.resnets
-                .push(Resnet::load(src, &name, widths(cm, cm)?, msf)?);
-        }
-        if cfg.add_attention {
-            let attn_groups = cfg.attn_norm_num_groups.unwrap_or(groups);
-            cfg.check_groups("attn_norm_num_groups", attn_groups, cm)?;
-            mid.attentions
-                .push(attention("mid_block.attentions.0", cm, attn_groups, msf)?);
-        }
-
-        let mut up = Vec::with_capacity(levels);
-        let reversed: Vec<usize> = boc.iter().rev().copied().collect();
-        let mut out_ch = reversed[0];
-        for (i, kind) in cfg.up_blocks.iter().enumerate() {
-            let prev_out = out_ch;
-            out_ch = reversed[i];
-            let in_ch = reversed[(i + 1).min(levels - 1)];
-            let mut level = Level {
-                resnets: vec![],
-                attentions: vec![],
-                resample: None,
-            };
-            let layers = cfg.layers_per_block + 1;
-            for j in 0..layers {
-                let skip = if j + 1 == layers { in_ch } else { out_ch };
-                let resnet_in = if j == 0 { prev_out } else { out_ch };
-                let name = format!("up_blocks.{i}.resnets.{j}");
-                let wd = widths(resnet_in + skip, out_ch)?;
-                level.resnets.push(Resnet::load(src, &name, wd, 1.0)?);
-                if *kind == BlockKind::Attention {
-                    let name = format!("up_blocks.{i}.attentions.{j}");
-                    level
-                        .attentions
-                        .push(attention(&name, out_ch, groups, 1.0)?);
-                }
-            }
-            if i + 1 < levels {
-                let name = format!("up_blocks.{i}.upsamplers.0.conv");
-                level.resample = Some(Conv::load(src, &name, out_ch, out_ch, conv3(1, 1, 2))?);
-            }
-            up.push(level);
-        }
-
-        cfg.check_groups("norm_num_groups", groups, c0)?;
         Ok(Model {
             config: cfg.clone(),
             time_1: Linear::load(src, "time_embedding.linear_1", c0, temb)?,

@@ -14,6 +14,7 @@ use super::kernels::{
     add_into, fill_bias, group_norm, im2col, matmul, scale, silu, softmax, Act, ConvGeom, Mat,
 };
 use super::pool::{Arena, Store};
+use super::topology::{AttentionSpec, Widths};
 use super::weights::Source;
 use crate::error::Result;
 
@@ -228,16 +229,6 @@ impl Norm {
     }
 }
 
-/// Widths and norm settings shared by the layers of one block.
-#[derive(Clone, Copy)]
-pub struct Widths {
-    pub cin: usize,
-    pub cout: usize,
-    pub temb: usize,
-    pub groups: usize,
-    pub eps: f64,
-}
-
 /// diffusers' `ResnetBlock2D` (time_embedding_norm "default", pre-norm).
 pub struct Resnet<S> {
     norm1: Norm,
@@ -360,15 +351,8 @@ pub struct Attention<S> {
 }
 
 impl<S: Store> Attention<S> {
-    pub fn load(
-        src: &dyn Source,
-        name: &str,
-        c: usize,
-        heads: usize,
-        groups: usize,
-        eps: f64,
-        rescale: f64,
-    ) -> Result<Self> {
+    pub fn load(src: &dyn Source, spec: &AttentionSpec) -> Result<Self> {
+        let (name, c) = (&spec.name, spec.channels);
         // Grown as each weight loads (not reserved up front): a config that
         // names a huge width fails on its first missing tensor, not in malloc.
         let (mut w, mut bias) = (Vec::new(), Vec::new());
@@ -379,11 +363,11 @@ impl<S: Store> Attention<S> {
         let out_w = load_s(src, &format!("{name}.to_out.0.weight"), &[c, c])?;
         let out_b = src.tensor(&format!("{name}.to_out.0.bias"), &[c])?;
         Ok(Attention {
-            norm: Norm::load(src, &format!("{name}.group_norm"), c, groups, eps)?,
+            norm: Norm::load(src, &format!("{name}.group_norm"), c, spec.groups, spec.eps)?,
             qkv: Conv::pointwise(c, 3 * c, w, bias),
             out: Conv::pointwise(c, c, out_w, out_b),
-            heads,
-            rescale: rescale as f32,
+            heads: spec.heads,
+            rescale: spec.rescale as f32,
         })
     }
 

@@ -21,18 +21,21 @@
 //! ```
 
 mod config;
+mod device;
 mod forward;
 mod kernels;
 mod layers;
 mod pool;
+mod topology;
 mod weights;
 
 use std::any::Any;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use half::f16;
 
 pub use config::{prediction_from_scheduler_json, BlockKind, UNetConfig};
+pub use device::DeviceUNet;
 pub use forward::Probe;
 
 use crate::backend::cpu::CpuBuffer;
@@ -65,6 +68,150 @@ impl Timesteps<'_> {
             Timesteps::Int(t) => out.iter_mut().zip(*t).for_each(|(o, &v)| *o = v as f32),
             Timesteps::Float(t) => out.copy_from_slice(t),
         }
+    }
+
+    /// The times as f32, one per item of a batch of `b`.
+    fn to_f32(self, b: usize) -> Result<Vec<f32>> {
+        check_times(b, &self)?;
+        let mut out = vec![0.0; b];
+        self.write_f32(&mut out);
+        Ok(out)
+    }
+}
+
+fn check_times(b: usize, t: &Timesteps<'_>) -> Result<()> {
+    if t.len() != b {
+        return Err(Error::LengthMismatch {
+            what: "unet timesteps (one per batch item)",
+            expected: b,
+            got: t.len(),
+        });
+    }
+    Ok(())
+}
+
+/// A checkpoint folder: its config, the weight file to read for a storage
+/// dtype, and what the network predicts.
+struct Located {
+    config: UNetConfig,
+    weights: PathBuf,
+    prediction: Prediction,
+}
+
+/// Read `dir/config.json`, pick the weight file beside it (the one that
+/// needs no conversion to `dtype` first) and the prediction type from a
+/// `scheduler_config.json` beside it or in `../scheduler/` (a pipeline's
+/// layout), ε if there is none.
+fn locate(dir: &Path, dtype: DType) -> Result<Located> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| Error::Checkpoint {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let config = UNetConfig::from_json(&read(&dir.join("config.json"))?)?;
+    let files = weight_files(dtype);
+    let weights = files
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .ok_or_else(|| Error::Checkpoint {
+            path: dir.display().to_string(),
+            reason: format!("neither {} nor {} found", files[0], files[1]),
+        })?;
+    let scheduler = [
+        dir.join("scheduler_config.json"),
+        dir.join("../scheduler/scheduler_config.json"),
+    ];
+    let prediction = match scheduler.iter().find(|p| p.exists()) {
+        Some(p) => prediction_from_scheduler_json(&read(p)?)?,
+        None => Prediction::Epsilon,
+    };
+    Ok(Located {
+        config,
+        weights,
+        prediction,
+    })
+}
+
+/// The input `[b, c, h, w]` fits the network: its channels, and sizes that
+/// halve evenly at every downsampler.
+fn check_input(cfg: &UNetConfig, dims: [usize; 4], len: usize) -> Result<()> {
+    let [b, c, h, w] = dims;
+    let shape = Shape::new(b, c, h, w);
+    if c != cfg.in_channels {
+        return Err(Error::ShapeMismatch {
+            what: "unet input (channels)",
+            expected: Shape::new(b, cfg.in_channels, h, w),
+            got: shape,
+        });
+    }
+    let factor = 1usize << (cfg.levels() - 1);
+    if b == 0 || h == 0 || w == 0 || h % factor != 0 || w % factor != 0 {
+        return Err(Error::InvalidShape {
+            shape,
+            reason: "unet input: batch ≥ 1, and height and width multiples of 2^(levels − 1)",
+        });
+    }
+    let expected = shape.checked_len()?;
+    if len != expected {
+        return Err(Error::LengthMismatch {
+            what: "unet input",
+            expected,
+            got: len,
+        });
+    }
+    Ok(())
+}
+
+/// A network call on tensors: `x` is `[b, c, h, w]` and fits the network,
+/// `out` is `[b, out_channels, h, w]`, both of the network's storage dtype.
+fn check_call<B: Backend>(
+    cfg: &UNetConfig,
+    dtype: DType,
+    x: &Tensor<B>,
+    out: &Tensor<B>,
+) -> Result<[usize; 4]> {
+    let shape = x.shape();
+    let [b, c, h, w] = match *shape.dims() {
+        [b, c, h, w] => [b, c, h, w],
+        _ => {
+            return Err(Error::InvalidShape {
+                shape,
+                reason: "unet input must be [batch, channels, height, width]",
+            })
+        }
+    };
+    check_input(cfg, [b, c, h, w], x.len())?;
+    let expected = Shape::new(b, cfg.out_channels, h, w);
+    if out.shape() != expected {
+        return Err(Error::ShapeMismatch {
+            what: "unet output",
+            expected,
+            got: out.shape(),
+        });
+    }
+    for (t, what) in [(x.dtype(), "unet input"), (out.dtype(), "unet output")] {
+        if t != dtype {
+            return Err(Error::DTypeMismatch {
+                what,
+                expected: dtype,
+                got: t,
+            });
+        }
+    }
+    Ok([b, c, h, w])
+}
+
+/// The conditional samplers need an ε-predicting network.
+fn require_epsilon(prediction: Prediction) -> Result<()> {
+    if prediction == Prediction::Epsilon {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedConfig {
+            key: "prediction_type (conditional samplers need epsilon)".into(),
+            value: format!("{prediction:?}"),
+        })
     }
 }
 
@@ -100,34 +247,9 @@ impl UNet {
     /// predicts comes from a `scheduler_config.json` beside it or in
     /// `../scheduler/` (a pipeline's layout), ε if there is none.
     pub fn load(dir: impl AsRef<Path>, dtype: DType) -> Result<Self> {
-        let dir = dir.as_ref();
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::Checkpoint {
-            path: config_path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let config = UNetConfig::from_json(&text)?;
-        let files = weight_files(dtype);
-        let path = files
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.exists())
-            .ok_or_else(|| Error::Checkpoint {
-                path: dir.display().to_string(),
-                reason: format!("neither {} nor {} found", files[0], files[1]),
-            })?;
-        let mut net = Self::from_file(config, &path, dtype)?;
-        let scheduler = [
-            dir.join("scheduler_config.json"),
-            dir.join("../scheduler/scheduler_config.json"),
-        ];
-        if let Some(p) = scheduler.iter().find(|p| p.exists()) {
-            let text = std::fs::read_to_string(p).map_err(|e| Error::Checkpoint {
-                path: p.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            net.prediction = prediction_from_scheduler_json(&text)?;
-        }
+        let found = locate(dir.as_ref(), dtype)?;
+        let mut net = Self::from_file(found.config, &found.weights, dtype)?;
+        net.prediction = found.prediction;
         Ok(net)
     }
 
@@ -219,45 +341,8 @@ impl UNet {
         }
     }
 
-    /// The input `[b, c, h, w]` fits the network: its channels, and sizes
-    /// that halve evenly at every downsampler.
-    fn check_input(&self, dims: [usize; 4], len: usize) -> Result<()> {
-        let [b, c, h, w] = dims;
-        let shape = Shape::new(b, c, h, w);
-        let cfg = &self.config;
-        if c != cfg.in_channels {
-            return Err(Error::ShapeMismatch {
-                what: "unet input (channels)",
-                expected: Shape::new(b, cfg.in_channels, h, w),
-                got: shape,
-            });
-        }
-        let factor = 1usize << (cfg.levels() - 1);
-        if b == 0 || h == 0 || w == 0 || h % factor != 0 || w % factor != 0 {
-            return Err(Error::InvalidShape {
-                shape,
-                reason: "unet input: batch ≥ 1, and height and width multiples of 2^(levels − 1)",
-            });
-        }
-        let expected = shape.checked_len()?;
-        if len != expected {
-            return Err(Error::LengthMismatch {
-                what: "unet input",
-                expected,
-                got: len,
-            });
-        }
-        Ok(())
-    }
-
     fn set_times(&mut self, b: usize, t: Timesteps<'_>) -> Result<()> {
-        if t.len() != b {
-            return Err(Error::LengthMismatch {
-                what: "unet timesteps (one per batch item)",
-                expected: b,
-                got: t.len(),
-            });
-        }
+        check_times(b, &t)?;
         self.times.resize(b, 0.0);
         t.write_f32(&mut self.times);
         Ok(())
@@ -278,7 +363,7 @@ impl UNet {
         t: Timesteps<'_>,
         probe: Option<Probe<'_>>,
     ) -> Result<Vec<f32>> {
-        self.check_input(dims, x.len())?;
+        check_input(&self.config, dims, x.len())?;
         let [b, _, h, w] = dims;
         self.set_times(b, t)?;
         let out_len = b * self.config.out_channels * h * w;
@@ -307,34 +392,7 @@ impl UNet {
 /// device backend `x` is downloaded and the output uploaded each call.
 impl<B: Backend> Denoiser<B> for UNet {
     fn predict(&mut self, backend: &B, x: &Tensor<B>, tau: f64, out: &mut Tensor<B>) -> Result<()> {
-        let shape = x.shape();
-        let [b, c, h, w] = match *shape.dims() {
-            [b, c, h, w] => [b, c, h, w],
-            _ => {
-                return Err(Error::InvalidShape {
-                    shape,
-                    reason: "unet input must be [batch, channels, height, width]",
-                })
-            }
-        };
-        self.check_input([b, c, h, w], x.len())?;
-        let expected = Shape::new(b, self.config.out_channels, h, w);
-        if out.shape() != expected {
-            return Err(Error::ShapeMismatch {
-                what: "unet output",
-                expected,
-                got: out.shape(),
-            });
-        }
-        for (t, what) in [(x.dtype(), "unet input"), (out.dtype(), "unet output")] {
-            if t != self.dtype() {
-                return Err(Error::DTypeMismatch {
-                    what,
-                    expected: self.dtype(),
-                    got: t,
-                });
-            }
-        }
+        let [b, _, h, w] = check_call(&self.config, self.dtype(), x, out)?;
         self.times.clear();
         self.times.resize(b, tau as f32);
         let times = &self.times;
@@ -391,13 +449,7 @@ impl<B: Backend> GuidedDenoiser<B> for UNet {
         point: ModelPoint,
         out: &mut Tensor<B>,
     ) -> Result<()> {
-        if self.prediction() != Prediction::Epsilon {
-            // The conditional samplers need an ε-predicting network.
-            return Err(Error::UnsupportedConfig {
-                key: "prediction_type (conditional samplers need epsilon)".into(),
-                value: format!("{:?}", self.prediction()),
-            });
-        }
+        require_epsilon(self.prediction)?;
         self.predict(backend, x, point.tau, out)
     }
 

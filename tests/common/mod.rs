@@ -9,6 +9,7 @@ pub mod cuda_emu;
 mod cuda_open;
 pub mod fixtures;
 pub mod steps;
+pub mod unet_cases;
 #[cfg(feature = "cuda")]
 #[allow(unused_imports)] // not every test binary runs a per-backend body
 pub use cuda_emu::{cuda_emu, cuda_emu_block_96};

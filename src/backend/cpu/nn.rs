@@ -210,6 +210,11 @@ impl NnOps for CpuBackend {
                     *d = silu(v);
                 }
             }
+            NnOp::Affine { n, scale, shift } => {
+                for (d, &v) in out[..n].iter_mut().zip(input(i0)?) {
+                    *d = scale * v + shift;
+                }
+            }
             NnOp::Upsample2x { planes, h, w } => upsample2x(planes, h, w, input(i0)?, out),
             NnOp::Concat(g) => concat(&g, input(i0)?, out),
             NnOp::TimeProj(g) => time_proj(&g, input(i0)?, out),

@@ -61,6 +61,7 @@ const EW_UPSAMPLE: u32 = 2;
 const EW_CONCAT: u32 = 3;
 const EW_TIME_PROJ: u32 = 4;
 const EW_ADD_BIAS: u32 = 5;
+const EW_AFFINE: u32 = 6;
 
 /// Sizes were checked to fit u32 by `ops::nn` (each is at most a buffer length).
 fn u(v: usize) -> u32 {
@@ -141,6 +142,10 @@ impl NnOps for WgpuBackend {
             }
             NnOp::Add { n } => self.elementwise(&[EW_ADD, u(n)], &bufs, n),
             NnOp::Silu { n } => self.elementwise(&[EW_SILU, u(n)], &bufs, n),
+            NnOp::Affine { n, scale, shift } => {
+                let words = [EW_AFFINE, u(n), scale.to_bits(), shift.to_bits()];
+                self.elementwise(&words, &bufs, n)
+            }
             NnOp::Upsample2x { planes, h, w } => {
                 let n = planes * 4 * h * w;
                 self.elementwise(&[EW_UPSAMPLE, u(n), u(h), u(w)], &bufs, n)
