@@ -5,14 +5,21 @@
 //! square f32 GEMM of the same `gemm` crate measures the ceiling this machine
 //! gives the forward's dominant operation, in the same run; each case prints
 //! its own median beside that ceiling timed just before and after it.
+//!
+//! Then the same networks as `DeviceUNet` (f32, the forward built from the nn
+//! family's kernels) on each device backend that opens here: wgpu (lavapipe
+//! on a machine without a GPU, where it proves the shaders rather than their
+//! speed) and CUDA where a driver exists. A device forward is timed up to a
+//! `synchronize`, so it includes the whole queue.
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use diffinv::unet::{Timesteps, UNet, UNetConfig};
-use diffinv::DType;
+use diffinv::ops::nn::NnOps;
+use diffinv::unet::{DeviceUNet, Timesteps, UNet, UNetConfig};
+use diffinv::{DType, HostSlice, Shape, Tensor};
 
 /// A square f32 GEMM through the same `gemm` crate and threads as the
 /// forward: what this machine gives the forward's dominant operation.
@@ -139,6 +146,19 @@ fn main() {
         }
     }
 
+    #[cfg(feature = "wgpu")]
+    {
+        use diffinv::backend::wgpu::{WgpuBackend, WgpuOptions};
+        let opts = WgpuOptions {
+            force_packed_f16: false,
+            allow_software: true,
+        };
+        match WgpuBackend::with_options(opts) {
+            Ok(b) => bench_device(&mut c, &b, "wgpu", &tiny),
+            Err(e) => eprintln!("unet/wgpu: skipped ({e})"),
+        }
+    }
+
     let mut g = c.benchmark_group("unet/gemm-ceiling");
     g.sample_size(10)
         .measurement_time(Duration::from_secs(2))
@@ -146,4 +166,67 @@ fn main() {
     g.bench_function("f32-1024", |b| b.iter(|| ceiling.run()));
     g.finish();
     c.final_summary();
+}
+
+/// The f32 device forward of both networks, batch 1 and 8; on a software
+/// adapter (lavapipe) cifar10-32 runs at batch 1 only (its batch 8 takes
+/// tens of seconds a forward there and proves nothing more).
+fn bench_device<B: NnOps>(c: &mut Criterion, backend: &B, label: &str, tiny: &Path) {
+    let software = backend.device_name().contains("llvmpipe");
+    let models: [(&str, usize); 2] = [("unet_tiny", 16), ("ddpm-cifar10-32", 32)];
+    for (name, side) in models {
+        let mut net = match name {
+            "unet_tiny" => DeviceUNet::load(backend, tiny),
+            _ => DeviceUNet::random(backend, UNetConfig::ddpm_cifar10_32(), 7),
+        }
+        .expect("model");
+        for batch in [1usize, 8] {
+            if software && name != "unet_tiny" && batch > 1 {
+                continue;
+            }
+            let cin = net.config().in_channels;
+            let cout = net.config().out_channels;
+            let x: Vec<f32> = diffinv::rng::normal_vec(3, batch * cin * side * side);
+            let x = Tensor::from_host(
+                backend,
+                Shape::new(batch, cin, side, side),
+                DType::F32,
+                HostSlice::F32(&x),
+            )
+            .expect("input");
+            let mut out = Tensor::zeros(backend, Shape::new(batch, cout, side, side), DType::F32)
+                .expect("output");
+            let t: Vec<i64> = (0..batch as i64).map(|i| 999 - 97 * i).collect();
+            let flops = net.flops(batch, side, side);
+            let mut forward = || {
+                net.forward(backend, &x, Timesteps::Int(&t), &mut out)
+                    .expect("forward");
+                backend.synchronize().expect("synchronize");
+            };
+            forward();
+            let launches = backend.launch_count();
+            forward();
+            let launches = backend.launch_count() - launches;
+            let seconds = median_seconds(3, &mut forward);
+            eprintln!(
+                "unet/{name}/b{batch}/{label} ({}): f32, {launches} launches per forward; \
+                 median of 3: {:.1} ms = {:.1} GFLOP/s",
+                backend.device_name(),
+                seconds * 1e3,
+                flops as f64 * 1e-9 / seconds,
+            );
+            let mut g = c.benchmark_group(format!("unet/{name}/b{batch}"));
+            g.sample_size(10)
+                .warm_up_time(Duration::from_millis(500))
+                .measurement_time(Duration::from_secs(3))
+                .throughput(Throughput::Elements(flops));
+            g.bench_function(format!("{label}/f32"), |b| b.iter(&mut forward));
+            g.finish();
+        }
+        eprintln!(
+            "unet/{name}/{label}: weights {:.1} MiB, peak activations {:.1} MiB",
+            net.weight_bytes() as f64 / (1 << 20) as f64,
+            net.peak_bytes() as f64 / (1 << 20) as f64,
+        );
+    }
 }

@@ -68,6 +68,7 @@ fn one_step_moves_along_minus_the_gradient_of_the_residual_norm() {
             steps: 1,
             zeta,
             schedule: NoiseSchedule::ddpm_linear(),
+            warm_start: None,
         })
         .unwrap();
         let yt =
@@ -124,6 +125,32 @@ fn the_grid_starts_at_the_last_training_index_and_ends_clean() {
     assert_eq!(ts, vec![(999, 749), (749, 499), (499, 249), (249, -1)]);
     assert_eq!(plan.nfe(Jacobian::Exact), 8);
     assert_eq!(plan.nfe(Jacobian::Dropped), 4);
+}
+
+/// A warm start at τ0 spaces the grid below τ0 as the cold grid is spaced
+/// below N_train, starts from `√ᾱ_τ0·x_init + √(1 − ᾱ_τ0)·z`, and refuses
+/// τ0 outside the schedule or more steps than τ0 + 1.
+#[test]
+fn the_warm_start_grid_and_weights() {
+    let warm = |steps, top| {
+        DpsPlan::new(DpsConfig {
+            steps,
+            warm_start: Some(top),
+            ..DpsConfig::default()
+        })
+    };
+    let plan = warm(4, 399).unwrap();
+    let ts: Vec<(i64, i64)> = plan.steps.iter().map(|s| (s.t, s.s)).collect();
+    assert_eq!(ts, vec![(399, 299), (299, 199), (199, 99), (99, -1)]);
+    let abar = plan.steps[0].abar_t;
+    assert_eq!(plan.start_weights(), (abar.sqrt(), (1.0 - abar).sqrt()));
+    let cold = DpsPlan::new(DpsConfig::default()).unwrap();
+    assert_eq!(cold.start_weights(), (0.0, 1.0));
+    // One step from τ0 = 0 is the last step of any grid.
+    assert_eq!(warm(1, 0).unwrap().steps[0].t, 0);
+    assert!(matches!(warm(5, 1000), Err(Error::InvalidParameter { .. })));
+    assert!(matches!(warm(402, 400), Err(Error::InvalidSteps { .. })));
+    assert_eq!(warm(401, 400).unwrap().steps.len(), 401);
 }
 
 #[test]

@@ -98,6 +98,7 @@ fn every_task_and_method_writes_its_images() {
             // Where the demo prior is good enough to help (BENCHMARKS.md).
             let helps = match method {
                 "cpigdm" => ["sr4", "inpaint-box", "inpaint-random"].contains(&task),
+                "dps" => ["sr4", "inpaint-random"].contains(&task),
                 "dds" => task == "inpaint-random",
                 _ => false,
             };

@@ -42,6 +42,15 @@ pub struct PgdmStep {
 }
 
 impl PgdmStep {
+    /// `(√ᾱ_t, √(1 − ᾱ_t))` of the first step of a `warm`-started run, whose
+    /// start is `a·x_init + b·z`; `(0, 1)` (pure noise) otherwise.
+    pub fn start_weights(steps: &[PgdmStep], warm: bool) -> (f64, f64) {
+        match (warm, steps.first()) {
+            (true, Some(s)) => (s.abar_t.sqrt(), (1.0 - s.abar_t).sqrt()),
+            _ => (0.0, 1.0),
+        }
+    }
+
     /// Each training index of the descending grid `ts` paired with the next,
     /// the last with −1 (ᾱ = 1, the clean end).
     pub fn pairs(schedule: &NoiseSchedule, ts: &[i64]) -> Vec<PgdmStep> {

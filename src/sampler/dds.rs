@@ -136,10 +136,7 @@ impl DdsPlan {
     /// `(√ᾱ_τ0, √(1 − ᾱ_τ0))` of the first step: the start is
     /// `a·x_init + b·z` with a warm start, and pure z otherwise.
     pub fn start_weights(&self) -> (f64, f64) {
-        match (self.config.warm_start, self.steps.first()) {
-            (Some(_), Some(s)) => (s.abar_t.sqrt(), (1.0 - s.abar_t).sqrt()),
-            _ => (0.0, 1.0),
-        }
+        PgdmStep::start_weights(&self.steps, self.config.warm_start.is_some())
     }
 
     /// Where step `n` calls the network.

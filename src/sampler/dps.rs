@@ -28,6 +28,11 @@ pub struct DpsConfig {
     /// 1000 steps; fewer steps need a larger one).
     pub zeta: f64,
     pub schedule: NoiseSchedule,
+    /// Start at training index τ0 from `√ᾱ_τ0·x_init + √(1 − ᾱ_τ0)·z` (the
+    /// caller mixes the start, with [`DpsPlan::start_weights`]) instead of
+    /// from pure noise at the last training index; the grid then spaces the
+    /// steps below τ0 as it does below N_train. Not in the official code.
+    pub warm_start: Option<usize>,
 }
 
 impl Default for DpsConfig {
@@ -37,6 +42,7 @@ impl Default for DpsConfig {
             steps: 1000,
             zeta: 0.5,
             schedule: NoiseSchedule::ddpm_linear(),
+            warm_start: None,
         }
     }
 }
@@ -49,13 +55,25 @@ pub struct DpsPlan {
 }
 
 impl DpsPlan {
-    /// Validate (1 ≤ steps ≤ N_train, finite ζ ≥ 0) and lay out the grid.
+    /// Validate (1 ≤ steps ≤ τ0 + 1, τ0 < N_train, finite ζ ≥ 0) and lay out
+    /// the grid.
     pub fn new(config: DpsConfig) -> Result<Self> {
         let n_train = config.schedule.train_steps();
-        if config.steps == 0 || config.steps > n_train {
+        let top = match config.warm_start {
+            None => n_train - 1,
+            Some(top) if top < n_train => top,
+            Some(top) => {
+                return Err(Error::InvalidParameter {
+                    name: "DPS warm start τ0",
+                    value: top as f64,
+                    reason: "must be below the schedule's training steps",
+                })
+            }
+        };
+        if config.steps == 0 || config.steps > top + 1 {
             return Err(Error::InvalidSteps {
                 steps: config.steps,
-                train_steps: n_train,
+                train_steps: top + 1,
             });
         }
         if !(config.zeta.is_finite() && config.zeta >= 0.0) {
@@ -66,9 +84,15 @@ impl DpsPlan {
             });
         }
         let n = config.steps;
-        let ts: Vec<i64> = (0..n).map(|i| ((n - i) * n_train / n) as i64 - 1).collect();
+        let ts: Vec<i64> = (0..n).map(|i| ((n - i) * (top + 1) / n) as i64 - 1).collect();
         let steps = PgdmStep::pairs(&config.schedule, &ts);
         Ok(DpsPlan { config, steps })
+    }
+
+    /// `(√ᾱ_τ0, √(1 − ᾱ_τ0))` of the first step: the start is
+    /// `a·x_init + b·z` with a warm start, and pure z otherwise.
+    pub fn start_weights(&self) -> (f64, f64) {
+        PgdmStep::start_weights(&self.steps, self.config.warm_start.is_some())
     }
 
     /// Network calls of a run: one per step, two with a Jacobian product.
