@@ -12,6 +12,10 @@ google/ddpm-cifar10-32 architecture for the crate's fixture test.
 3. Times the float32 forward on CPU torch (torch.inference_mode, `--threads`,
    default 2): median and minimum over `--reps` calls after a warm-up, batch 1
    and 8, 32x32, one timestep per item.
+4. `--onnx`: the same model exported to ONNX (torch's TorchScript exporter,
+   dynamic batch) and timed the same way in ONNX Runtime's CPU provider
+   (`intra_op_num_threads = --threads`, one inter-op thread), after checking
+   its output against torch's (max abs difference printed).
 
 Setup: tools/README.md (a venv at tools/.venv with torch + diffusers from PyPI).
 """
@@ -65,6 +69,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--save", help="write the checkpoint and cases here")
+    ap.add_argument("--onnx", action="store_true", help="also time ONNX Runtime")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -80,16 +85,74 @@ def main():
         x = torch.randn(batch, 3, 32, 32)
         t = torch.arange(batch) * 97 + 2
         with torch.inference_mode():
-            model(x, t)
-            times = []
-            for _ in range(args.reps):
-                start = time.perf_counter()
-                model(x, t)
-                times.append(time.perf_counter() - start)
-        print(
-            f"diffusers UNet2DModel cifar10-32 b{batch} f32: median {statistics.median(times) * 1e3:.1f} ms, "
-            f"min {min(times) * 1e3:.1f} ms over {args.reps}"
-        )
+            times = timed(lambda: model(x, t), args.reps)
+        report("diffusers UNet2DModel", batch, times, args.reps)
+    if args.onnx:
+        onnx_runtime(model, args)
+
+
+def timed(call, reps):
+    """Seconds of `reps` calls after one warm-up call."""
+    call()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def report(who, batch, times, reps):
+    print(
+        f"{who} cifar10-32 b{batch} f32: median {statistics.median(times) * 1e3:.1f} ms, "
+        f"min {min(times) * 1e3:.1f} ms over {reps}"
+    )
+
+
+class Eps(torch.nn.Module):
+    """The UNet as a function of (sample, timestep) returning the tensor."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, t):
+        return self.model(x, t).sample
+
+
+def onnx_runtime(model, args):
+    import tempfile
+
+    import onnxruntime as ort
+
+    path = os.path.join(tempfile.mkdtemp(), "unet.onnx")
+    x = torch.randn(2, 3, 32, 32)
+    t = torch.tensor([3, 500])
+    torch.onnx.export(
+        Eps(model),
+        (x, t),
+        path,
+        input_names=["x", "t"],
+        output_names=["eps"],
+        dynamic_axes={"x": {0: "batch"}, "t": {0: "batch"}, "eps": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        want = model(x, t).sample.numpy()
+    got = session.run(None, {"x": x.numpy(), "t": t.numpy()})[0]
+    print(f"onnxruntime {ort.__version__}: max |ort − torch| = {abs(got - want).max():.2e}")
+    for batch in (1, 8):
+        feeds = {
+            "x": torch.randn(batch, 3, 32, 32).numpy(),
+            "t": (torch.arange(batch) * 97 + 2).numpy(),
+        }
+        times = timed(lambda: session.run(None, feeds), args.reps)
+        report("ONNX Runtime", batch, times, args.reps)
 
 
 if __name__ == "__main__":
