@@ -125,3 +125,50 @@ __device__ __forceinline__ float philox_normal(unsigned int seed_lo, unsigned in
 // First global thread index and the grid-stride step.
 __device__ __forceinline__ unsigned int grid_start() { return blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ unsigned int grid_step() { return blockDim.x * gridDim.x; }
+
+// Block reductions over DIFFINV_LANES virtual lanes, whatever blockDim is:
+// lane l combines terms l, l + 256, … in order, then the lanes fold pairwise
+// (lane i ∘= lane i + s, s = 128 … 1). The order of every operation is fixed,
+// so the result is the same bits at any block size, and deterministic.
+#define DIFFINV_LANES 256u
+
+// Fold the lane values with `op` and return the total to every thread. Every
+// thread of the block must call it.
+template <typename Op>
+__device__ __forceinline__ float fold_lanes(float* lanes, Op op) {
+    for (unsigned int s = DIFFINV_LANES / 2u; s > 0u; s >>= 1u) {
+        __syncthreads();
+        for (unsigned int i = threadIdx.x; i < s; i += blockDim.x) {
+            lanes[i] = op(lanes[i], lanes[i + s]);
+        }
+    }
+    __syncthreads();
+    const float total = lanes[0];
+    // Everyone has read the total before the lanes are reused.
+    __syncthreads();
+    return total;
+}
+
+// init ∘ term(0) ∘ … ∘ term(n − 1), grouped by lane as above. `term` may write
+// the element it is given (each i is visited by exactly one thread).
+template <typename F, typename Op>
+__device__ __forceinline__ float lane_reduce(float* lanes, unsigned int n, float init, F term, Op op) {
+    for (unsigned int l = threadIdx.x; l < DIFFINV_LANES; l += blockDim.x) {
+        float acc = init;
+        for (unsigned int i = l; i < n; i += DIFFINV_LANES) {
+            acc = op(acc, term(i));
+        }
+        lanes[l] = acc;
+    }
+    return fold_lanes(lanes, op);
+}
+
+struct LaneAdd {
+    __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+
+// Σ term(i) for i < n.
+template <typename F>
+__device__ __forceinline__ float lane_sum(float* lanes, unsigned int n, F term) {
+    return lane_reduce(lanes, n, 0.0f, term, LaneAdd{});
+}

@@ -7,13 +7,13 @@
 // them. A sample's scalars (⟨r, r⟩, ⟨p, q⟩) are its partials re-summed by
 // every block of the next pass, in the same fixed order, so α and β never
 // leave the device and agree bit for bit across blocks. Sums are folded over
-// 256 virtual lanes whatever blockDim is, so the rounding is the CPU's at
-// every block size; the module is compiled with --fmad=false.
+// 256 virtual lanes whatever blockDim is (lane_sum, common.cuh), so the
+// rounding is the CPU's at every block size; the module is compiled with
+// --fmad=false.
 #include "common.cuh"
 
 #include "operator.cuh"
 
-#define CG_LANES 256u
 #define CG_CHUNK 1024u
 
 #define CG_RESIDUAL 0u
@@ -23,37 +23,6 @@
 
 #define DDS_TWEEDIE 0u
 #define DDS_RENOISE 1u
-
-// Fold the 256 lane sums pairwise (lane i += lane i + s, s = 128 … 1) and
-// return the total to every thread. Every thread of the block must call it.
-__device__ __forceinline__ float fold_lanes(float* lanes) {
-    for (unsigned int s = CG_LANES / 2u; s > 0u; s >>= 1u) {
-        __syncthreads();
-        for (unsigned int i = threadIdx.x; i < s; i += blockDim.x) {
-            lanes[i] = lanes[i] + lanes[i + s];
-        }
-    }
-    __syncthreads();
-    const float total = lanes[0];
-    // Everyone has read the total before the lanes are reused.
-    __syncthreads();
-    return total;
-}
-
-// Σ term(i) for i < n: lane l accumulates terms l, l + 256, … in order, then
-// the lanes fold. `term` may write the element it is given (each i is visited
-// by exactly one thread).
-template <typename F>
-__device__ __forceinline__ float lane_sum(float* lanes, unsigned int n, F term) {
-    for (unsigned int l = threadIdx.x; l < CG_LANES; l += blockDim.x) {
-        float acc = 0.0f;
-        for (unsigned int i = l; i < n; i += CG_LANES) {
-            acc = acc + term(i);
-        }
-        lanes[l] = acc;
-    }
-    return fold_lanes(lanes);
-}
 
 // G v at element o: AᵀA v from t, or P v from the operator's Project program.
 __device__ __forceinline__ float gram_at(const CgParams& p, const float* v, const float* t, const unsigned int* table,
@@ -68,7 +37,7 @@ __device__ __forceinline__ float gram_at(const CgParams& p, const float* v, cons
 extern "C" __global__ void cg_pass_f32(const CgParams p, float* x, float* r, float* pv, float* q, float* partials,
                                        unsigned int* iterations, const float* d, const float* t,
                                        const unsigned int* table) {
-    __shared__ float lanes[CG_LANES];
+    __shared__ float lanes[DIFFINV_LANES];
     const unsigned int g = blockIdx.x, b = blockIdx.y, k = p.iteration;
     const unsigned int base = b * p.item + g * CG_CHUNK;
     const unsigned int len = min(CG_CHUNK, p.item - g * CG_CHUNK);

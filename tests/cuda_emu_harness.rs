@@ -662,6 +662,151 @@ fn fft_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
     }
 }
 
+/// Every nn kernel against the CPU backend: conv2d (stride 1 and 2, padded and
+/// not, with and without bias) and matmul (every transpose / bias /
+/// accumulate combination) on sizes that are not multiples of the 64×64
+/// tile, GroupNorm with and without SiLU, softmax, within the parity tests'
+/// f32 tolerance (the CPU sums in f64); the element-wise ops bit for bit (the
+/// same f32 expressions and glibc expf/sinf/cosf on both sides).
+fn nn_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
+    use diffinv::ops::nn::{self, Concat, Conv2d, GroupNorm, Matmul, Softmax, TimeProj};
+    /// (outputs compared within 1e-6 / 1e-5, outputs compared bit for bit).
+    fn outputs<B: diffinv::ops::nn::NnOps>(b: &B) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+        let up = |seed: u64, n: usize, amp: f64| {
+            let v: Vec<f64> = values(seed, n, amp)
+                .iter()
+                .map(|&v| f64::from(v as f32))
+                .collect();
+            Tensor::from_host(b, Shape::flat(n), DType::F32, HostSlice::F64(&v)).unwrap()
+        };
+        let zeros = |n: usize| Tensor::zeros(b, Shape::flat(n), DType::F32).unwrap();
+        let mut close = Vec::new();
+        for (i, &(batch, cin, h, w, cout, k, stride, pad)) in
+            [(2, 3, 9, 7, 67, 3, 1, 1), (1, 5, 8, 9, 5, 3, 2, 0)]
+                .iter()
+                .enumerate()
+        {
+            let g = Conv2d {
+                batch,
+                cin,
+                h,
+                w,
+                cout,
+                k,
+                stride,
+                pad,
+            };
+            let (ho, wo) = g.out_size();
+            let x = up(1, batch * cin * h * w, 1.0);
+            let wt = up(2, cout * cin * k * k, 0.3);
+            let bias = up(3, cout, 1.0);
+            let mut out = zeros(batch * cout * ho * wo);
+            let bias = (i == 0).then(|| bias.buffer());
+            nn::conv2d(b, g, x.buffer(), wt.buffer(), bias, out.buffer_mut()).unwrap();
+            close.push(out.to_f64(b).unwrap());
+        }
+        for flags in 0..8u32 {
+            let (batch, m, n, k) = (2, 65, 70, 19);
+            let g = Matmul {
+                batch,
+                m,
+                n,
+                k,
+                trans_a: flags & 1 != 0,
+                trans_b: flags & 2 != 0,
+                alpha: 0.5,
+                accumulate: flags & 4 != 0,
+            };
+            let (a, bm, bias) = (
+                up(4, batch * m * k, 1.0),
+                up(5, batch * k * n, 0.25),
+                up(6, n, 1.0),
+            );
+            let mut out = up(7, batch * m * n, 1.0);
+            let bias = (flags % 3 != 0).then(|| bias.buffer());
+            nn::matmul(b, g, a.buffer(), bm.buffer(), bias, out.buffer_mut()).unwrap();
+            close.push(out.to_f64(b).unwrap());
+        }
+        for silu in [false, true] {
+            let g = GroupNorm {
+                batch: 2,
+                channels: 6,
+                hw: 301,
+                groups: 3,
+                eps: 1e-5,
+                silu,
+            };
+            let (x, gamma, beta) = (up(8, 2 * 6 * 301, 2.0), up(9, 6, 1.0), up(10, 6, 1.0));
+            let mut out = zeros(2 * 6 * 301);
+            nn::group_norm(
+                b,
+                g,
+                x.buffer(),
+                gamma.buffer(),
+                beta.buffer(),
+                out.buffer_mut(),
+            )
+            .unwrap();
+            close.push(out.to_f64(b).unwrap());
+        }
+        let g = Softmax {
+            rows: 9,
+            cols: 517,
+            scale: 0.25,
+        };
+        let x = up(11, 9 * 517, 10.0);
+        let mut out = zeros(9 * 517);
+        nn::softmax(b, g, x.buffer(), out.buffer_mut()).unwrap();
+        close.push(out.to_f64(b).unwrap());
+
+        let n = 1003;
+        let (a, c) = (up(12, n, 4.0), up(13, n, 4.0));
+        let mut exact = Vec::new();
+        let mut out = zeros(n);
+        nn::add(b, n, a.buffer(), c.buffer(), out.buffer_mut()).unwrap();
+        exact.push(out.to_f64(b).unwrap());
+        nn::silu(b, n, a.buffer(), out.buffer_mut()).unwrap();
+        exact.push(out.to_f64(b).unwrap());
+        let mut big = zeros(4 * n);
+        nn::upsample2x(b, 17, 59, 1, a.buffer(), big.buffer_mut()).unwrap();
+        exact.push(big.to_f64(b).unwrap());
+        let mut cat = zeros(3 * 5 * 59);
+        let part = Concat {
+            batch: 3,
+            c: 2,
+            hw: 59,
+            c_total: 5,
+            c_offset: 3,
+        };
+        nn::concat_into(b, part, a.buffer(), cat.buffer_mut()).unwrap();
+        exact.push(cat.to_f64(b).unwrap());
+        nn::add_bias(b, 17, 59, a.buffer(), c.buffer(), out.buffer_mut()).unwrap();
+        exact.push(out.to_f64(b).unwrap());
+        let t = up(14, 7, 1000.0);
+        let g = TimeProj {
+            batch: 7,
+            dim: 33,
+            freq_shift: 1.0,
+            flip_sin_to_cos: true,
+        };
+        let mut emb = zeros(7 * 33);
+        nn::time_proj(b, g, t.buffer(), emb.buffer_mut()).unwrap();
+        exact.push(emb.to_f64(b).unwrap());
+        (close, exact)
+    }
+    let (close, exact) = outputs(backend);
+    let (want_close, want_exact) = outputs(&CpuBackend::new());
+    for (i, (got, want)) in close.iter().zip(&want_close).enumerate() {
+        common::compare(&format!("nn output {i}"), got, want, 1e-6, 1e-5);
+    }
+    for (i, (got, want)) in exact.iter().zip(&want_exact).enumerate() {
+        assert!(
+            got == want,
+            "nn element-wise output {i} differs from the CPU backend"
+        );
+    }
+}
+
 /// Launch configurations every kernel is run at: the launcher's default (and the
 /// grid it computes), then blockDim 96 and 100 (not powers of two; 100 is not a
 /// multiple of 32) and 1, with few blocks so grid-stride loops wrap.
@@ -685,6 +830,16 @@ const RUNNERS: &[(&str, Runner)] = &[
     ("dds_renoise_f32", krylov_kernels_match_cpu_bitwise),
     ("fft_lines_f32", fft_kernels_match_cpu),
     ("fft_pointwise_f32", fft_kernels_match_cpu),
+    ("nn_conv2d_f32", nn_kernels_match_cpu),
+    ("nn_matmul_f32", nn_kernels_match_cpu),
+    ("nn_group_norm_f32", nn_kernels_match_cpu),
+    ("nn_softmax_f32", nn_kernels_match_cpu),
+    ("nn_add_f32", nn_kernels_match_cpu),
+    ("nn_silu_f32", nn_kernels_match_cpu),
+    ("nn_upsample2x_f32", nn_kernels_match_cpu),
+    ("nn_concat_f32", nn_kernels_match_cpu),
+    ("nn_time_proj_f32", nn_kernels_match_cpu),
+    ("nn_add_bias_f32", nn_kernels_match_cpu),
 ];
 
 #[test]

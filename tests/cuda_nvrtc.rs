@@ -37,11 +37,19 @@ fn ptxas() -> Option<String> {
         .map(|_| candidate)
 }
 
-/// `extern "C" __global__` entry points declared in a module's source.
+/// `extern "C" __global__` entry points declared in a module's source (after
+/// an optional `__launch_bounds__(…)`).
 fn entry_points(source: &str) -> Vec<String> {
     source
         .split("extern \"C\" __global__ void ")
         .skip(1)
+        .map(|rest| {
+            let rest = rest.trim_start();
+            match rest.strip_prefix("__launch_bounds__(") {
+                Some(bounded) => bounded.split_once(')').map_or("", |(_, r)| r),
+                None => rest,
+            }
+        })
         .filter_map(|rest| rest.split('(').next())
         .map(|name| name.trim().to_string())
         .collect()

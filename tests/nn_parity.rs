@@ -1,12 +1,14 @@
 //! The nn family: the CPU definitions against hand-computed values and each
-//! other, then every WGSL kernel against the CPU on sizes that are not
-//! multiples of the 16×16 tile or of the workgroup.
+//! other, then every kernel of every backend (WGSL, CUDA — emulated here, on a
+//! GPU where one is present) against the CPU on sizes that are not multiples
+//! of the GEMM tiles (16×16 on wgpu, 64×64 on CUDA) or of the block, and on
+//! capped grids whose loops wrap in every dimension.
 //!
 //! Tolerances (f32 storage, inputs in [−1, 1], GEMM weights scaled by 1/√K so
-//! outputs are O(1)): wgpu vs CPU normalised error 1e-6 and max abs 1e-5 —
-//! the CPU sums in f64, the kernels in f32 over at most a few hundred terms.
+//! outputs are O(1)): normalised error 1e-6 and max abs 1e-5 against the CPU
+//! — the CPU sums in f64, the kernels in f32 over at most a few hundred terms.
 //! The time embedding is looser (max abs 2e-4): its argument t·f reaches
-//! 999, where one f32 ulp is 6.1e-5, so a one-ulp difference in the shader's
+//! 999, where one f32 ulp is 6.1e-5, so a one-ulp difference in a device's
 //! `exp` moves sin/cos by that much.
 
 mod common;
@@ -304,11 +306,12 @@ fn cpu_add_bias_adds_one_value_per_plane() {
     assert_eq!(out.to_f64(&cpu).unwrap(), [11.0, 12.0, 23.0, 24.0]);
 }
 
-#[test]
-fn bad_calls_are_typed_errors() {
-    let cpu = CpuBackend::new();
-    let x = zeros(&cpu, 10);
-    let mut out = zeros(&cpu, 10);
+/// Bad sizes, short buffers and the wrong dtype are typed errors, and
+/// nothing launches.
+fn bad_calls_are_typed_errors<B: NnOps>(b: &B) {
+    let x = zeros(b, 10);
+    let mut out = zeros(b, 10);
+    let launches = b.launch_count();
     let g = GroupNorm {
         batch: 1,
         channels: 5,
@@ -317,199 +320,306 @@ fn bad_calls_are_typed_errors() {
         eps: 1e-5,
         silu: false,
     };
-    assert!(nn::group_norm(
-        &cpu,
-        g,
-        x.buffer(),
-        x.buffer(),
-        x.buffer(),
-        out.buffer_mut()
-    )
-    .is_err());
+    assert!(nn::group_norm(b, g, x.buffer(), x.buffer(), x.buffer(), out.buffer_mut()).is_err());
     // An output too short for the op.
-    assert!(nn::add(&cpu, 11, x.buffer(), x.buffer(), out.buffer_mut()).is_err());
-    let h = Tensor::<CpuBackend>::zeros(&cpu, Shape::flat(10), DType::F16).unwrap();
-    assert!(nn::silu(&cpu, 10, h.buffer(), out.buffer_mut()).is_err());
-    assert!(nn::affine(&cpu, 10, f32::NAN, 0.0, x.buffer(), out.buffer_mut()).is_err());
-    assert!(nn::affine(&cpu, 10, 1.0, f32::INFINITY, x.buffer(), out.buffer_mut()).is_err());
+    assert!(nn::add(b, 11, x.buffer(), x.buffer(), out.buffer_mut()).is_err());
+    let h = Tensor::<B>::zeros(b, Shape::flat(10), DType::F16).unwrap();
+    assert!(nn::silu(b, 10, h.buffer(), out.buffer_mut()).is_err());
+    assert!(nn::affine(b, 10, f32::NAN, 0.0, x.buffer(), out.buffer_mut()).is_err());
+    assert!(nn::affine(b, 10, 1.0, f32::INFINITY, x.buffer(), out.buffer_mut()).is_err());
+    // A kernel larger than the padded input.
+    let conv = Conv2d {
+        batch: 1,
+        cin: 1,
+        h: 2,
+        w: 2,
+        cout: 1,
+        k: 5,
+        stride: 1,
+        pad: 1,
+        pad_after: 1,
+    };
+    assert!(nn::conv2d(b, conv, x.buffer(), x.buffer(), None, out.buffer_mut()).is_err());
+    // A matrix operand shorter than m·k.
+    let mm = Matmul {
+        batch: 1,
+        m: 3,
+        n: 2,
+        k: 4,
+        trans_a: false,
+        trans_b: false,
+        alpha: 1.0,
+        accumulate: false,
+    };
+    assert!(nn::matmul(b, mm, x.buffer(), x.buffer(), None, out.buffer_mut()).is_err());
+    // A part that runs past the concatenated channels.
+    let cat = Concat {
+        batch: 1,
+        c: 2,
+        hw: 2,
+        c_total: 3,
+        c_offset: 2,
+    };
+    assert!(nn::concat_into(b, cat, x.buffer(), out.buffer_mut()).is_err());
+    let tp = TimeProj {
+        batch: 1,
+        dim: 1,
+        freq_shift: 0.0,
+        flip_sin_to_cos: false,
+    };
+    assert!(nn::time_proj(b, tp, x.buffer(), out.buffer_mut()).is_err());
+    assert_eq!(b.launch_count(), launches, "a rejected call launched");
 }
 
-// ---- every WGSL kernel against the CPU definition
+// ---- every backend's kernels against the CPU definition
 
-#[cfg(feature = "wgpu")]
-mod wgpu {
+const REL: f64 = 1e-6;
+const ABS: f64 = 1e-5;
+
+fn conv2d_matches_cpu<B: NnOps>(gpu: &B) {
+    let cpu = CpuBackend::new();
+    // (batch, cin, h, w, cout, k, stride, pad, pad_after): 3×3 stride 1
+    // and 2 with padding, 1×1, unpadded 3×3, the stride-2 downsampler that
+    // pads only after; none a multiple of the 16×16 tile.
+    let cases = [
+        (2, 3, 17, 13, 19, 3, 1, 1, 1),
+        (2, 5, 9, 11, 7, 3, 2, 1, 1),
+        (3, 4, 15, 15, 33, 3, 2, 1, 1),
+        (1, 37, 5, 6, 21, 1, 1, 0, 0),
+        (2, 6, 7, 9, 5, 3, 1, 0, 0),
+        (2, 5, 10, 7, 9, 3, 2, 0, 1),
+    ];
+    for (i, &(batch, cin, h, w, cout, k, stride, pad, pad_after)) in cases.iter().enumerate() {
+        let g = Conv2d {
+            batch,
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            stride,
+            pad,
+            pad_after,
+        };
+        let x = vals(10 + i as u64, batch * cin * h * w, 1.0);
+        let scale = 1.0 / ((cin * k * k) as f64).sqrt();
+        let wt = vals(20 + i as u64, cout * cin * k * k, scale);
+        let bias = vals(30 + i as u64, cout, 1.0);
+        let bias = (i % 2 == 0).then_some(&bias[..]);
+        let want = conv_on(&cpu, g, &x, &wt, bias);
+        let got = conv_on(gpu, g, &x, &wt, bias);
+        compare(&format!("conv2d {g:?}"), &got, &want, REL, ABS);
+    }
+}
+
+fn matmul_matches_cpu<B: NnOps>(gpu: &B) {
+    let cpu = CpuBackend::new();
+    for (i, (batch, m, n, k)) in [(3, 17, 23, 37), (1, 1, 33, 5), (2, 64, 17, 300)]
+        .into_iter()
+        .enumerate()
+    {
+        for flags in 0..8u32 {
+            let g = Matmul {
+                batch,
+                m,
+                n,
+                k,
+                trans_a: flags & 1 != 0,
+                trans_b: flags & 2 != 0,
+                alpha: 0.37,
+                accumulate: flags & 4 != 0,
+            };
+            let seed = 100 * i as u64 + u64::from(flags);
+            let a = vals(seed, batch * m * k, 1.0);
+            let bm = vals(seed + 1, batch * k * n, 1.0 / (k as f64).sqrt());
+            let bias = vals(seed + 2, n, 1.0);
+            let init = vals(seed + 3, batch * m * n, 1.0);
+            let bias = (flags % 3 != 0).then_some(&bias[..]);
+            let want = matmul_on(&cpu, g, &a, &bm, bias, &init);
+            let got = matmul_on(gpu, g, &a, &bm, bias, &init);
+            compare(&format!("matmul {g:?}"), &got, &want, REL, ABS);
+        }
+    }
+}
+
+fn group_norm_matches_cpu<B: NnOps>(gpu: &B) {
+    let cpu = CpuBackend::new();
+    // A group smaller than the workgroup, and one (8 × 37 values) larger.
+    for (i, (batch, channels, hw, groups)) in [(2, 12, 63, 4), (3, 32, 37, 4), (1, 5, 1, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        for silu in [false, true] {
+            let g = GroupNorm {
+                batch,
+                channels,
+                hw,
+                groups,
+                eps: 1e-5,
+                silu,
+            };
+            let x = vals(40 + i as u64, batch * channels * hw, 2.0)
+                .into_iter()
+                .map(|v| v + 0.5)
+                .collect::<Vec<_>>();
+            let gamma = vals(50 + i as u64, channels, 1.5);
+            let beta = vals(60 + i as u64, channels, 1.0);
+            let want = group_norm_on(&cpu, g, &x, &gamma, &beta);
+            let got = group_norm_on(gpu, g, &x, &gamma, &beta);
+            compare(&format!("group norm {g:?}"), &got, &want, REL, ABS);
+        }
+    }
+}
+
+fn softmax_matches_cpu<B: NnOps>(gpu: &B) {
+    let cpu = CpuBackend::new();
+    for (i, (rows, cols)) in [(5, 1), (3, 7), (4, 300), (2, 1000)]
+        .into_iter()
+        .enumerate()
+    {
+        let g = Softmax {
+            rows,
+            cols,
+            scale: 0.125,
+        };
+        let x = vals(70 + i as u64, rows * cols, 20.0);
+        let want = softmax_on(&cpu, g, &x);
+        let got = softmax_on(gpu, g, &x);
+        compare(&format!("softmax {g:?}"), &got, &want, REL, ABS);
+    }
+}
+
+fn elementwise_matches_cpu<B: NnOps>(gpu: &B) {
+    let cpu = CpuBackend::new();
+    let names = [
+        "add",
+        "silu",
+        "affine",
+        "upsample",
+        "concat",
+        "add_bias",
+        "time_proj 32",
+        "time_proj 33",
+        "time_proj 2",
+    ];
+    for n in [257, 4097] {
+        let a = vals(80, n, 4.0);
+        let b = vals(81, n, 4.0);
+        let want = elementwise_on(&cpu, &a, &b);
+        let got = elementwise_on(gpu, &a, &b);
+        for ((name, got), want) in names.iter().zip(&got).zip(&want) {
+            let (rel, abs) = if name.starts_with("time_proj") {
+                (1e-4, 2e-4)
+            } else {
+                (REL, ABS)
+            };
+            compare(&format!("{name} (n = {n})"), got, want, rel, abs);
+        }
+    }
+}
+
+/// The grid-stride paths, on a backend capped at 3 blocks (workgroups) per
+/// grid dimension with 96-thread reductions (not a power of two): more GEMM
+/// tiles (16- or 64-wide), items, groups, rows and elements than the cap, so
+/// every loop wraps.
+fn capped_grid<B: NnOps>(gpu: &B) {
+    let cpu = CpuBackend::new();
+    let g = Conv2d {
+        batch: 5,
+        cin: 3,
+        h: 17,
+        w: 13,
+        cout: 200,
+        k: 3,
+        stride: 1,
+        pad: 1,
+        pad_after: 1,
+    };
+    let x = vals(90, 5 * 3 * 17 * 13, 1.0);
+    let wt = vals(91, 200 * 27, 0.2);
+    let bias = vals(92, 200, 1.0);
+    let want = conv_on(&cpu, g, &x, &wt, Some(&bias));
+    let got = conv_on(gpu, g, &x, &wt, Some(&bias));
+    compare("capped conv2d", &got, &want, REL, ABS);
+    // Accumulating, so a tile that two blocks both computed would be added
+    // twice; 2 row tiles of 64 against 4 column tiles and 5 items, so a loop
+    // striding by another dimension's grid size revisits (or skips) tiles.
+    let mm = Matmul {
+        batch: 5,
+        m: 100,
+        n: 199,
+        k: 20,
+        trans_a: false,
+        trans_b: true,
+        alpha: 1.0,
+        accumulate: true,
+    };
+    let (a, bm) = (vals(93, 5 * 100 * 20, 1.0), vals(94, 5 * 199 * 20, 0.25));
+    let init = vals(101, 5 * 100 * 199, 1.0);
+    let want = matmul_on(&cpu, mm, &a, &bm, None, &init);
+    let got = matmul_on(gpu, mm, &a, &bm, None, &init);
+    compare("capped matmul", &got, &want, REL, ABS);
+    let gn = GroupNorm {
+        batch: 3,
+        channels: 8,
+        hw: 53,
+        groups: 4,
+        eps: 1e-5,
+        silu: true,
+    };
+    let x = vals(95, 3 * 8 * 53, 2.0);
+    let (gamma, beta) = (vals(96, 8, 1.0), vals(97, 8, 1.0));
+    let want = group_norm_on(&cpu, gn, &x, &gamma, &beta);
+    let got = group_norm_on(gpu, gn, &x, &gamma, &beta);
+    compare("capped group norm", &got, &want, REL, ABS);
+    let sm = Softmax {
+        rows: 7,
+        cols: 301,
+        scale: 0.3,
+    };
+    let x = vals(98, 7 * 301, 10.0);
+    let want = softmax_on(&cpu, sm, &x);
+    compare("capped softmax", &softmax_on(gpu, sm, &x), &want, REL, ABS);
+    let (a, b) = (vals(99, 1000, 3.0), vals(100, 1000, 3.0));
+    let want = elementwise_on(&cpu, &a, &b);
+    let got = elementwise_on(gpu, &a, &b);
+    // add, silu, affine, upsample, concat and add_bias (the time embeddings
+    // are checked above).
+    for (k, (got, want)) in got.iter().zip(&want).take(6).enumerate() {
+        compare(&format!("capped elementwise op {k}"), got, want, REL, ABS);
+    }
+}
+
+mod conv2d {
+    crate::for_each_backend!(super::conv2d_matches_cpu);
+}
+
+mod matmul {
+    crate::for_each_backend!(super::matmul_matches_cpu);
+}
+
+mod group_norm {
+    crate::for_each_backend!(super::group_norm_matches_cpu);
+}
+
+mod softmax {
+    crate::for_each_backend!(super::softmax_matches_cpu);
+}
+
+mod elementwise {
+    crate::for_each_backend!(super::elementwise_matches_cpu);
+}
+
+mod bad_input {
+    crate::for_each_backend!(super::bad_calls_are_typed_errors);
+}
+
+mod capped {
     use super::*;
 
-    fn backend() -> Option<&'static diffinv::backend::wgpu::WgpuBackend> {
-        // f32 only: the packed-f16 device opens on every adapter.
-        common::wgpu(true)
-    }
-
-    const REL: f64 = 1e-6;
-    const ABS: f64 = 1e-5;
-
+    #[cfg(feature = "wgpu")]
     #[test]
-    fn conv2d() {
-        let Some(gpu) = backend() else { return };
-        let _serial = common::serial();
-        let cpu = CpuBackend::new();
-        // (batch, cin, h, w, cout, k, stride, pad, pad_after): 3×3 stride 1
-        // and 2 with padding, 1×1, unpadded 3×3, the stride-2 downsampler that
-        // pads only after (even and odd sides); none a multiple of the 16×16 tile.
-        let cases = [
-            (2, 3, 17, 13, 19, 3, 1, 1, 1),
-            (2, 5, 9, 11, 7, 3, 2, 1, 1),
-            (3, 4, 15, 15, 33, 3, 2, 1, 1),
-            (1, 37, 5, 6, 21, 1, 1, 0, 0),
-            (2, 6, 7, 9, 5, 3, 1, 0, 0),
-            (2, 5, 10, 7, 9, 3, 2, 0, 1),
-        ];
-        for (i, &(batch, cin, h, w, cout, k, stride, pad, pad_after)) in cases.iter().enumerate() {
-            let g = Conv2d {
-                batch,
-                cin,
-                h,
-                w,
-                cout,
-                k,
-                stride,
-                pad,
-                pad_after,
-            };
-            let x = vals(10 + i as u64, batch * cin * h * w, 1.0);
-            let scale = 1.0 / ((cin * k * k) as f64).sqrt();
-            let wt = vals(20 + i as u64, cout * cin * k * k, scale);
-            let bias = vals(30 + i as u64, cout, 1.0);
-            let bias = (i % 2 == 0).then_some(&bias[..]);
-            let want = conv_on(&cpu, g, &x, &wt, bias);
-            let got = conv_on(gpu, g, &x, &wt, bias);
-            compare(&format!("conv2d {g:?}"), &got, &want, REL, ABS);
-        }
-    }
-
-    #[test]
-    fn matmul() {
-        let Some(gpu) = backend() else { return };
-        let _serial = common::serial();
-        let cpu = CpuBackend::new();
-        for (i, (batch, m, n, k)) in [(3, 17, 23, 37), (1, 1, 33, 5), (2, 64, 17, 300)]
-            .into_iter()
-            .enumerate()
-        {
-            for flags in 0..8u32 {
-                let g = Matmul {
-                    batch,
-                    m,
-                    n,
-                    k,
-                    trans_a: flags & 1 != 0,
-                    trans_b: flags & 2 != 0,
-                    alpha: 0.37,
-                    accumulate: flags & 4 != 0,
-                };
-                let seed = 100 * i as u64 + u64::from(flags);
-                let a = vals(seed, batch * m * k, 1.0);
-                let bm = vals(seed + 1, batch * k * n, 1.0 / (k as f64).sqrt());
-                let bias = vals(seed + 2, n, 1.0);
-                let init = vals(seed + 3, batch * m * n, 1.0);
-                let bias = (flags % 3 != 0).then_some(&bias[..]);
-                let want = matmul_on(&cpu, g, &a, &bm, bias, &init);
-                let got = matmul_on(gpu, g, &a, &bm, bias, &init);
-                compare(&format!("matmul {g:?}"), &got, &want, REL, ABS);
-            }
-        }
-    }
-
-    #[test]
-    fn group_norm() {
-        let Some(gpu) = backend() else { return };
-        let _serial = common::serial();
-        let cpu = CpuBackend::new();
-        // A group smaller than the workgroup, and one (8 × 37 values) larger.
-        for (i, (batch, channels, hw, groups)) in [(2, 12, 63, 4), (3, 32, 37, 4), (1, 5, 1, 5)]
-            .into_iter()
-            .enumerate()
-        {
-            for silu in [false, true] {
-                let g = GroupNorm {
-                    batch,
-                    channels,
-                    hw,
-                    groups,
-                    eps: 1e-5,
-                    silu,
-                };
-                let x = vals(40 + i as u64, batch * channels * hw, 2.0)
-                    .into_iter()
-                    .map(|v| v + 0.5)
-                    .collect::<Vec<_>>();
-                let gamma = vals(50 + i as u64, channels, 1.5);
-                let beta = vals(60 + i as u64, channels, 1.0);
-                let want = group_norm_on(&cpu, g, &x, &gamma, &beta);
-                let got = group_norm_on(gpu, g, &x, &gamma, &beta);
-                compare(&format!("group norm {g:?}"), &got, &want, REL, ABS);
-            }
-        }
-    }
-
-    #[test]
-    fn softmax() {
-        let Some(gpu) = backend() else { return };
-        let _serial = common::serial();
-        let cpu = CpuBackend::new();
-        for (i, (rows, cols)) in [(5, 1), (3, 7), (4, 300), (2, 1000)]
-            .into_iter()
-            .enumerate()
-        {
-            let g = Softmax {
-                rows,
-                cols,
-                scale: 0.125,
-            };
-            let x = vals(70 + i as u64, rows * cols, 20.0);
-            let want = softmax_on(&cpu, g, &x);
-            let got = softmax_on(gpu, g, &x);
-            compare(&format!("softmax {g:?}"), &got, &want, REL, ABS);
-        }
-    }
-
-    #[test]
-    fn elementwise() {
-        let Some(gpu) = backend() else { return };
-        let _serial = common::serial();
-        let cpu = CpuBackend::new();
-        let names = [
-            "add",
-            "silu",
-            "affine",
-            "upsample",
-            "concat",
-            "add_bias",
-            "time_proj 32",
-            "time_proj 33",
-            "time_proj 2",
-        ];
-        for n in [257, 4097] {
-            let a = vals(80, n, 4.0);
-            let b = vals(81, n, 4.0);
-            let want = elementwise_on(&cpu, &a, &b);
-            let got = elementwise_on(gpu, &a, &b);
-            for ((name, got), want) in names.iter().zip(&got).zip(&want) {
-                let (rel, abs) = if name.starts_with("time_proj") {
-                    (1e-4, 2e-4)
-                } else {
-                    (REL, ABS)
-                };
-                compare(&format!("{name} (n = {n})"), got, want, rel, abs);
-            }
-        }
-    }
-
-    /// The grid-stride paths: 3 workgroups per dimension at most (every tile,
-    /// group, row and element loop wraps) and 96-lane reductions (not a power
-    /// of two, so the reduction trees pad lanes).
-    #[test]
-    fn capped_grid_and_odd_workgroup() {
+    fn wgpu() {
         use diffinv::backend::wgpu::{WgpuBackend, WgpuOptions};
         let opts = WgpuOptions {
             force_packed_f16: true,
@@ -521,77 +631,14 @@ mod wgpu {
         };
         gpu.set_max_workgroups(3).unwrap();
         gpu.set_workgroup_size(96).unwrap();
-        let cpu = CpuBackend::new();
-        let g = Conv2d {
-            batch: 2,
-            cin: 3,
-            h: 13,
-            w: 11,
-            cout: 37,
-            k: 3,
-            stride: 1,
-            pad: 1,
-            pad_after: 1,
-        };
-        let x = vals(90, 2 * 3 * 13 * 11, 1.0);
-        let wt = vals(91, 37 * 27, 0.2);
-        let bias = vals(92, 37, 1.0);
-        let want = conv_on(&cpu, g, &x, &wt, Some(&bias));
-        compare(
-            "capped conv2d",
-            &conv_on(&gpu, g, &x, &wt, Some(&bias)),
-            &want,
-            REL,
-            ABS,
-        );
-        let mm = Matmul {
-            batch: 5,
-            m: 50,
-            n: 49,
-            k: 20,
-            trans_a: false,
-            trans_b: true,
-            alpha: 1.0,
-            accumulate: false,
-        };
-        let (a, bm) = (vals(93, 5 * 50 * 20, 1.0), vals(94, 5 * 49 * 20, 0.25));
-        let init = vec![0.0; 5 * 50 * 49];
-        let want = matmul_on(&cpu, mm, &a, &bm, None, &init);
-        compare(
-            "capped matmul",
-            &matmul_on(&gpu, mm, &a, &bm, None, &init),
-            &want,
-            REL,
-            ABS,
-        );
-        let gn = GroupNorm {
-            batch: 3,
-            channels: 8,
-            hw: 53,
-            groups: 4,
-            eps: 1e-5,
-            silu: true,
-        };
-        let x = vals(95, 3 * 8 * 53, 2.0);
-        let (gamma, beta) = (vals(96, 8, 1.0), vals(97, 8, 1.0));
-        let want = group_norm_on(&cpu, gn, &x, &gamma, &beta);
-        let got = group_norm_on(&gpu, gn, &x, &gamma, &beta);
-        compare("capped group norm", &got, &want, REL, ABS);
-        let sm = Softmax {
-            rows: 7,
-            cols: 301,
-            scale: 0.3,
-        };
-        let x = vals(98, 7 * 301, 10.0);
-        let want = softmax_on(&cpu, sm, &x);
-        compare("capped softmax", &softmax_on(&gpu, sm, &x), &want, REL, ABS);
-        let (a, b) = (vals(99, 1000, 3.0), vals(100, 1000, 3.0));
-        let want = elementwise_on(&cpu, &a, &b);
-        let got = elementwise_on(&gpu, &a, &b);
-        // add, silu, affine, upsample, concat and add_bias (the time
-        // embeddings are checked above).
-        for (k, (got, want)) in got.iter().zip(&want).take(6).enumerate() {
-            compare(&format!("capped elementwise op {k}"), got, want, REL, ABS);
+        capped_grid(&gpu);
+    }
+
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_emu() {
+        if let Some(gpu) = common::cuda_emu::new_cuda_emu_with(96, 3) {
+            capped_grid(&gpu);
         }
     }
 }

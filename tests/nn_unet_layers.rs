@@ -9,7 +9,6 @@ mod common;
 
 use std::path::PathBuf;
 
-use diffinv::backend::cpu::CpuBackend;
 use diffinv::ops::nn::{self, Conv2d, GroupNorm, Matmul, NnOps, TimeProj};
 use diffinv::unet::UNetConfig;
 use diffinv::{DType, HostSlice, Shape, Tensor};
@@ -284,16 +283,4 @@ fn layers<B: NnOps>(b: &B) {
     );
 }
 
-#[test]
-fn cpu() {
-    layers(&CpuBackend::new());
-}
-
-#[cfg(feature = "wgpu")]
-#[test]
-fn wgpu() {
-    if let Some(b) = common::wgpu(true) {
-        let _serial = common::serial();
-        layers(b);
-    }
-}
+crate::for_each_backend!(layers);

@@ -84,7 +84,9 @@ impl DpsPlan {
             });
         }
         let n = config.steps;
-        let ts: Vec<i64> = (0..n).map(|i| ((n - i) * (top + 1) / n) as i64 - 1).collect();
+        let ts: Vec<i64> = (0..n)
+            .map(|i| ((n - i) * (top + 1) / n) as i64 - 1)
+            .collect();
         let steps = PgdmStep::pairs(&config.schedule, &ts);
         Ok(DpsPlan { config, steps })
     }

@@ -13,7 +13,7 @@ use std::ffi::{c_char, CString};
 use cudarc::nvrtc::sys;
 
 use super::launch::{Kernel, Module};
-use super::{fft, guidance, krylov, operator, solver};
+use super::{fft, guidance, krylov, nn, operator, solver};
 use crate::error::{Error, Result};
 
 /// The headers `kernels/*.cu` include, spliced in by [`module_source`].
@@ -32,6 +32,7 @@ pub const MODULES: &[&Module] = &[
     &guidance::MODULE,
     &krylov::MODULE,
     &fft::MODULE,
+    &nn::MODULE,
 ];
 
 /// Every kernel entry point; `KERNELS[i].id == i`.
@@ -49,6 +50,17 @@ pub const KERNELS: &[&Kernel] = &[
     &krylov::RENOISE_F16,
     &fft::LINES_F32,
     &fft::POINTWISE_F32,
+    &nn::CONV2D_F32,
+    &nn::MATMUL_F32,
+    &nn::GROUP_NORM_F32,
+    &nn::SOFTMAX_F32,
+    &nn::ADD_F32,
+    &nn::SILU_F32,
+    &nn::UPSAMPLE2X_F32,
+    &nn::CONCAT_F32,
+    &nn::TIME_PROJ_F32,
+    &nn::ADD_BIAS_F32,
+    &nn::AFFINE_F32,
 ];
 
 /// A module's source as NVRTC compiles it: each header of [`HEADERS`] spliced

@@ -14,6 +14,7 @@ mod guidance;
 pub mod kernels;
 mod krylov;
 pub mod launch;
+mod nn;
 mod operator;
 mod solver;
 
@@ -191,10 +192,28 @@ impl<D: CudaDevice> CudaBackend<D> {
         grid: (u32, u32, u32),
         args: KernelArgs<'_, D::Mem>,
     ) -> Result<()> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.launch_blocks(kernel, grid, self.block_size, args) }
+    }
+
+    /// Launch `kernel` on an explicit `grid` of blocks of `block` threads
+    /// whatever the backend's block size: kernels whose thread layout is
+    /// fixed (the GEMM tiles of the nn family), after checking `args`
+    /// against its signature.
+    ///
+    /// # Safety
+    /// Every buffer in `args` must hold what the kernel touches on that grid.
+    pub(crate) unsafe fn launch_blocks(
+        &self,
+        kernel: &'static Kernel,
+        grid: (u32, u32, u32),
+        block: u32,
+        args: KernelArgs<'_, D::Mem>,
+    ) -> Result<()> {
         args.check(kernel)?;
         let cfg = LaunchConfig {
             grid,
-            block: (self.block_size, 1, 1),
+            block: (block, 1, 1),
             shared_bytes: 0,
         };
         // SAFETY: forwarded from the caller's contract; the signature was checked.

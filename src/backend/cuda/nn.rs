@@ -1,0 +1,443 @@
+//! The nn family on CUDA: `kernels/nn.cu`, f32 storage. conv2d and matmul
+//! launch blocks of [`NN_GEMM_THREADS`] threads on a 3-D grid of 64×64 output
+//! tiles (batch in z); GroupNorm one block per (item, group), softmax one per
+//! row; the element-wise ops one thread per output element.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::launch::{Kernel, KernelArgs, Module, Param};
+use super::{CudaBackend, CudaBuffer, CudaDevice, MAX_LAUNCH_ELEMENTS};
+use crate::error::{Error, Result};
+use crate::ops::nn::{Concat, Conv2d, GroupNorm, Matmul, NnCall, NnOp, NnOps, Softmax, TimeProj};
+use crate::tensor::DType;
+
+/// `kernels/nn.cu`: compiled with FMA contraction (a GEMM family: its parity
+/// with the CPU is a stated tolerance, not bit-exactness).
+pub const MODULE: Module = Module {
+    id: 5,
+    name: "nn",
+    source: include_str!("../../../kernels/nn.cu"),
+    contract_fma: true,
+};
+
+/// Threads of every conv2d / matmul block (`NN_THREADS` in nn.cu): the
+/// kernels map them onto the 4×4 micro-tiles of a 64×64 output tile, so they
+/// ignore the backend's block size.
+pub const NN_GEMM_THREADS: u32 = 256;
+
+/// Side of a GEMM block's output tile (`NN_TILE` in nn.cu).
+const TILE: usize = 64;
+
+/// `NnConvParams` in nn.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Pod, Zeroable)]
+struct ConvParams {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    has_bias: u32,
+    unused: u32,
+}
+const _: () = assert!(std::mem::size_of::<ConvParams>() == 48);
+
+/// `NnMatmulParams` in nn.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Pod, Zeroable)]
+struct MatmulParams {
+    batch: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    trans_a: u32,
+    trans_b: u32,
+    has_bias: u32,
+    accumulate: u32,
+    alpha: f32,
+    unused: [u32; 3],
+}
+const _: () = assert!(std::mem::size_of::<MatmulParams>() == 48);
+
+/// `NnGroupNormParams` in nn.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Pod, Zeroable)]
+struct GroupNormParams {
+    batch: u32,
+    channels: u32,
+    hw: u32,
+    groups: u32,
+    silu: u32,
+    eps: f32,
+    unused: [u32; 2],
+}
+const _: () = assert!(std::mem::size_of::<GroupNormParams>() == 32);
+
+/// `NnSoftmaxParams` in nn.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Pod, Zeroable)]
+struct SoftmaxParams {
+    rows: u32,
+    cols: u32,
+    scale: f32,
+    unused: u32,
+}
+const _: () = assert!(std::mem::size_of::<SoftmaxParams>() == 16);
+
+/// `NnElementParams` in nn.cu: `n` for every element-wise entry, the rest
+/// for the entry that reads it (unused fields stay 0).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Pod, Zeroable)]
+struct ElementParams {
+    n: u32,
+    h: u32,
+    w: u32,
+    hw: u32,
+    c: u32,
+    c_total: u32,
+    c_offset: u32,
+    dim: u32,
+    flip_sin_to_cos: u32,
+    shift: f32,
+    scale: f32,
+    unused: u32,
+}
+const _: () = assert!(std::mem::size_of::<ElementParams>() == 48);
+
+const fn kernel(id: usize, name: &'static str, params: &'static [Param]) -> Kernel {
+    Kernel {
+        id,
+        module: &MODULE,
+        name,
+        params,
+    }
+}
+
+const fn size<T>() -> Param {
+    Param::Value(std::mem::size_of::<T>())
+}
+
+/// `(ConvParams p, const float* x, const float* w, const float* bias, float* out)`.
+pub const CONV2D_F32: Kernel = kernel(
+    13,
+    "nn_conv2d_f32",
+    &[
+        size::<ConvParams>(),
+        Param::In,
+        Param::In,
+        Param::In,
+        Param::Out,
+    ],
+);
+/// `(MatmulParams p, const float* a, const float* b, const float* bias, float* out)`.
+pub const MATMUL_F32: Kernel = kernel(
+    14,
+    "nn_matmul_f32",
+    &[
+        size::<MatmulParams>(),
+        Param::In,
+        Param::In,
+        Param::In,
+        Param::Out,
+    ],
+);
+/// `(GroupNormParams p, const float* x, const float* gamma, const float* beta, float* out)`.
+pub const GROUP_NORM_F32: Kernel = kernel(
+    15,
+    "nn_group_norm_f32",
+    &[
+        size::<GroupNormParams>(),
+        Param::In,
+        Param::In,
+        Param::In,
+        Param::Out,
+    ],
+);
+/// `(SoftmaxParams p, const float* x, float* out)`.
+pub const SOFTMAX_F32: Kernel = kernel(
+    16,
+    "nn_softmax_f32",
+    &[size::<SoftmaxParams>(), Param::In, Param::Out],
+);
+/// `(ElementParams p, const float* a, float* out)`.
+const UNARY_PARAMS: &[Param] = &[size::<ElementParams>(), Param::In, Param::Out];
+/// `(ElementParams p, const float* a, const float* b, float* out)`.
+const BINARY_PARAMS: &[Param] = &[size::<ElementParams>(), Param::In, Param::In, Param::Out];
+
+pub const ADD_F32: Kernel = kernel(17, "nn_add_f32", BINARY_PARAMS);
+pub const SILU_F32: Kernel = kernel(18, "nn_silu_f32", UNARY_PARAMS);
+pub const UPSAMPLE2X_F32: Kernel = kernel(19, "nn_upsample2x_f32", UNARY_PARAMS);
+pub const CONCAT_F32: Kernel = kernel(20, "nn_concat_f32", UNARY_PARAMS);
+pub const TIME_PROJ_F32: Kernel = kernel(21, "nn_time_proj_f32", UNARY_PARAMS);
+pub const ADD_BIAS_F32: Kernel = kernel(22, "nn_add_bias_f32", BINARY_PARAMS);
+pub const AFFINE_F32: Kernel = kernel(23, "nn_affine_f32", UNARY_PARAMS);
+
+/// Sizes were checked to fit u32 by `ops::nn` (each is at most a buffer length).
+fn u(v: usize) -> u32 {
+    v as u32
+}
+
+fn missing_input() -> Error {
+    Error::Device {
+        backend: "cuda",
+        message: "nn call without its first input".into(),
+    }
+}
+
+/// The GEMM kernels index rows, columns and depths with u32 plus a tile
+/// offset: each must stay well below 2³² (the checked call bounds them by
+/// buffer lengths, which fit u32, so this refuses only near that limit).
+fn gemm_dims(dims: &[usize]) -> Result<()> {
+    match dims.iter().find(|&&d| d > MAX_LAUNCH_ELEMENTS) {
+        Some(&d) => Err(Error::TooLarge {
+            backend: "cuda",
+            bytes: d as u64 * 4,
+            limit: MAX_LAUNCH_ELEMENTS as u64 * 4,
+        }),
+        None => Ok(()),
+    }
+}
+
+impl<D: CudaDevice> CudaBackend<D> {
+    /// A grid of `(x, y, z)` blocks, each dimension capped at the backend's
+    /// block cap: the nn kernels stride over the rest.
+    fn nn_grid(&self, x: usize, y: usize, z: usize) -> (u32, u32, u32) {
+        let cap = self.max_blocks() as usize;
+        let dim = |v: usize| u(v.clamp(1, cap));
+        (dim(x), dim(y), dim(z))
+    }
+
+    fn conv2d(
+        &self,
+        g: &Conv2d,
+        [x, w, bias]: [&CudaBuffer<D::Mem>; 3],
+        has_bias: bool,
+        out: &mut CudaBuffer<D::Mem>,
+    ) -> Result<()> {
+        let (ho, wo) = g.out_size();
+        gemm_dims(&[g.cout, ho * wo, g.cin * g.k * g.k])?;
+        let p = ConvParams {
+            batch: u(g.batch),
+            cin: u(g.cin),
+            h: u(g.h),
+            w: u(g.w),
+            cout: u(g.cout),
+            ho: u(ho),
+            wo: u(wo),
+            k: u(g.k),
+            stride: u(g.stride),
+            pad: u(g.pad),
+            has_bias: u32::from(has_bias),
+            unused: 0,
+        };
+        let grid = self.nn_grid((ho * wo).div_ceil(TILE), g.cout.div_ceil(TILE), g.batch);
+        let args = KernelArgs::new()
+            .value(&p)
+            .input(&x.mem)
+            .input(&w.mem)
+            .input(&bias.mem)
+            .output(&mut out.mem);
+        // SAFETY: the checked call guarantees x holds batch·cin·h·w f32, w
+        // cout·cin·k·k, bias cout when has_bias (unread otherwise), out
+        // batch·cout·ho·wo, and ho, wo are the padded input's output size;
+        // each output element is written by the one block owning its tile.
+        unsafe { self.launch_blocks(&CONV2D_F32, grid, NN_GEMM_THREADS, args) }
+    }
+
+    fn matmul(
+        &self,
+        g: &Matmul,
+        [a, b, bias]: [&CudaBuffer<D::Mem>; 3],
+        has_bias: bool,
+        out: &mut CudaBuffer<D::Mem>,
+    ) -> Result<()> {
+        gemm_dims(&[g.m, g.n, g.k])?;
+        let p = MatmulParams {
+            batch: u(g.batch),
+            m: u(g.m),
+            n: u(g.n),
+            k: u(g.k),
+            trans_a: u32::from(g.trans_a),
+            trans_b: u32::from(g.trans_b),
+            has_bias: u32::from(has_bias),
+            accumulate: u32::from(g.accumulate),
+            alpha: g.alpha,
+            unused: [0; 3],
+        };
+        let grid = self.nn_grid(g.n.div_ceil(TILE), g.m.div_ceil(TILE), g.batch);
+        let args = KernelArgs::new()
+            .value(&p)
+            .input(&a.mem)
+            .input(&b.mem)
+            .input(&bias.mem)
+            .output(&mut out.mem);
+        // SAFETY: the checked call guarantees A holds batch·m·k f32, B
+        // batch·k·n, bias n when has_bias (unread otherwise) and out
+        // batch·m·n; each output element is read (when accumulating) and
+        // written only by the block owning its tile.
+        unsafe { self.launch_blocks(&MATMUL_F32, grid, NN_GEMM_THREADS, args) }
+    }
+
+    fn group_norm(
+        &self,
+        g: &GroupNorm,
+        [x, gamma, beta]: [&CudaBuffer<D::Mem>; 3],
+        out: &mut CudaBuffer<D::Mem>,
+    ) -> Result<()> {
+        let p = GroupNormParams {
+            batch: u(g.batch),
+            channels: u(g.channels),
+            hw: u(g.hw),
+            groups: u(g.groups),
+            silu: u32::from(g.silu),
+            eps: g.eps,
+            unused: [0; 2],
+        };
+        let grid = self.nn_grid(g.batch * g.groups, 1, 1);
+        let args = KernelArgs::new()
+            .value(&p)
+            .input(&x.mem)
+            .input(&gamma.mem)
+            .input(&beta.mem)
+            .output(&mut out.mem);
+        // SAFETY: the checked call guarantees x and out hold
+        // batch·channels·hw f32, gamma and beta channels, and groups divides
+        // channels; each (item, group) is read and written by one block.
+        unsafe { self.launch_grid(&GROUP_NORM_F32, grid, args) }
+    }
+
+    fn softmax(
+        &self,
+        g: &Softmax,
+        x: &CudaBuffer<D::Mem>,
+        out: &mut CudaBuffer<D::Mem>,
+    ) -> Result<()> {
+        let p = SoftmaxParams {
+            rows: u(g.rows),
+            cols: u(g.cols),
+            scale: g.scale,
+            unused: 0,
+        };
+        let grid = self.nn_grid(g.rows, 1, 1);
+        let args = KernelArgs::new()
+            .value(&p)
+            .input(&x.mem)
+            .output(&mut out.mem);
+        // SAFETY: the checked call guarantees x and out hold rows·cols f32;
+        // each row is read and written by one block.
+        unsafe { self.launch_grid(&SOFTMAX_F32, grid, args) }
+    }
+
+    /// An element-wise entry over `p.n` outputs with one or two inputs.
+    ///
+    /// # Safety
+    /// `inputs` and `out` hold every element the entry addresses for `p`.
+    unsafe fn elementwise(
+        &self,
+        kernel: &'static Kernel,
+        p: ElementParams,
+        inputs: &[&CudaBuffer<D::Mem>],
+        out: &mut CudaBuffer<D::Mem>,
+    ) -> Result<()> {
+        let args = inputs
+            .iter()
+            .fold(KernelArgs::new().value(&p), |args, b| args.input(&b.mem))
+            .output(&mut out.mem);
+        // SAFETY: forwarded from the caller; `launch` checks the signature and
+        // that p.n fits the grid-stride indices.
+        unsafe { self.launch(kernel, p.n as usize, args) }
+    }
+}
+
+fn concat_params(g: &Concat) -> ElementParams {
+    ElementParams {
+        n: u(g.batch * g.c * g.hw),
+        hw: u(g.hw),
+        c: u(g.c),
+        c_total: u(g.c_total),
+        c_offset: u(g.c_offset),
+        ..Default::default()
+    }
+}
+
+fn time_proj_params(g: &TimeProj) -> ElementParams {
+    ElementParams {
+        n: u(g.batch * g.dim),
+        dim: u(g.dim),
+        flip_sin_to_cos: u32::from(g.flip_sin_to_cos),
+        shift: g.shift(),
+        ..Default::default()
+    }
+}
+
+impl<D: CudaDevice> NnOps for CudaBackend<D> {
+    fn nn_supports(&self, dtype: DType) -> bool {
+        dtype == DType::F32
+    }
+
+    fn nn_checked(&self, call: NnCall<'_, Self>) -> Result<()> {
+        let [i0, i1, i2] = call.inputs;
+        let first = i0.ok_or_else(missing_input)?;
+        let second = i1.unwrap_or(first);
+        // An absent optional input (a bias) passes the first one, unread.
+        let all = [first, second, i2.unwrap_or(first)];
+        let out = call.out;
+        let n = |n: usize| ElementParams {
+            n: u(n),
+            ..Default::default()
+        };
+        // SAFETY (the element-wise arms): the checked call guarantees each
+        // input and the output hold the elements its op addresses for these
+        // params (n outputs; upsample planes·h·w inputs; concat parts inside
+        // the output's c_total channels; add_bias planes = n/hw biases;
+        // time_proj batch = n/dim timesteps), and no input aliases the output.
+        match call.op {
+            NnOp::Conv2d(g) => self.conv2d(&g, all, i2.is_some(), out),
+            NnOp::Matmul(g) => self.matmul(&g, all, i2.is_some(), out),
+            NnOp::GroupNorm(g) => self.group_norm(&g, all, out),
+            NnOp::Softmax(g) => self.softmax(&g, first, out),
+            NnOp::Add { n: len } => unsafe {
+                self.elementwise(&ADD_F32, n(len), &[first, second], out)
+            },
+            NnOp::Silu { n: len } => unsafe { self.elementwise(&SILU_F32, n(len), &[first], out) },
+            NnOp::Affine {
+                n: len,
+                scale,
+                shift,
+            } => {
+                let p = ElementParams {
+                    scale,
+                    shift,
+                    ..n(len)
+                };
+                unsafe { self.elementwise(&AFFINE_F32, p, &[first], out) }
+            }
+            NnOp::Upsample2x { planes, h, w } => {
+                let p = ElementParams {
+                    h: u(h),
+                    w: u(w),
+                    ..n(planes * 4 * h * w)
+                };
+                unsafe { self.elementwise(&UPSAMPLE2X_F32, p, &[first], out) }
+            }
+            NnOp::Concat(g) => unsafe {
+                self.elementwise(&CONCAT_F32, concat_params(&g), &[first], out)
+            },
+            NnOp::TimeProj(g) => unsafe {
+                self.elementwise(&TIME_PROJ_F32, time_proj_params(&g), &[first], out)
+            },
+            NnOp::AddBias { planes, hw } => {
+                let p = ElementParams {
+                    hw: u(hw),
+                    ..n(planes * hw)
+                };
+                unsafe { self.elementwise(&ADD_BIAS_F32, p, &[first, second], out) }
+            }
+        }
+    }
+}
