@@ -119,10 +119,10 @@ __device__ __forceinline__ void load_tile(NnTile& tile, bool k_contiguous, unsig
 
 // One 64×64 output tile of A·B over a depth of kdim: load_a(i, kk) is row i of
 // the tile's A rows at depth kk, load_b(i, kk) column i of its B columns; both
-// return 0 outside the matrices (so padded depths add exact zeros). Every
-// output of the tile reaches store(i, j, Σ) once, in order of kk — the
-// definition's summation order; store drops those outside the matrix. Every
-// thread of the block must call it (it synchronises).
+// return 0 outside the matrices (so padded depths add exact zeros). Each sum
+// runs over kk in increasing order, as the definition sums; store(i, j, Σ)
+// sees every output of the tile once and drops those outside the matrix.
+// Every thread of the block must call it (it synchronises).
 template <typename LoadA, typename LoadB, typename Store>
 __device__ __forceinline__ void gemm_tile(unsigned int kdim, bool a_k_contiguous, bool b_k_contiguous, LoadA load_a,
                                           LoadB load_b, Store store) {

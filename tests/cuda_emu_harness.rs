@@ -667,7 +667,9 @@ fn fft_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
 /// accumulate combination) on sizes that are not multiples of the 64×64
 /// tile, GroupNorm with and without SiLU, softmax, within the parity tests'
 /// f32 tolerance (the CPU sums in f64); the element-wise ops bit for bit (the
-/// same f32 expressions and glibc expf/sinf/cosf on both sides).
+/// same f32 expressions and glibc expf/sinf/cosf on both sides). conv2d and
+/// matmul launch 256-thread blocks at every configuration (their thread
+/// layout is fixed); only the grid cap varies for them.
 fn nn_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
     use diffinv::ops::nn::{self, Concat, Conv2d, GroupNorm, Matmul, Softmax, TimeProj};
     /// (outputs compared within 1e-6 / 1e-5, outputs compared bit for bit).

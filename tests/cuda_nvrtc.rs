@@ -18,7 +18,8 @@ use std::sync::Mutex;
 
 use diffinv::backend::cuda::{
     compile_cubin, compile_ptx, kernels, launch_config, Arg, CudaBackend, CudaDevice, Kernel,
-    KernelArgs, LaunchConfig, Param, DEFAULT_BLOCK_SIZE, KERNELS, MAX_GRID_BLOCKS, MODULES,
+    KernelArgs, LaunchConfig, Param, VendorGemm, DEFAULT_BLOCK_SIZE, KERNELS, MAX_GRID_BLOCKS,
+    MODULES,
 };
 use diffinv::backend::params::SolverStepParams;
 use diffinv::ops::solver_step_raw;
@@ -239,10 +240,13 @@ const LAUNCH: StepLaunch = StepLaunch {
 /// its value bytes or buffer address, in order.
 type Recorded = (&'static str, LaunchConfig, Vec<(Param, Vec<u8>, u64)>);
 
-/// A device that stores bytes in host memory and records launches without running them.
+/// A device that stores bytes in host memory and records launches without
+/// running them; with `vendor` set it also takes (and records) the GEMMs a
+/// vendor library would run.
 #[derive(Default)]
 struct Recorder {
     launches: Mutex<Vec<Recorded>>,
+    vendor: Option<Mutex<Vec<VendorGemm>>>,
 }
 
 impl CudaDevice for Recorder {
@@ -299,9 +303,107 @@ impl CudaDevice for Recorder {
         Ok(())
     }
 
+    unsafe fn vendor_gemm(
+        &self,
+        gemm: &VendorGemm,
+        _a: &Vec<u8>,
+        _b: &Vec<u8>,
+        _c: &mut Vec<u8>,
+    ) -> diffinv::Result<bool> {
+        let Some(calls) = &self.vendor else {
+            return Ok(false);
+        };
+        calls.lock().unwrap().push(*gemm);
+        Ok(true)
+    }
+
     fn synchronize(&self) -> diffinv::Result<()> {
         Ok(())
     }
+}
+
+/// The nn GEMM kernels launch 256-thread blocks whatever the backend's block
+/// size, on a grid capped per dimension; a matmul without bias goes to the
+/// device's vendor GEMM when it has one (β = 1 when accumulating), counted as
+/// one launch, and with a bias — or without a vendor GEMM — to the kernel.
+#[test]
+fn nn_gemms_launch_fixed_blocks_and_prefer_a_vendor_gemm_without_bias() {
+    use diffinv::ops::nn::{self, Conv2d, Matmul};
+    let last = |b: &CudaBackend<Recorder>| b.device().launches.lock().unwrap().pop();
+    let mut b = CudaBackend::with_device(Recorder::default());
+    b.set_block_size(96).unwrap();
+    b.set_max_blocks(3).unwrap();
+    let g = Conv2d {
+        batch: 5,
+        cin: 2,
+        h: 20,
+        w: 20,
+        cout: 70,
+        k: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let x = b.alloc(5 * 2 * 400, DType::F32).unwrap();
+    let w = b.alloc(70 * 18, DType::F32).unwrap();
+    let mut out = b.alloc(5 * 70 * 400, DType::F32).unwrap();
+    nn::conv2d(&b, g, &x, &w, None, &mut out).unwrap();
+    let (kernel, cfg, _) = last(&b).unwrap();
+    assert_eq!(kernel, "nn_conv2d_f32");
+    // 400 pixels = 7 tiles of 64 and 70 channels = 2 tiles, 5 items; cap 3.
+    assert_eq!((cfg.grid, cfg.block), ((3, 2, 3), (256, 1, 1)));
+
+    let mm = Matmul {
+        batch: 2,
+        m: 3,
+        n: 4,
+        k: 5,
+        trans_a: true,
+        trans_b: false,
+        alpha: 0.5,
+        accumulate: true,
+    };
+    let a = b.alloc(2 * 15, DType::F32).unwrap();
+    let bm = b.alloc(2 * 20, DType::F32).unwrap();
+    let mut c = b.alloc(2 * 12, DType::F32).unwrap();
+    // No vendor GEMM on this device: the kernel.
+    nn::matmul(&b, mm, &a, &bm, None, &mut c).unwrap();
+    assert_eq!(last(&b).unwrap().0, "nn_matmul_f32");
+
+    let v = CudaBackend::with_device(Recorder {
+        vendor: Some(Mutex::default()),
+        ..Recorder::default()
+    });
+    let (a, bm, bias) = (
+        v.alloc(30, DType::F32).unwrap(),
+        v.alloc(40, DType::F32).unwrap(),
+        v.alloc(4, DType::F32).unwrap(),
+    );
+    let mut c = v.alloc(24, DType::F32).unwrap();
+    let before = v.launch_count();
+    nn::matmul(&v, mm, &a, &bm, None, &mut c).unwrap();
+    let plain = Matmul {
+        accumulate: false,
+        ..mm
+    };
+    nn::matmul(&v, plain, &a, &bm, None, &mut c).unwrap();
+    assert_eq!(v.launch_count(), before + 2);
+    assert!(v.device().launches.lock().unwrap().is_empty());
+    let calls = v.device().vendor.as_ref().unwrap().lock().unwrap().clone();
+    let want = VendorGemm {
+        batch: 2,
+        m: 3,
+        n: 4,
+        k: 5,
+        trans_a: true,
+        trans_b: false,
+        alpha: 0.5,
+        beta: 1.0,
+    };
+    assert_eq!(calls, [want, VendorGemm { beta: 0.0, ..want }]);
+    // A bias: the kernel, which adds it.
+    nn::matmul(&v, mm, &a, &bm, Some(&bias), &mut c).unwrap();
+    assert_eq!(last(&v).unwrap().0, "nn_matmul_f32");
+    assert_eq!(v.device().vendor.as_ref().unwrap().lock().unwrap().len(), 2);
 }
 
 /// The typed builder passes (params, x, model_out, state) in the kernel's

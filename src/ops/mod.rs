@@ -24,10 +24,14 @@ use crate::backend::Backend;
 pub use fft::{to_interleaved, to_planar, Direction, Fft2, FftOps};
 pub use guidance::{CpgdmSampler, GuidanceOps, GuidedSampler, ModelPoint};
 pub use krylov::{CgOptions, ConjugateGradient, KrylovOps, NormalMap, NormalSystem};
+pub use nn::NnOps;
 pub use operator::{Mode, Operator, OperatorCall, OperatorKind, OperatorOps};
 pub use solver::{solver_step, solver_step_raw, SolverOps, SolverStepCall};
 
 /// Every kernel family: what a backend must implement to run everything.
-pub trait Ops: Backend + SolverOps + OperatorOps + GuidanceOps + KrylovOps + FftOps {}
+pub trait Ops:
+    Backend + SolverOps + OperatorOps + GuidanceOps + KrylovOps + FftOps + NnOps
+{
+}
 
-impl<B: Backend + SolverOps + OperatorOps + GuidanceOps + KrylovOps + FftOps> Ops for B {}
+impl<B: Backend + SolverOps + OperatorOps + GuidanceOps + KrylovOps + FftOps + NnOps> Ops for B {}

@@ -12,6 +12,22 @@ pub struct LaunchConfig {
     pub shared_bytes: u32,
 }
 
+/// A row-major, strided-batched f32 GEMM that a device may hand to a vendor
+/// library: `c[z] = α·op(a[z])·op(b[z]) + β·c[z]` for `z < batch`, `op(a[z])`
+/// m×k (stored k×m when `trans_a`), `op(b[z])` k×n (stored n×k when
+/// `trans_b`), `c[z]` m×n.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VendorGemm {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
 /// A device that stores bytes and launches the kernels of `kernels/*.cu`.
 ///
 /// Every operation runs in order on the device's one stream.
@@ -71,6 +87,23 @@ pub trait CudaDevice: Send + Sync {
         cfg: LaunchConfig,
         args: KernelArgs<'_, Self::Mem>,
     ) -> Result<()>;
+
+    /// Run `gemm` through a vendor GEMM library when this device has one
+    /// (cuBLAS on a GPU, if it loads): `Ok(true)` when it ran, in order on the
+    /// device's stream; `Ok(false)` when the caller must run its own kernel —
+    /// this default, for devices without one (the emulation harness).
+    ///
+    /// # Safety
+    /// `a` holds batch·m·k f32, `b` batch·k·n and `c` batch·m·n.
+    unsafe fn vendor_gemm(
+        &self,
+        _gemm: &VendorGemm,
+        _a: &Self::Mem,
+        _b: &Self::Mem,
+        _c: &mut Self::Mem,
+    ) -> Result<bool> {
+        Ok(false)
+    }
 
     /// Wait for all launched work.
     fn synchronize(&self) -> Result<()>;

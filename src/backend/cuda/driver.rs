@@ -9,7 +9,8 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use super::device::{CudaDevice, LaunchConfig};
+use super::blas::Blas;
+use super::device::{CudaDevice, LaunchConfig, VendorGemm};
 use super::kernels::{self, KERNELS, MODULES};
 use super::launch::{kernel_params, Arg, Kernel, KernelArgs};
 use crate::error::{Error, Result};
@@ -18,6 +19,10 @@ use crate::error::{Error, Result};
 /// — and later cuBLAS and cuDNN — runs on; modules compiled by NVRTC on first
 /// use; functions cached by kernel id.
 pub struct DriverDevice {
+    /// cuBLAS, opened at the first matmul; `None` when it does not load.
+    /// First: fields drop in order, and the handle goes before the stream
+    /// and context it uses.
+    blas: OnceLock<Option<Blas>>,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     /// `sm_XY` of the device, the NVRTC target.
@@ -89,6 +94,7 @@ impl DriverDevice {
             )
             .map_err(driver_error)?;
         Ok(DriverDevice {
+            blas: OnceLock::new(),
             ctx,
             stream,
             arch: format!("sm_{major}{minor}"),
@@ -312,6 +318,30 @@ impl CudaDevice for DriverDevice {
         };
         drop(records);
         launched.map_err(driver_error)
+    }
+
+    unsafe fn vendor_gemm(
+        &self,
+        gemm: &VendorGemm,
+        a: &DriverMem,
+        b: &DriverMem,
+        c: &mut DriverMem,
+    ) -> Result<bool> {
+        let Some(blas) = self.blas.get_or_init(|| Blas::open(&self.stream)) else {
+            return Ok(false);
+        };
+        self.ctx.bind_to_thread().map_err(driver_error)?;
+        let stream = &self.stream;
+        // As for a launch: the stream waits for the operands' last writes
+        // (and c's reads); the records mark this GEMM when they drop.
+        let (a_ptr, a_record) = a.device_ptr(stream);
+        let (b_ptr, b_record) = b.device_ptr(stream);
+        let (c_ptr, c_record) = c.device_ptr_mut(stream);
+        // SAFETY: the caller's contract on the buffer lengths; the handle
+        // runs on `stream`, where the addresses were just taken.
+        let ran = unsafe { blas.sgemm(gemm, a_ptr, b_ptr, c_ptr) };
+        drop((a_record, b_record, c_record));
+        ran
     }
 
     fn synchronize(&self) -> Result<()> {

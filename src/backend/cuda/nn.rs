@@ -1,12 +1,13 @@
 //! The nn family on CUDA: `kernels/nn.cu`, f32 storage. conv2d and matmul
 //! launch blocks of [`NN_GEMM_THREADS`] threads on a 3-D grid of 64×64 output
-//! tiles (batch in z); GroupNorm one block per (item, group), softmax one per
-//! row; the element-wise ops one thread per output element.
+//! tiles (batch in z) — matmul without bias goes to cuBLAS instead when the
+//! device has it (see `blas.rs`); GroupNorm one block per (item, group),
+//! softmax one per row; the element-wise ops one thread per output element.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{Kernel, KernelArgs, Module, Param};
-use super::{CudaBackend, CudaBuffer, CudaDevice, MAX_LAUNCH_ELEMENTS};
+use super::{CudaBackend, CudaBuffer, CudaDevice, VendorGemm, MAX_LAUNCH_ELEMENTS};
 use crate::error::{Error, Result};
 use crate::ops::nn::{Concat, Conv2d, GroupNorm, Matmul, NnCall, NnOp, NnOps, Softmax, TimeProj};
 use crate::tensor::DType;
@@ -257,6 +258,31 @@ impl<D: CudaDevice> CudaBackend<D> {
         out: &mut CudaBuffer<D::Mem>,
     ) -> Result<()> {
         gemm_dims(&[g.m, g.n, g.k])?;
+        // A vendor GEMM (cuBLAS on a GPU, when it loads) for a product
+        // without bias — C = α·A·B + β·C covers accumulate with β = 1; the
+        // crate's kernel otherwise, and always where there is none (the
+        // emulation harness).
+        if !has_bias {
+            let gemm = VendorGemm {
+                batch: g.batch,
+                m: g.m,
+                n: g.n,
+                k: g.k,
+                trans_a: g.trans_a,
+                trans_b: g.trans_b,
+                alpha: g.alpha,
+                beta: if g.accumulate { 1.0 } else { 0.0 },
+            };
+            // SAFETY: the checked call guarantees A holds batch·m·k f32, B
+            // batch·k·n and out batch·m·n.
+            if unsafe {
+                self.device
+                    .vendor_gemm(&gemm, &a.mem, &b.mem, &mut out.mem)?
+            } {
+                self.count_launch();
+                return Ok(());
+            }
+        }
         let p = MatmulParams {
             batch: u(g.batch),
             m: u(g.m),

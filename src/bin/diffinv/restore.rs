@@ -6,10 +6,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use diffinv::backend::{select, BackendFn};
+use diffinv::backend::{select, BackendFn, BackendKind};
 use diffinv::restore::{restore, Image, Method, RestoreConfig, Restored, Task};
 use diffinv::sampler::{Jacobian, Progress};
-use diffinv::unet::UNet;
+use diffinv::unet::{DeviceUNet, UNet};
 use diffinv::{DType, Ops};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -137,23 +137,30 @@ fn reporter(steps: usize) -> impl FnMut(Progress) {
     }
 }
 
-/// The restoration on whichever backend was selected.
+/// The restoration on whichever backend was selected, and where its
+/// network ran.
 struct Job<'a> {
     net: &'a mut UNet,
+    model: &'a Path,
     clean: &'a Image,
     config: &'a RestoreConfig,
 }
 
 impl BackendFn for Job<'_> {
-    type Output = diffinv::Result<Restored>;
+    type Output = diffinv::Result<(Restored, &'static str)>;
     fn call<B: Ops>(self, backend: &B) -> Self::Output {
-        restore(
-            backend,
-            self.net,
-            self.clean,
-            self.config,
-            reporter(self.config.steps),
-        )
+        let progress = reporter(self.config.steps);
+        // A device backend runs the f32 network itself (`DeviceUNet`), so
+        // no image crosses to the host between steps; the CPU backend, and
+        // f16 anywhere, run the CPU network (im2col + GEMM, f16 storage).
+        if self.config.dtype == DType::F32 && backend.kind() != BackendKind::Cpu {
+            let mut net = DeviceUNet::load(backend, self.model)?;
+            net.set_prediction(self.net.prediction());
+            let out = restore(backend, &mut net, self.clean, self.config, progress)?;
+            return Ok((out, backend.kind().name()));
+        }
+        let out = restore(backend, self.net, self.clean, self.config, progress)?;
+        Ok((out, "cpu"))
     }
 }
 
@@ -182,8 +189,9 @@ pub fn run(args: RestoreArgs) -> CliResult<()> {
     let selection = select(Some(&args.backend))?;
     let backend_name = selection.backend.kind().name();
     let device = selection.backend.device_name();
-    let out = selection.backend.run(Job {
+    let (out, network) = selection.backend.run(Job {
         net: &mut net,
+        model: &model,
         clean: &clean,
         config: &config,
     })?;
@@ -210,6 +218,7 @@ pub fn run(args: RestoreArgs) -> CliResult<()> {
             "seed": config.seed,
             "backend": backend_name,
             "device": device,
+            "network_on": network,
             "model": model.display().to_string(),
             "out": args.out.display().to_string(),
             "psnr_baseline": out.baseline_psnr,
@@ -225,7 +234,7 @@ pub fn run(args: RestoreArgs) -> CliResult<()> {
         println!("{report}");
     } else {
         println!(
-            "{} {}×{} · {} · {} {} steps ({} NFE) on {backend_name} ({device}), {}",
+            "{} {}×{} · {} · {} {} steps ({} NFE) on {backend_name} ({device}), {}, network on {network}",
             args.image.display(),
             clean.width,
             clean.height,
