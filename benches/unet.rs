@@ -159,6 +159,12 @@ fn main() {
         }
     }
 
+    #[cfg(feature = "cuda")]
+    match diffinv::backend::cuda::CudaBackend::new(0) {
+        Ok(b) => bench_device(&mut c, &b, "cuda", &tiny),
+        Err(e) => eprintln!("unet/cuda: skipped ({e})"),
+    }
+
     let mut g = c.benchmark_group("unet/gemm-ceiling");
     g.sample_size(10)
         .measurement_time(Duration::from_secs(2))

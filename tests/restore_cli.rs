@@ -57,14 +57,28 @@ fn restore_image(name: &str, image: &str, extra: &[&str]) -> (serde_json::Value,
 }
 
 #[test]
-fn every_task_and_method_writes_its_images() {
+fn every_task_and_method_writes_its_images_on_cpu() {
+    every_task_and_method_writes_its_images("cpu");
+}
+
+/// The same on wgpu (lavapipe here), where the network runs on the device too.
+#[test]
+fn every_task_and_method_writes_its_images_on_wgpu() {
+    if common::wgpu(false).is_some() {
+        every_task_and_method_writes_its_images("wgpu");
+    }
+}
+
+fn every_task_and_method_writes_its_images(backend: &str) {
     for task in TASKS {
         for method in METHODS {
-            let name = format!("{task}-{method}");
+            let name = format!("{backend}-{task}-{method}");
             let (r, out) = restore(
                 &name,
-                &["--task", task, "--method", method, "--backend", "cpu"],
+                &["--task", task, "--method", method, "--backend", backend],
             );
+            assert_eq!(r["backend"], backend, "{name}");
+            assert_eq!(r["network_on"], backend, "{name}: the network's backend");
             for key in [
                 "seconds_network",
                 "psnr_baseline",

@@ -11,7 +11,6 @@ mod common;
 
 use common::fixtures::unet_folders;
 use common::unet_cases::{cases, max_abs, read, Case};
-use diffinv::backend::cpu::CpuBackend;
 use diffinv::ops::nn::NnOps;
 use diffinv::unet::{DeviceUNet, Timesteps, UNet};
 use diffinv::{
@@ -213,32 +212,18 @@ fn bad_calls_are_typed_errors<B: NnOps>(backend: &B) {
     assert!(max_abs(&forward(backend, &mut net, case), &case.out_f64) <= F32_TOL);
 }
 
-macro_rules! on_every_nn_backend {
-    ($($name:ident),*) => {$(
-        mod $name {
-            use super::*;
-
-            #[test]
-            fn cpu() {
-                super::$name(&CpuBackend::new());
-            }
-
-            #[cfg(feature = "wgpu")]
-            #[test]
-            fn wgpu() {
-                if let Some(b) = common::wgpu(true) {
-                    let _serial = common::serial();
-                    super::$name(b);
-                }
-            }
-        }
-    )*};
+mod every_case {
+    crate::for_each_backend!(super::every_case_matches_the_float64_model);
 }
-
-on_every_nn_backend!(
-    every_case_matches_the_float64_model,
-    every_block_output_matches_the_diffusers_hooks,
-    repeated_forwards_reuse_every_buffer,
-    ddim_with_the_device_network,
-    bad_calls_are_typed_errors
-);
+mod block_outputs {
+    crate::for_each_backend!(super::every_block_output_matches_the_diffusers_hooks);
+}
+mod buffer_reuse {
+    crate::for_each_backend!(super::repeated_forwards_reuse_every_buffer);
+}
+mod ddim {
+    crate::for_each_backend!(super::ddim_with_the_device_network);
+}
+mod bad_calls {
+    crate::for_each_backend!(super::bad_calls_are_typed_errors);
+}
