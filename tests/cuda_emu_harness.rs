@@ -683,8 +683,9 @@ fn nn_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
         };
         let zeros = |n: usize| Tensor::zeros(b, Shape::flat(n), DType::F32).unwrap();
         let mut close = Vec::new();
-        for (i, &(batch, cin, h, w, cout, k, stride, pad)) in
-            [(2, 3, 9, 7, 67, 3, 1, 1), (1, 5, 8, 9, 5, 3, 2, 0)]
+        // The second pads only after (diffusers' downsample_padding = 0).
+        for (i, &(batch, cin, h, w, cout, k, stride, pad, pad_after)) in
+            [(2, 3, 9, 7, 67, 3, 1, 1, 1), (1, 5, 8, 9, 5, 3, 2, 0, 1)]
                 .iter()
                 .enumerate()
         {
@@ -697,6 +698,7 @@ fn nn_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
                 k,
                 stride,
                 pad,
+                pad_after,
             };
             let (ho, wo) = g.out_size();
             let x = up(1, batch * cin * h * w, 1.0);
@@ -768,6 +770,9 @@ fn nn_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
         nn::add(b, n, a.buffer(), c.buffer(), out.buffer_mut()).unwrap();
         exact.push(out.to_f64(b).unwrap());
         nn::silu(b, n, a.buffer(), out.buffer_mut()).unwrap();
+        exact.push(out.to_f64(b).unwrap());
+        // The product rounded before the sum, as the definition does it.
+        nn::affine(b, n, 0.37, -1.25, a.buffer(), out.buffer_mut()).unwrap();
         exact.push(out.to_f64(b).unwrap());
         let mut big = zeros(4 * n);
         nn::upsample2x(b, 17, 59, 1, a.buffer(), big.buffer_mut()).unwrap();
@@ -842,6 +847,7 @@ const RUNNERS: &[(&str, Runner)] = &[
     ("nn_concat_f32", nn_kernels_match_cpu),
     ("nn_time_proj_f32", nn_kernels_match_cpu),
     ("nn_add_bias_f32", nn_kernels_match_cpu),
+    ("nn_affine_f32", nn_kernels_match_cpu),
 ];
 
 #[test]

@@ -342,6 +342,7 @@ fn nn_gemms_launch_fixed_blocks_and_prefer_a_vendor_gemm_without_bias() {
         k: 3,
         stride: 1,
         pad: 1,
+        pad_after: 1,
     };
     let x = b.alloc(5 * 2 * 400, DType::F32).unwrap();
     let w = b.alloc(70 * 18, DType::F32).unwrap();
