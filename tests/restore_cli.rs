@@ -61,7 +61,7 @@ fn every_task_and_method_writes_its_images_on_cpu() {
     every_task_and_method_writes_its_images("cpu");
 }
 
-/// The same on wgpu (lavapipe here), where the network runs on the device too.
+/// The same on wgpu (lavapipe here) with the network on the device too.
 #[test]
 fn every_task_and_method_writes_its_images_on_wgpu() {
     if common::wgpu(false).is_some() {
@@ -70,15 +70,23 @@ fn every_task_and_method_writes_its_images_on_wgpu() {
 }
 
 fn every_task_and_method_writes_its_images(backend: &str) {
+    let network = if backend == "cpu" { "cpu" } else { "device" };
     for task in TASKS {
         for method in METHODS {
             let name = format!("{backend}-{task}-{method}");
-            let (r, out) = restore(
-                &name,
-                &["--task", task, "--method", method, "--backend", backend],
-            );
+            let args = [
+                "--task",
+                task,
+                "--method",
+                method,
+                "--backend",
+                backend,
+                "--network",
+                network,
+            ];
+            let (r, out) = restore(&name, &args);
             assert_eq!(r["backend"], backend, "{name}");
-            assert_eq!(r["network_on"], backend, "{name}: the network's backend");
+            assert_eq!(r["network_on"], backend, "{name}: where the network ran");
             for key in [
                 "seconds_network",
                 "psnr_baseline",
@@ -196,7 +204,7 @@ fn bad_input_is_one_line_and_writes_nothing() {
         no_config.to_str().unwrap(),
         unwritable.to_str().unwrap(),
     );
-    let cases: [(&str, Vec<&str>); 8] = [
+    let cases: [(&str, Vec<&str>); 11] = [
         ("missing image", vec!["--image", "no/such.png"]),
         ("corrupt image", vec!["--image", corrupt]),
         ("unsupported size", vec!["--image", odd]),
@@ -210,6 +218,16 @@ fn bad_input_is_one_line_and_writes_nothing() {
         (
             "output not writable",
             vec!["--image", CROP, "--out", unwritable],
+        ),
+        ("unknown network", vec!["--image", CROP, "--network", "tpu"]),
+        // The cpu backend runs the CPU network; the device network is f32.
+        (
+            "device network on cpu",
+            vec!["--image", CROP, "--network", "device"],
+        ),
+        (
+            "device network in f16",
+            vec!["--image", CROP, "--network", "device", "--dtype", "f16"],
         ),
     ];
     for (what, extra) in cases {

@@ -63,6 +63,18 @@ impl AnyBackend {
         self.run(Kind)
     }
 
+    /// Whether this backend is a GPU: not the CPU reference and not a
+    /// software adapter (lavapipe), where work runs faster on the host.
+    pub fn is_gpu(&self) -> bool {
+        match self {
+            AnyBackend::Cpu(_) => false,
+            #[cfg(feature = "cuda")]
+            AnyBackend::Cuda(_) => true,
+            #[cfg(feature = "wgpu")]
+            AnyBackend::Wgpu(b) => !b.is_software(),
+        }
+    }
+
     pub fn device_name(&self) -> String {
         struct Name;
         impl BackendFn for Name {

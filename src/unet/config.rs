@@ -182,6 +182,18 @@ impl UNetConfig {
         }
     }
 
+    /// The architecture of google/ddpm-celebahq-256 (and the church, bedroom
+    /// and cat 256 models of the same paper).
+    pub fn ddpm_celebahq_256() -> Self {
+        use BlockKind::*;
+        UNetConfig {
+            down_blocks: vec![Plain, Plain, Plain, Plain, Attention, Plain],
+            up_blocks: vec![Plain, Attention, Plain, Plain, Plain, Plain],
+            block_out_channels: vec![128, 128, 256, 256, 512, 512],
+            ..UNetConfig::ddpm_cifar10_32()
+        }
+    }
+
     /// Cross-key rules: block lists of one length, head sizes that divide
     /// the channels they split. (Group counts are checked where each norm's
     /// width is known, when the network is built.)

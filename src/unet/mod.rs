@@ -46,7 +46,7 @@ use crate::sampler::{Denoiser, GuidedDenoiser};
 use crate::solver::Prediction;
 use crate::tensor::{DType, HostSlice, HostVec, Shape, Tensor};
 use forward::Model;
-use weights::{Checkpoint, Random, Source, Tensors};
+use weights::{Checkpoint, Counting, Random, Source, Tensors};
 
 /// One timestep per batch item, as diffusers accepts them (cast to f32).
 #[derive(Clone, Copy, Debug)]
@@ -227,6 +227,7 @@ pub struct UNet {
     net: Net,
     /// Per-item times of the current call (reused: no allocation per call).
     times: Vec<f32>,
+    parameters: usize,
 }
 
 /// Weight files in the order they are tried for a storage dtype: the one
@@ -273,6 +274,7 @@ impl UNet {
     }
 
     fn build(config: UNetConfig, src: &dyn Source, dtype: DType) -> Result<Self> {
+        let src = &Counting::new(src);
         let net = match dtype {
             DType::F32 => Net::F32(Model::build(&config, src)?),
             DType::F16 => Net::F16(Model::build(&config, src)?),
@@ -288,6 +290,7 @@ impl UNet {
             prediction: Prediction::Epsilon,
             net,
             times: Vec::new(),
+            parameters: src.values(),
         })
     }
 
@@ -313,6 +316,11 @@ impl UNet {
             Net::F32(_) => DType::F32,
             Net::F16(_) => DType::F16,
         }
+    }
+
+    /// Values in the weights (biases and norms included).
+    pub fn parameters(&self) -> usize {
+        self.parameters
     }
 
     /// FLOPs (2 per multiply-add) of one forward of a `[b, in, h, w]` batch.

@@ -3,6 +3,7 @@
 //! Every tensor is asked for by name with the shape the config implies, so a
 //! missing or misshapen weight is an error naming it.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::path::Path;
 
@@ -165,6 +166,34 @@ impl Source for Random {
             let s = (fan_in as f32).sqrt().recip();
             noise.iter().map(|z| s * z).collect()
         })
+    }
+}
+
+/// A weight source that counts the values it hands out: the parameters of
+/// the network built from it.
+pub struct Counting<'a> {
+    inner: &'a dyn Source,
+    values: Cell<usize>,
+}
+
+impl<'a> Counting<'a> {
+    pub fn new(inner: &'a dyn Source) -> Self {
+        Counting {
+            inner,
+            values: Cell::new(0),
+        }
+    }
+
+    pub fn values(&self) -> usize {
+        self.values.get()
+    }
+}
+
+impl Source for Counting<'_> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let v = self.inner.tensor(name, shape)?;
+        self.values.set(self.values.get() + v.len());
+        Ok(v)
     }
 }
 

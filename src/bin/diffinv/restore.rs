@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use diffinv::backend::{select, BackendFn, BackendKind};
+use diffinv::backend::{select, AnyBackend, BackendFn, BackendKind};
 use diffinv::restore::{restore, Image, Method, RestoreConfig, Restored, Task};
 use diffinv::sampler::{Jacobian, Progress};
 use diffinv::unet::{DeviceUNet, UNet};
@@ -42,6 +42,10 @@ pub struct RestoreArgs {
     /// f16 or f32.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Where the network runs: auto (on the backend if it is a GPU and the
+    /// dtype f32, else on the CPU), cpu, or device (on the backend, f32).
+    #[arg(long, default_value = "auto")]
+    network: String,
     /// Seeds the start noise, every step's noise and the random mask.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -83,6 +87,17 @@ fn parse<T: Copy>(what: &str, value: &str, options: &[(&str, T)]) -> CliResult<T
                 names.join(", ")
             ))
         })
+}
+
+impl RestoreArgs {
+    fn network_choice(&self) -> CliResult<Network> {
+        let options = [
+            ("auto", Network::Auto),
+            ("cpu", Network::Cpu),
+            ("device", Network::Device),
+        ];
+        parse("network", &self.network, &options)
+    }
 }
 
 fn config(args: &RestoreArgs) -> CliResult<RestoreConfig> {
@@ -137,35 +152,59 @@ fn reporter(steps: usize) -> impl FnMut(Progress) {
     }
 }
 
-/// The restoration on whichever backend was selected, and where its
-/// network ran.
+/// Where `--network` puts the network.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Network {
+    Auto,
+    Cpu,
+    Device,
+}
+
+/// Whether the network runs on the backend (`DeviceUNet`, f32, no image
+/// crossing to the host between steps) rather than on the CPU (`UNet`:
+/// im2col + GEMM, f32 or f16 storage). `auto` puts it on a GPU in f32, and
+/// on the CPU for the CPU backend, a software adapter (lavapipe: the CPU
+/// network is far faster there) and f16.
+fn network_on_device(choice: Network, backend: &AnyBackend, dtype: DType) -> CliResult<bool> {
+    match choice {
+        Network::Cpu => Ok(false),
+        Network::Auto => Ok(dtype == DType::F32 && backend.is_gpu()),
+        Network::Device if dtype != DType::F32 => {
+            fail!("--network device runs the network in f32: use --dtype f32 or --network cpu")
+        }
+        Network::Device if backend.kind() == BackendKind::Cpu => {
+            fail!("--network device needs a device backend (wgpu or cuda); the cpu backend runs the CPU network")
+        }
+        Network::Device => Ok(true),
+    }
+}
+
+/// The restoration on whichever backend was selected, with the network on
+/// the device or the CPU.
 struct Job<'a> {
     net: &'a mut UNet,
+    on_device: bool,
     model: &'a Path,
     clean: &'a Image,
     config: &'a RestoreConfig,
 }
 
 impl BackendFn for Job<'_> {
-    type Output = diffinv::Result<(Restored, &'static str)>;
+    type Output = diffinv::Result<Restored>;
     fn call<B: Ops>(self, backend: &B) -> Self::Output {
         let progress = reporter(self.config.steps);
-        // A device backend runs the f32 network itself (`DeviceUNet`), so
-        // no image crosses to the host between steps; the CPU backend, and
-        // f16 anywhere, run the CPU network (im2col + GEMM, f16 storage).
-        if self.config.dtype == DType::F32 && backend.kind() != BackendKind::Cpu {
+        if self.on_device {
             let mut net = DeviceUNet::load(backend, self.model)?;
             net.set_prediction(self.net.prediction());
-            let out = restore(backend, &mut net, self.clean, self.config, progress)?;
-            return Ok((out, backend.kind().name()));
+            return restore(backend, &mut net, self.clean, self.config, progress);
         }
-        let out = restore(backend, self.net, self.clean, self.config, progress)?;
-        Ok((out, "cpu"))
+        restore(backend, self.net, self.clean, self.config, progress)
     }
 }
 
 pub fn run(args: RestoreArgs) -> CliResult<()> {
     let config = config(&args)?;
+    let network_choice = args.network_choice()?;
     let model = args.model.clone().unwrap_or_else(default_model);
     if !model.join("config.json").is_file() {
         return fail!(
@@ -189,8 +228,11 @@ pub fn run(args: RestoreArgs) -> CliResult<()> {
     let selection = select(Some(&args.backend))?;
     let backend_name = selection.backend.kind().name();
     let device = selection.backend.device_name();
-    let (out, network) = selection.backend.run(Job {
+    let on_device = network_on_device(network_choice, &selection.backend, config.dtype)?;
+    let network = if on_device { backend_name } else { "cpu" };
+    let out = selection.backend.run(Job {
         net: &mut net,
+        on_device,
         model: &model,
         clean: &clean,
         config: &config,

@@ -8,7 +8,6 @@
 mod arena;
 mod layers;
 
-use std::cell::Cell;
 use std::path::Path;
 
 use arena::DeviceArena;
@@ -17,7 +16,7 @@ use layers::{Act, Attention, Conv, ConvShape, Dims, Linear, Norm, Resnet};
 use super::config::UNetConfig;
 use super::forward::Probe;
 use super::topology::{LevelSpec, Resample, Topology};
-use super::weights::{Checkpoint, Random, Source, Tensors};
+use super::weights::{Checkpoint, Counting, Random, Source, Tensors};
 use super::{check_call, locate, Timesteps};
 use crate::error::Result;
 use crate::guidance::ModelPoint;
@@ -25,20 +24,6 @@ use crate::ops::nn::{self, Concat, TimeProj};
 use crate::sampler::{Denoiser, GuidedDenoiser};
 use crate::solver::Prediction;
 use crate::tensor::{DType, HostSlice, Tensor};
-
-/// A weight source that counts the values it hands out.
-struct Counting<'a> {
-    inner: &'a dyn Source,
-    values: Cell<usize>,
-}
-
-impl Source for Counting<'_> {
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let v = self.inner.tensor(name, shape)?;
-        self.values.set(self.values.get() + v.len());
-        Ok(v)
-    }
-}
 
 struct Level<B: nn::NnOps> {
     resnets: Vec<Resnet<B>>,
@@ -141,7 +126,7 @@ pub struct DeviceUNet<B: nn::NnOps> {
     norm_out: Norm<B>,
     conv_out: Conv<B>,
     arena: DeviceArena<B>,
-    weight_bytes: usize,
+    parameters: usize,
 }
 
 impl<B: nn::NnOps> DeviceUNet<B> {
@@ -169,10 +154,7 @@ impl<B: nn::NnOps> DeviceUNet<B> {
     }
 
     fn build(backend: &B, config: UNetConfig, src: &dyn Source) -> Result<Self> {
-        let src = &Counting {
-            inner: src,
-            values: Cell::new(0),
-        };
+        let src = &Counting::new(src);
         let topology = Topology::of(&config)?;
         let level = |spec| Level::load(backend, src, spec);
         let down = topology.down.iter().map(level).collect::<Result<_>>()?;
@@ -199,7 +181,7 @@ impl<B: nn::NnOps> DeviceUNet<B> {
             norm_out,
             conv_out,
             arena: DeviceArena::default(),
-            weight_bytes: 4 * src.values.get(),
+            parameters: src.values(),
         })
     }
 
@@ -218,9 +200,14 @@ impl<B: nn::NnOps> DeviceUNet<B> {
         &self.config
     }
 
-    /// Bytes of the weights on the device.
+    /// Values in the weights (biases and norms included).
+    pub fn parameters(&self) -> usize {
+        self.parameters
+    }
+
+    /// Bytes of the weights on the device (f32).
     pub fn weight_bytes(&self) -> usize {
-        self.weight_bytes
+        4 * self.parameters
     }
 
     /// Peak bytes of activations held at once by the forwards so far
