@@ -33,29 +33,39 @@ impl Fixture {
 
     /// A tensor widened to f64, with its shape.
     pub fn f64(&self, name: &str) -> (Vec<f64>, Vec<usize>) {
-        let st = self.tensors();
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
-        let d = t.data();
-        let v = match t.dtype() {
-            Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
-                .collect(),
-            Dtype::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::BOOL => d.iter().map(|&v| f64::from(v)).collect(),
-            other => panic!("tensor {name}: unsupported dtype {other:?}"),
-        };
-        (v, t.shape().to_vec())
+        let (v, _, shape) = read(&self.tensors(), name);
+        (v, shape)
     }
+}
+
+/// A tensor of a safetensors file widened to f64 (f64, f32, f16, i64 and
+/// bool hold every fixture), with its stored dtype and shape.
+pub fn read(st: &SafeTensors<'_>, name: &str) -> (Vec<f64>, Dtype, Vec<usize>) {
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
+    let d = t.data();
+    let v = match t.dtype() {
+        Dtype::F64 => d
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+            .collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Dtype::I64 => d
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        Dtype::BOOL => d.iter().map(|&v| f64::from(v)).collect(),
+        other => panic!("tensor {name}: unsupported dtype {other:?}"),
+    };
+    (v, t.dtype(), t.shape().to_vec())
 }
 
 /// `tests/fixtures/sched/manifest.json`.

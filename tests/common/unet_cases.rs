@@ -6,33 +6,7 @@ use std::path::Path;
 use diffinv::unet::Timesteps;
 use safetensors::{Dtype, SafeTensors};
 
-/// A tensor of a fixture file, widened to f64, with its dtype and shape.
-pub fn read(st: &SafeTensors<'_>, name: &str) -> (Vec<f64>, Dtype, Vec<usize>) {
-    let t = st
-        .tensor(name)
-        .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
-    let d = t.data();
-    let v = match t.dtype() {
-        Dtype::F64 => d
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        Dtype::F32 => d
-            .chunks_exact(4)
-            .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
-            .collect(),
-        Dtype::F16 => d
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
-            .collect(),
-        Dtype::I64 => d
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect(),
-        other => panic!("tensor {name}: unsupported dtype {other:?}"),
-    };
-    (v, t.dtype(), t.shape().to_vec())
-}
+pub use super::fixtures::read;
 
 pub fn max_abs(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
