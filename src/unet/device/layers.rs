@@ -453,10 +453,10 @@ impl<B: NnOps> Attention<B> {
     }
 
     pub fn flops(&self, x: Dims) -> u64 {
-        let t = x.hw() as u64;
+        let (t, c) = (x.hw() as u64, self.q.cout as u64);
         // q, k, v and out projections, then scores and the weighted sum
         // (2·T·T·c each, per item).
-        4 * self.q.flops(x) + 4 * x.b as u64 * t * t * x.c as u64
+        4 * self.q.flops(x) + 4 * x.b as u64 * t * t * c
     }
 
     pub fn run(
