@@ -49,6 +49,7 @@ pub const KERNELS: &[&Kernel] = &[
     &krylov::RENOISE_F16,
     &fft::LINES_F32,
     &fft::POINTWISE_F32,
+    &fft::CENTRE_F32,
 ];
 
 /// A module's source as NVRTC compiles it: each header of [`HEADERS`] spliced
