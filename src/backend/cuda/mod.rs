@@ -16,6 +16,7 @@ pub mod kernels;
 mod krylov;
 pub mod launch;
 mod operator;
+mod raw_context;
 mod solver;
 
 use std::sync::atomic::{AtomicU64, Ordering};
