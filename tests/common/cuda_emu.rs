@@ -5,6 +5,7 @@
 use std::alloc::Layout;
 use std::collections::{BTreeMap, HashMap};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use diffinv::backend::cuda::launch::{kernel_params, value_pointers};
@@ -85,7 +86,7 @@ pub struct LaunchRecord {
 /// out-of-bounds-write check on every live allocation after each launch, a
 /// count of launches per kernel and the arguments of the last launch.
 ///
-/// With `host_fft`, it also offers a library 2-D FFT: `rustfft` in f32 on the
+/// With the host FFT on ([`EmuDevice::set_host_fft`]), it also offers a library 2-D FFT: `rustfft` in f32 on the
 /// emulated memory, computing what cuFFT's batched C2C computes (plain,
 /// unscaled), so the backend's cuFFT path — its choice, the temporary, the
 /// centring kernel, the launch count — runs here. Counted as
@@ -95,19 +96,16 @@ pub struct EmuDevice {
     live: Arc<Mutex<BTreeMap<usize, usize>>>,
     launched: Mutex<HashMap<String, u64>>,
     last: Mutex<Option<LaunchRecord>>,
-    host_fft: bool,
+    host_fft: AtomicBool,
 }
 
 /// The name under which [`EmuDevice::launched`] counts library FFTs.
 pub const LIBRARY_FFT: &str = "library_fft2";
 
 impl EmuDevice {
-    /// A device with the host stand-in for cuFFT.
-    pub fn with_host_fft() -> Self {
-        EmuDevice {
-            host_fft: true,
-            ..Self::default()
-        }
+    /// Offer (or stop offering) the host stand-in for cuFFT.
+    pub fn set_host_fft(&self, on: bool) {
+        self.host_fft.store(on, Ordering::Relaxed);
     }
 
     fn count(&self, name: &str) {
@@ -275,7 +273,7 @@ impl CudaDevice for EmuDevice {
     }
 
     fn has_library_fft(&self) -> bool {
-        self.host_fft
+        self.host_fft.load(Ordering::Relaxed)
     }
 
     unsafe fn library_fft2(
@@ -285,7 +283,7 @@ impl CudaDevice for EmuDevice {
         batch: Fft2Batch,
         inverse: bool,
     ) -> Result<()> {
-        if !self.host_fft {
+        if !self.has_library_fft() {
             return Err(device_error(
                 "no library FFT on this emulated device".into(),
             ));
@@ -343,13 +341,11 @@ pub fn new_cuda_emu() -> Option<CudaBackend<EmuDevice>> {
 }
 
 /// A fresh emulated backend whose device offers the host stand-in for cuFFT
-/// ([`EmuDevice::with_host_fft`]), or `None` after a printed skip.
+/// ([`EmuDevice::set_host_fft`]), or `None` after a printed skip.
 pub fn new_cuda_emu_host_fft() -> Option<CudaBackend<EmuDevice>> {
-    if let Some(reason) = cuda_emu::unavailable() {
-        skip("cuda-emu", reason);
-        return None;
-    }
-    Some(CudaBackend::with_device(EmuDevice::with_host_fft()))
+    let b = new_cuda_emu()?;
+    b.device().set_host_fft(true);
+    Some(b)
 }
 
 /// A fresh emulated backend with `block` threads per block and at most
