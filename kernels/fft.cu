@@ -8,6 +8,10 @@
 // autosort FFT — radix-5 stages first, then radix-2, ping-ponging between two
 // halves of shared memory — and stored scaled by 1/√n with the forward shift.
 // Any blockDim works: threads stride over each stage's butterflies.
+//
+// fft_centre: the glue of the CUDA backend's cuFFT path (docs/math.md §10.2).
+// cuFFT computes the plain DFT of the unshifted planes; one gather per output
+// element turns it into the centred orthonormal transform.
 #include "common.cuh"
 
 // Mirrors FftLineParams (src/backend/params.rs): 11 × u32, 1 × f32.
@@ -35,6 +39,19 @@ struct FftPointwiseParams {
     unsigned int coils;
 };
 static_assert(sizeof(FftPointwiseParams) == 16, "FftPointwiseParams must match src/backend/params.rs");
+
+// Mirrors FftCentreParams (src/backend/params.rs): 7 × u32, 1 × f32.
+struct FftCentreParams {
+    unsigned int n_out;
+    unsigned int height;
+    unsigned int width;
+    unsigned int inverse;
+    unsigned int width_twiddles;
+    unsigned int height_twiddles;
+    unsigned int pad;
+    float scale;
+};
+static_assert(sizeof(FftCentreParams) == 32, "FftCentreParams must match src/backend/params.rs");
 
 // MAX_DEVICE_LEN in src/ops/fft.rs.
 #define FFT_MAX_LEN 1024u
@@ -180,6 +197,30 @@ __device__ void fft_pointwise(const FftPointwiseParams& p, const cpx* in, cpx* o
     }
 }
 
+// The factor ω^{−h·k} (ω = e^{σ·2πi/n}, h = ⌊n/2⌋) by which the ifftshift of
+// a line's input multiplies its plain DFT at frequency k. tw holds e^{−2πit/n};
+// the reduction h·k mod n keeps the table index exact.
+__device__ __forceinline__ cpx centre_phase(const cpx* tw, unsigned int n, unsigned int k, float sigma) {
+    const cpx w = tw[(n / 2) * k % n];
+    return {w.re, sigma * w.im};
+}
+
+// out = scale · fftshift(phase ⊙ X) per plane, X the plain 2-D DFT in `in`:
+// output (i, j) reads X at the fftshift source (i + H − ⌊H/2⌋) mod H (same for
+// j), times the row and column phases of that source. in and out are distinct.
+__device__ void fft_centre(const FftCentreParams& p, const cpx* in, cpx* out, const cpx* twiddles) {
+    const float sigma = p.inverse ? 1.0f : -1.0f;
+    const unsigned int h = p.height, w = p.width, plane = h * w;
+    for (unsigned int o = grid_start(); o < p.n_out; o += grid_step()) {
+        const unsigned int px = o % plane, i = px / w, j = px % w;
+        const unsigned int si = (i + h - h / 2) % h, sj = (j + w - w / 2) % w;
+        const cpx phase = cmul(centre_phase(twiddles + p.height_twiddles, h, si, sigma),
+                               centre_phase(twiddles + p.width_twiddles, w, sj, sigma));
+        const cpx v = cmul(phase, in[o - px + si * w + sj]);
+        out[o] = {p.scale * v.re, p.scale * v.im};
+    }
+}
+
 extern "C" __global__ void fft_lines_f32(const FftLineParams p, const float* in, float* out,
                                          const float* twiddles) {
     fft_lines(p, reinterpret_cast<const cpx*>(in), reinterpret_cast<cpx*>(out),
@@ -189,4 +230,10 @@ extern "C" __global__ void fft_lines_f32(const FftLineParams p, const float* in,
 extern "C" __global__ void fft_pointwise_f32(const FftPointwiseParams p, const float* in, float* out,
                                              const float* aux) {
     fft_pointwise(p, reinterpret_cast<const cpx*>(in), reinterpret_cast<cpx*>(out), aux);
+}
+
+extern "C" __global__ void fft_centre_f32(const FftCentreParams p, const float* in, float* out,
+                                          const float* twiddles) {
+    fft_centre(p, reinterpret_cast<const cpx*>(in), reinterpret_cast<cpx*>(out),
+               reinterpret_cast<const cpx*>(twiddles));
 }

@@ -814,6 +814,37 @@ fn nn_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
     }
 }
 
+/// fft_centre_f32, the cuFFT path's centring: the device's host FFT standing
+/// in for cuFFT, then the kernel, against the CPU backend's transforms —
+/// even, odd (5, 25) and length-1 axes, both directions.
+fn fft_centre_matches_cpu(backend: &CudaBackend<EmuDevice>) {
+    use diffinv::ops::{Direction, Fft2, FftOps, FftPath};
+    fn transformed<B: Ops>(b: &B, h: usize, w: usize, direction: Direction) -> Vec<f64> {
+        let shape = Shape::from_dims(&[2, h, w, 2]).unwrap();
+        let data = values(11, shape.checked_len().unwrap(), 1.0);
+        let x = Tensor::from_host(b, shape, DType::F32, HostSlice::F64(&data)).unwrap();
+        let mut y = Tensor::zeros(b, shape, DType::F32).unwrap();
+        let fft = Fft2::new(b, h, w).unwrap();
+        fft.transform(b, direction, &x, &mut y).unwrap();
+        y.to_f64(b).unwrap()
+    }
+    let cpu = CpuBackend::new();
+    backend.device().set_host_fft(true);
+    assert_eq!(backend.fft_path(), FftPath::Cufft);
+    for (h, w) in [(8, 16), (5, 40), (25, 5), (1, 2)] {
+        for direction in [Direction::Forward, Direction::Inverse] {
+            common::compare(
+                &format!("centred {direction:?} {h}x{w}"),
+                &transformed(backend, h, w, direction),
+                &transformed(&cpu, h, w, direction),
+                1e-6,
+                1e-5,
+            );
+        }
+    }
+    backend.device().set_host_fft(false);
+}
+
 /// Launch configurations every kernel is run at: the launcher's default (and the
 /// grid it computes), then blockDim 96 and 100 (not powers of two; 100 is not a
 /// multiple of 32) and 1, with few blocks so grid-stride loops wrap.
@@ -848,6 +879,7 @@ const RUNNERS: &[(&str, Runner)] = &[
     ("nn_time_proj_f32", nn_kernels_match_cpu),
     ("nn_add_bias_f32", nn_kernels_match_cpu),
     ("nn_affine_f32", nn_kernels_match_cpu),
+    ("fft_centre_f32", fft_centre_matches_cpu),
 ];
 
 #[test]

@@ -137,6 +137,39 @@ fn opening_a_gpu_without_one_is_an_error_not_a_panic() {
     }
 }
 
+/// `from_raw` refuses a null context, and without a driver reports the
+/// backend unavailable before touching the handle; on a GPU it opens on a
+/// context and stream made here.
+#[test]
+fn a_raw_context_is_checked_and_never_panics() {
+    // SAFETY: a null context is refused before anything uses it.
+    let e = unsafe { CudaBackend::from_raw(std::ptr::null_mut(), std::ptr::null_mut()) };
+    assert!(matches!(e, Err(Error::NullPointer { .. })), "{:?}", e.err());
+    if !diffinv::backend::cuda::driver_installed() {
+        let fake = std::ptr::NonNull::<u8>::dangling().as_ptr().cast();
+        // SAFETY: without a driver the handle is never used.
+        match unsafe { CudaBackend::from_raw(fake, std::ptr::null_mut()) } {
+            Err(Error::BackendUnavailable {
+                backend: "cuda",
+                reason,
+            }) => {
+                assert!(reason.contains("libcuda"), "{reason}")
+            }
+            other => panic!("expected BackendUnavailable, got {:?}", other.err()),
+        }
+        return;
+    }
+    let ctx = match cudarc::driver::CudaContext::new(0) {
+        Ok(ctx) => ctx,
+        Err(e) => return eprintln!("a driver but no usable device: {e}"),
+    };
+    let stream = ctx.new_stream().unwrap();
+    // SAFETY: ctx and stream outlive the backend (dropped after it).
+    let b = unsafe { CudaBackend::from_raw(ctx.cu_ctx(), stream.cu_stream()) }.unwrap();
+    assert_eq!(b.device().stream().cu_stream(), stream.cu_stream());
+    drop(b);
+}
+
 #[test]
 fn module_sources_splice_in_the_common_header() {
     for m in MODULES {

@@ -3,7 +3,8 @@
 //! batches), its convention pinned by a centred delta and a constant, FFT·IFFT
 //! = I, Parseval; the single- and multi-coil MRI operators against naive f64
 //! references, adjointness, P² = P, AᴴA = Aᴴ∘A; launches per call; and bad
-//! input as typed errors.
+//! input as typed errors. The CUDA backend's cuFFT path runs the same checks
+//! on the emulator with a host FFT standing in for cuFFT (`cuda_paths`).
 
 mod common;
 
@@ -103,8 +104,8 @@ fn upload<B: Ops>(b: &B, dims: &[usize], dtype: DType, data: &[f64]) -> Tensor<B
 }
 
 /// Plane shapes and batches of the sweep: powers of two 8…512, fastMRI's 320,
-/// non-square mixes of radix 2 and 5, and odd batches.
-const CASES: [(usize, usize, usize); 10] = [
+/// non-square mixes of radix 2 and 5, odd lengths, and odd batches.
+const CASES: [(usize, usize, usize); 11] = [
     (3, 8, 8),
     (2, 16, 16),
     (1, 32, 64),
@@ -115,6 +116,7 @@ const CASES: [(usize, usize, usize); 10] = [
     (2, 320, 16),
     (3, 10, 40),
     (2, 25, 8),
+    (2, 5, 125),
 ];
 
 fn transforms_match_naive_dft<B: Ops>(b: &B) {
@@ -304,6 +306,125 @@ mod inverse {
 }
 mod bad_input {
     crate::for_each_backend!(super::bad_input_is_rejected);
+}
+
+/// The CUDA backend's two paths for a 2-D transform: cuFFT then the centring
+/// kernel, and its own line kernels.
+#[cfg(feature = "cuda")]
+mod cuda_paths {
+    use super::*;
+    use crate::common::cuda_emu::{new_cuda_emu, new_cuda_emu_host_fft, LIBRARY_FFT};
+    use crate::common::skip;
+    use diffinv::backend::cpu::CpuBackend;
+    use diffinv::backend::cuda::{CudaBackend, CudaDevice};
+    use diffinv::ops::FftPath;
+
+    /// The fft family's checks: transforms against the naive DFT (launches
+    /// included), centring, FᴴF and Parseval, bad input, the MRI operators.
+    fn family<B: Ops>(b: &B) {
+        transforms_match_naive_dft(b);
+        centring_follows_fastmri(b);
+        inverse_and_parseval(b);
+        bad_input_is_rejected(b);
+        single_coil_operator(b);
+        multi_coil_operator(b);
+    }
+
+    /// The cuFFT path with rustfft (f32) standing in for cuFFT's plain
+    /// transform: the backend's choice, temporary and launch count and the
+    /// centring kernel run for real, and the family's checks hold at the
+    /// same tolerances. Every transform was one library call and one
+    /// centring launch, never a line kernel.
+    #[test]
+    fn library_path_passes_the_family_on_the_emulator() {
+        let Some(b) = new_cuda_emu_host_fft() else {
+            return;
+        };
+        assert_eq!(b.fft_path(), FftPath::Cufft);
+        family(&b);
+        let ran = b.device().launched();
+        let library = ran.get(LIBRARY_FFT).copied().unwrap_or(0);
+        assert!(library > 0, "no library transform ran: {ran:?}");
+        assert_eq!(ran.get("fft_centre_f32").copied(), Some(library));
+        assert_eq!(ran.get("fft_lines_f32"), None);
+    }
+
+    /// Turned off, the library is not used: the line kernels run and the
+    /// backend says so.
+    #[test]
+    fn library_turned_off_runs_the_line_kernels() {
+        let Some(mut b) = new_cuda_emu_host_fft() else {
+            return;
+        };
+        b.set_library_fft(false);
+        assert_eq!(b.fft_path(), FftPath::Kernels);
+        transforms_match_naive_dft(&b);
+        let ran = b.device().launched();
+        assert_eq!(ran.get(LIBRARY_FFT), None);
+        assert_eq!(ran.get("fft_centre_f32"), None);
+        assert!(ran.get("fft_lines_f32").is_some_and(|&n| n > 0), "{ran:?}");
+    }
+
+    /// An external f32 input 4 bytes past an 8-byte boundary (legal for f32,
+    /// not for `cufftComplex`) is transformed by the line kernels, correctly;
+    /// the aligned output tensor of the same call would not change that.
+    #[test]
+    fn misaligned_external_input_takes_the_line_kernels() {
+        let Some(b) = new_cuda_emu_host_fft() else {
+            return;
+        };
+        let (h, w) = (8, 10);
+        let n = 2 * h * w;
+        let x = values(5, n, 1.0);
+        let dev = b.device();
+        let mut mem = dev.alloc_zeroed(4 * (n + 1)).unwrap();
+        let stored: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        dev.write(&mut mem, 4, bytemuck::cast_slice(&stored))
+            .unwrap();
+        let ptr = dev.device_ptr(&mem) + 4;
+        // SAFETY: the allocation holds n f32 from byte 4 and outlives the
+        // tensor (dropped first); the emulated device runs in order.
+        let buf = unsafe { b.wrap_device_ptr(ptr, n, DType::F32) }.unwrap();
+        let xt = Tensor::from_buffer(buf, Shape::from_dims(&[1, h, w, 2]).unwrap()).unwrap();
+        let mut y = Tensor::zeros(&b, xt.shape(), DType::F32).unwrap();
+        Fft2::new(&b, h, w)
+            .unwrap()
+            .forward(&b, &xt, &mut y)
+            .unwrap();
+        drop(xt);
+        let ran = b.device().launched();
+        assert_eq!(ran.get(LIBRARY_FFT), None, "{ran:?}");
+        assert_eq!(ran.get("fft_lines_f32").copied(), Some(2));
+        let input: Vec<f64> = stored.iter().map(|&v| f64::from(v)).collect();
+        let want = flat(&naive(&pairs(&input), h, w, false));
+        let (rel, abs) = tol(DType::F32);
+        compare("misaligned input", &y.to_f64(&b).unwrap(), &want, rel, abs);
+    }
+
+    /// Without a library the emulated device runs the kernels; the CPU runs
+    /// rustfft.
+    #[test]
+    fn paths_are_reported() {
+        assert_eq!(CpuBackend::new().fft_path(), FftPath::Rustfft);
+        if let Some(b) = new_cuda_emu() {
+            assert_eq!(b.fft_path(), FftPath::Kernels);
+        }
+    }
+
+    /// On a GPU the shared backend (`cuda_device` above) takes cuFFT when
+    /// libcufft loads; this runs the family on the crate's own kernels there
+    /// too. Skipped without a driver.
+    #[test]
+    fn gpu_line_kernels() {
+        match CudaBackend::new(0) {
+            Ok(mut b) => {
+                b.set_library_fft(false);
+                assert_eq!(b.fft_path(), FftPath::Kernels);
+                family(&b);
+            }
+            Err(e) => skip("cuda", e),
+        }
+    }
 }
 
 // ---- MRI operators ----

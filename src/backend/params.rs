@@ -347,6 +347,32 @@ pub struct FftPointwiseParams {
 pub const FFT_POINTWISE_PARAMS_SIZE: usize = 16;
 const _: () = assert!(std::mem::size_of::<FftPointwiseParams>() == FFT_POINTWISE_PARAMS_SIZE);
 
+/// Parameters of `fft_centre_f32` (kernels/fft.cu): the centring and
+/// orthonormal scaling of a 2-D transform a library (cuFFT) computed plain —
+/// unshifted, unscaled — in one gather over every complex output element
+/// (`docs/math.md` §10.2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct FftCentreParams {
+    /// Complex elements in total (planes · H · W).
+    pub n_out: u32,
+    pub height: u32,
+    pub width: u32,
+    /// 0: the forward transform; 1: the inverse.
+    pub inverse: u32,
+    /// Where the twiddles `e^{−2πik/W}` and `e^{−2πik/H}` start in the
+    /// twiddle table (complex elements).
+    pub width_twiddles: u32,
+    pub height_twiddles: u32,
+    pub _pad: u32,
+    /// `1/√(HW)`: the orthonormal scaling.
+    pub scale: f32,
+}
+
+/// Byte size the kernels assert for [`FftCentreParams`].
+pub const FFT_CENTRE_PARAMS_SIZE: usize = 32;
+const _: () = assert!(std::mem::size_of::<FftCentreParams>() == FFT_CENTRE_PARAMS_SIZE);
+
 #[cfg(test)]
 mod tests {
     use super::*;

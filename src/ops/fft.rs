@@ -12,6 +12,10 @@
 //! A 2-D transform is two launches, each a batch of 1-D transforms along lines:
 //! the rows (input → a pooled temporary), then the columns (→ output). The
 //! shifts and the `1/√n` scaling are folded into each line's load and store.
+//! A backend may run the whole 2-D transform another way
+//! ([`FftOps::fft2_checked`]): CUDA with cuFFT, when libcufft loads, runs
+//! cuFFT's plain transform (input → the temporary) and one centring kernel
+//! (→ output), still two launches; [`FftOps::fft_path`] says which runs.
 
 use crate::backend::params::{fft_pointwise, FftLineParams, FftPointwiseParams};
 use crate::backend::Backend;
@@ -30,11 +34,91 @@ pub trait FftOps: Backend {
     /// Whether this backend transforms lines of length `n`.
     fn fft_supports_len(&self, n: usize) -> bool;
 
+    /// What computes this backend's 2-D transforms now.
+    fn fft_path(&self) -> FftPath;
+
+    /// Run one 2-D transform [`Fft2::transform`] has checked. The default is
+    /// the two batches of line transforms; a backend with a library FFT
+    /// overrides it.
+    fn fft2_checked(&self, call: Fft2Call<'_, Self>) -> Result<()> {
+        call.lines(self)
+    }
+
     /// Launch one batch of line transforms [`Fft2::transform`] has checked.
     fn fft_lines_checked(&self, call: FftLinesCall<'_, Self>) -> Result<()>;
 
     /// Launch one complex element-wise product the MRI operators have checked.
     fn fft_pointwise_checked(&self, call: FftPointwiseCall<'_, Self>) -> Result<()>;
+}
+
+/// What computes a backend's 2-D transforms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FftPath {
+    /// `rustfft` on the host (the CPU backend, the definition).
+    Rustfft,
+    /// The crate's own Stockham kernels (`kernels/fft.cu`, `shaders/fft.wgsl`).
+    Kernels,
+    /// NVIDIA's cuFFT, then the crate's centring kernel (`fft_centre_f32`).
+    Cufft,
+}
+
+impl FftPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            FftPath::Rustfft => "rustfft",
+            FftPath::Kernels => "own kernels",
+            FftPath::Cufft => "cuFFT",
+        }
+    }
+}
+
+impl std::fmt::Display for FftPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One validated 2-D transform: `input`, `output` and the temporary `mid`
+/// hold `planes` planes of `height × width` complex elements (the shapes
+/// [`Fft2`] checked; `input` and `output` distinct tensors), `twiddles` the
+/// plan's table — `e^{−2πik/W}` from 0, `e^{−2πik/H}` from `width`. Only
+/// [`Fft2`] makes one.
+pub struct Fft2Call<'a, B: Backend> {
+    pub(crate) direction: Direction,
+    pub(crate) dtype: DType,
+    pub(crate) planes: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) input: &'a B::Buffer,
+    pub(crate) output: &'a mut B::Buffer,
+    pub(crate) mid: &'a mut B::Buffer,
+    pub(crate) twiddles: &'a B::Buffer,
+}
+
+impl<B: FftOps> Fft2Call<'_, B> {
+    /// The transform as two batches of line transforms: rows (input → mid),
+    /// then columns (mid → output).
+    pub(crate) fn lines(self, backend: &B) -> Result<()> {
+        let (planes, h, w) = (self.planes, self.height, self.width);
+        // Rows: planes·H lines of W contiguous elements.
+        let rows = line_params(self.direction, w, planes * h, 1, 1, 0, w, 0);
+        backend.fft_lines_checked(FftLinesCall {
+            params: rows,
+            dtype: self.dtype,
+            input: self.input,
+            output: self.mid,
+            twiddles: self.twiddles,
+        })?;
+        // Columns: per plane, W lines of H elements W apart.
+        let cols = line_params(self.direction, h, planes * w, w, w, 1, h * w, w);
+        backend.fft_lines_checked(FftLinesCall {
+            params: cols,
+            dtype: self.dtype,
+            input: self.mid,
+            output: self.output,
+            twiddles: self.twiddles,
+        })
+    }
 }
 
 /// One validated batch of line transforms: `input` and `output` hold every
@@ -171,7 +255,8 @@ impl<B: FftOps> Fft2<B> {
         self.width
     }
 
-    /// Kernel launches per transform.
+    /// Launches per transform on every path: rows and columns, or a
+    /// library transform (counted as one launch) and the centring kernel.
     pub const LAUNCHES: u64 = 2;
 
     /// `output ← F input` or `Fᴴ input` for every plane of a `[…, H, W, 2]`
@@ -205,22 +290,15 @@ impl<B: FftOps> Fft2<B> {
             });
         }
         let mut mid = Temp::new(backend, input.shape(), dtype)?;
-        // Rows: planes·H lines of W contiguous elements.
-        let rows = self.line_params(direction, w, planes * h, 1, 1, 0, w, 0);
-        backend.fft_lines_checked(FftLinesCall {
-            params: rows,
+        backend.fft2_checked(Fft2Call {
+            direction,
             dtype,
+            planes,
+            height: h,
+            width: w,
             input: &input.buf,
-            output: &mut mid.buf,
-            twiddles: &self.twiddles.buf,
-        })?;
-        // Columns: per plane, W lines of H elements W apart.
-        let cols = self.line_params(direction, h, planes * w, w, w, 1, h * w, w);
-        backend.fft_lines_checked(FftLinesCall {
-            params: cols,
-            dtype,
-            input: &mid.buf,
             output: &mut output.buf,
+            mid: &mut mid.buf,
             twiddles: &self.twiddles.buf,
         })
     }
@@ -234,38 +312,37 @@ impl<B: FftOps> Fft2<B> {
     pub fn inverse(&self, backend: &B, input: &Tensor<B>, output: &mut Tensor<B>) -> Result<()> {
         self.transform(backend, Direction::Inverse, input, output)
     }
+}
 
-    /// The params of `lines` transforms of length `n`; the plane's shape was
-    /// checked, so every count fits u32 (≤ MAX_ELEMENTS).
-    #[allow(clippy::too_many_arguments)]
-    fn line_params(
-        &self,
-        direction: Direction,
-        n: usize,
-        lines: usize,
-        stride: usize,
-        inner: usize,
-        inner_step: usize,
-        group_step: usize,
-        twiddle_offset: usize,
-    ) -> FftLineParams {
-        debug_assert!(lines * n <= MAX_ELEMENTS);
-        // The CPU takes any length (it ignores the radix counts).
-        let (fives, twos) = device_radices(n).unwrap_or((0, 0));
-        FftLineParams {
-            n: n as u32,
-            lines: lines as u32,
-            stride: stride as u32,
-            inner: inner as u32,
-            inner_step: inner_step as u32,
-            group_step: group_step as u32,
-            fives,
-            twos,
-            inverse: u32::from(direction == Direction::Inverse),
-            twiddle_offset: twiddle_offset as u32,
-            _pad: 0,
-            scale: (1.0 / (n as f64).sqrt()) as f32,
-        }
+/// The params of `lines` transforms of length `n`; the plane's shape was
+/// checked, so every count fits u32 (≤ MAX_ELEMENTS).
+#[allow(clippy::too_many_arguments)]
+fn line_params(
+    direction: Direction,
+    n: usize,
+    lines: usize,
+    stride: usize,
+    inner: usize,
+    inner_step: usize,
+    group_step: usize,
+    twiddle_offset: usize,
+) -> FftLineParams {
+    debug_assert!(lines * n <= MAX_ELEMENTS);
+    // The CPU takes any length (it ignores the radix counts).
+    let (fives, twos) = device_radices(n).unwrap_or((0, 0));
+    FftLineParams {
+        n: n as u32,
+        lines: lines as u32,
+        stride: stride as u32,
+        inner: inner as u32,
+        inner_step: inner_step as u32,
+        group_step: group_step as u32,
+        fives,
+        twos,
+        inverse: u32::from(direction == Direction::Inverse),
+        twiddle_offset: twiddle_offset as u32,
+        _pad: 0,
+        scale: (1.0 / (n as f64).sqrt()) as f32,
     }
 }
 

@@ -21,7 +21,7 @@ pub mod solver;
 
 use crate::backend::Backend;
 
-pub use fft::{to_interleaved, to_planar, Direction, Fft2, FftOps};
+pub use fft::{to_interleaved, to_planar, Direction, Fft2, FftOps, FftPath};
 pub use guidance::{CpgdmSampler, GuidanceOps, GuidedSampler, ModelPoint};
 pub use krylov::{CgOptions, ConjugateGradient, KrylovOps, NormalMap, NormalSystem};
 pub use nn::NnOps;

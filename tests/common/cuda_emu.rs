@@ -5,13 +5,16 @@
 use std::alloc::Layout;
 use std::collections::{BTreeMap, HashMap};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use diffinv::backend::cuda::launch::{kernel_params, value_pointers};
 use diffinv::backend::cuda::{
-    Arg, CudaBackend, CudaDevice, Kernel, KernelArgs, LaunchConfig, Param,
+    Arg, CudaBackend, CudaDevice, Fft2Batch, Kernel, KernelArgs, LaunchConfig, Param,
 };
 use diffinv::{Error, Result};
+use num_complex::Complex;
+use rustfft::{FftDirection, FftPlanner};
 
 use super::skip;
 
@@ -82,14 +85,38 @@ pub struct LaunchRecord {
 /// The emulated device: synchronous launches through `cuda_emu::launch`, an
 /// out-of-bounds-write check on every live allocation after each launch, a
 /// count of launches per kernel and the arguments of the last launch.
+///
+/// With the host FFT on ([`EmuDevice::set_host_fft`]), it also offers a library 2-D FFT: `rustfft` in f32 on the
+/// emulated memory, computing what cuFFT's batched C2C computes (plain,
+/// unscaled), so the backend's cuFFT path — its choice, the temporary, the
+/// centring kernel, the launch count — runs here. Counted as
+/// [`LIBRARY_FFT`] in [`EmuDevice::launched`].
 #[derive(Default)]
 pub struct EmuDevice {
     live: Arc<Mutex<BTreeMap<usize, usize>>>,
     launched: Mutex<HashMap<String, u64>>,
     last: Mutex<Option<LaunchRecord>>,
+    host_fft: AtomicBool,
 }
 
+/// The name under which [`EmuDevice::launched`] counts library FFTs.
+pub const LIBRARY_FFT: &str = "library_fft2";
+
 impl EmuDevice {
+    /// Offer (or stop offering) the host stand-in for cuFFT.
+    pub fn set_host_fft(&self, on: bool) {
+        self.host_fft.store(on, Ordering::Relaxed);
+    }
+
+    fn count(&self, name: &str) {
+        *self
+            .launched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default() += 1;
+    }
+
     /// The most recent launch.
     pub fn last_launch(&self) -> Option<LaunchRecord> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -240,14 +267,60 @@ impl CudaDevice for EmuDevice {
             )
         }
         .map_err(|e| device_error(format!("emulated launch: {e}")))?;
-        *self
-            .launched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(kernel.name.to_string())
-            .or_default() += 1;
+        self.count(kernel.name);
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
         self.check_redzones(kernel.name)
+    }
+
+    fn has_library_fft(&self) -> bool {
+        self.host_fft.load(Ordering::Relaxed)
+    }
+
+    unsafe fn library_fft2(
+        &self,
+        input: &EmuMem,
+        output: &mut EmuMem,
+        batch: Fft2Batch,
+        inverse: bool,
+    ) -> Result<()> {
+        if !self.has_library_fft() {
+            return Err(device_error(
+                "no library FFT on this emulated device".into(),
+            ));
+        }
+        // cuFFT's requirement, which the backend promises to check first.
+        if !self.device_ptr(input).is_multiple_of(8) {
+            return Err(device_error("library FFT input not 8-byte aligned".into()));
+        }
+        let (h, w) = (batch.height, batch.width);
+        let mut data = vec![Complex::<f32>::default(); batch.planes * h * w];
+        self.read(input, 0, bytemuck::cast_slice_mut(&mut data))?;
+        let direction = if inverse {
+            FftDirection::Inverse
+        } else {
+            FftDirection::Forward
+        };
+        let mut planner = FftPlanner::<f32>::new();
+        let (rows, cols) = (
+            planner.plan_fft(w, direction),
+            planner.plan_fft(h, direction),
+        );
+        let mut column = vec![Complex::default(); h];
+        for plane in data.chunks_mut(h * w) {
+            rows.process(plane);
+            for j in 0..w {
+                for (i, c) in column.iter_mut().enumerate() {
+                    *c = plane[i * w + j];
+                }
+                cols.process(&mut column);
+                for (i, c) in column.iter().enumerate() {
+                    plane[i * w + j] = *c;
+                }
+            }
+        }
+        self.write(output, 0, bytemuck::cast_slice(&data))?;
+        self.count(LIBRARY_FFT);
+        self.check_redzones(LIBRARY_FFT)
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -265,6 +338,14 @@ pub fn new_cuda_emu() -> Option<CudaBackend<EmuDevice>> {
         }
         None => Some(CudaBackend::with_device(EmuDevice::default())),
     }
+}
+
+/// A fresh emulated backend whose device offers the host stand-in for cuFFT
+/// ([`EmuDevice::set_host_fft`]), or `None` after a printed skip.
+pub fn new_cuda_emu_host_fft() -> Option<CudaBackend<EmuDevice>> {
+    let b = new_cuda_emu()?;
+    b.device().set_host_fft(true);
+    Some(b)
 }
 
 /// A fresh emulated backend with `block` threads per block and at most

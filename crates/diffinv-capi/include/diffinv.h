@@ -60,7 +60,7 @@ typedef enum DiffinvStatus {
   DIFFINV_STATUS_PANIC = 7,
 } DiffinvStatus;
 
-// The CPU backend (opaque).
+// A backend (opaque): the CPU, or a CUDA device.
 typedef struct DiffinvBackend DiffinvBackend;
 
 // A plan: every step's scalars, computed once (opaque).
@@ -134,10 +134,49 @@ enum DiffinvStatus diffinv_solver_config_default(struct DiffinvSolverConfig *out
 // A non-null `out` is valid for writing one pointer.
 enum DiffinvStatus diffinv_backend_cpu_new(struct DiffinvBackend **out);
 
+// Open CUDA device `ordinal` into `*out` (free with `diffinv_backend_free`),
+// on the device's primary context — the one the CUDA runtime API
+// (`cudaMalloc`) uses — and a stream of the backend's own. Steps on it take
+// device pointers of that context and are enqueued on that stream: call
+// `diffinv_backend_synchronize` before other streams or the host use their
+// results. Without a driver or device: `DIFFINV_STATUS_UNAVAILABLE`, with
+// the reason in `diffinv_last_error`; `*out` is left as it was.
+//
+// # Safety
+// A non-null `out` is valid for writing one pointer.
+enum DiffinvStatus diffinv_backend_cuda_new(uint32_t ordinal, struct DiffinvBackend **out);
+
+// Open a CUDA backend on the caller's `context` (a `CUcontext`) and `stream`
+// (a `CUstream` / `cudaStream_t` of that context; null: its legacy default
+// stream) into `*out` (free with `diffinv_backend_free`). Everything the
+// backend does is enqueued on `stream`, in order with the caller's own work
+// there. A null `context` is `DIFFINV_STATUS_NULL_POINTER`; no driver,
+// `DIFFINV_STATUS_UNAVAILABLE`; a context the driver rejects,
+// `DIFFINV_STATUS_DEVICE`; `*out` is then left as it was.
+//
+// # Safety
+// `context` and `stream` are live handles, the stream created in the
+// context, and stay alive (not destroyed) until the backend and every run on
+// it are freed; the backend never destroys them. Work of the caller on other
+// streams must be ordered with the backend's stream by the caller (events,
+// or `diffinv_backend_synchronize`). The context becomes current on the
+// threads that call the backend. A non-null `out` is valid for writing one
+// pointer.
+enum DiffinvStatus diffinv_backend_cuda_from_context(void *context,
+                                                     void *stream,
+                                                     struct DiffinvBackend **out);
+
+// Wait until everything the backend enqueued has run (a no-op on the CPU).
+//
+// # Safety
+// A non-null `backend` is a live handle.
+enum DiffinvStatus diffinv_backend_synchronize(const struct DiffinvBackend *backend);
+
 // Free a backend (null: nothing). Every run on it must be freed first.
 //
 // # Safety
-// `backend` is null or a handle from `diffinv_backend_cpu_new`, not yet freed.
+// `backend` is null or a handle from a `diffinv_backend_*_new` function, not
+// yet freed.
 void diffinv_backend_free(struct DiffinvBackend *backend);
 
 // Build the plan of `solver` on `schedule` into `*out` (free with
@@ -193,12 +232,15 @@ void diffinv_run_free(struct DiffinvRun *run);
 // Apply step `k` of the run's plan in place: `x` (`x_len` elements of the
 // run's dtype) becomes the next sample, given the network's output for it
 // in `model_out` (`model_out_len` elements). Steps run in order 0, 1, …;
-// no data is copied.
+// no data is copied. On the CPU backend `x` and `model_out` are host
+// memory and the step has finished on return; on a CUDA backend they are
+// device pointers of the backend's context and the step is enqueued on its
+// stream (see `diffinv_backend_synchronize`).
 //
 // # Safety
 // `run` is a live handle; `x` and `model_out` are valid for their lengths
 // (reads and writes of `x`, reads of `model_out`) and not written by anyone
-// else during the call. Null, misaligned, overlapping or wrongly sized
+// else while the step runs. Null, misaligned, overlapping or wrongly sized
 // buffers are reported, not used.
 enum DiffinvStatus diffinv_run_step(struct DiffinvRun *run,
                                     size_t k,

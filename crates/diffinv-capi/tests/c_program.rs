@@ -3,15 +3,17 @@
 //! — linked against this crate's static library — runs full sampling loops on
 //! the CPU backend whose results equal the Rust API's bit for bit, and makes
 //! calls with bad arguments that must each return an error status and a
-//! message without aborting.
+//! message without aborting; `tests/c/cuda.c` calls the CUDA entries, which on
+//! a machine without a driver must return `UNAVAILABLE` with the reason.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use diffinv::backend::cpu::CpuBackend;
+use diffinv::backend::cuda::{driver_installed, CudaBackend};
 use diffinv::{
-    DType, HostSlice, NoiseSchedule, Plan, PlanConfig, SamplerOptions, Shape, Solver, SolverRun,
-    Tensor,
+    DType, Error, HostSlice, NoiseSchedule, Plan, PlanConfig, SamplerOptions, Shape, Solver,
+    SolverRun, Tensor,
 };
 
 const DIMS: [usize; 4] = [2, 3, 8, 8];
@@ -160,4 +162,34 @@ fn c_sampling_loop_matches_rust_and_bad_calls_return_errors() {
     assert_eq!(loops, 6, "three solvers × two dtypes:\n{stdout}");
     let bad = stdout.lines().filter(|l| l.starts_with("bad ")).count();
     assert_eq!(bad, 17, "every bad call reported an error:\n{stdout}");
+}
+
+/// `cuda.c`, told what the Rust API finds here (no driver, a driver but no
+/// device, or a device) and the reason it gives: the C entries must agree.
+#[test]
+fn c_cuda_entries_report_what_this_machine_has() {
+    let exe = out_dir().join("cuda");
+    run(Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg(crate_dir().join("tests/c/cuda.c"))
+        .arg(static_lib())
+        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lgcc_s", "-o"])
+        .arg(&exe));
+    let mut cmd = Command::new(&exe);
+    match CudaBackend::new(0) {
+        Ok(_) => cmd.arg("device"),
+        Err(Error::BackendUnavailable { reason, .. }) => {
+            let mode = if driver_installed() {
+                "no-device"
+            } else {
+                "no-driver"
+            };
+            cmd.args([mode, reason.as_str()])
+        }
+        Err(e) => panic!("opening CUDA device 0: {e}"),
+    };
+    let stdout = run(&mut cmd);
+    assert!(stdout.contains("cuda device 0:"), "{stdout}");
 }

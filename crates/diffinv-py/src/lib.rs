@@ -2,23 +2,38 @@
 //! that speaks DLPack (`__dlpack__`: numpy, PyTorch, JAX, CuPy), without
 //! copies — the kernel reads and writes the array's own memory.
 //!
-//! CPU arrays only for now (f16, f32, f64, C-contiguous); anything else is a
-//! `ValueError` (device, layout) or `TypeError` (dtype, not DLPack) naming the
-//! reason. The array is borrowed through its DLPack capsule for one call: the
-//! capsule is never marked consumed, so dropping it returns the array to its
-//! owner through the producer's own deleter.
+//! A run lives on the CPU (`device="cpu"`, arrays f16, f32 or f64) or on a
+//! CUDA device (`device="cuda:N"`, arrays f16 or f32 on that device), always
+//! C-contiguous; anything else is a `ValueError` (device, layout) or
+//! `TypeError` (dtype, not DLPack) naming the reason, and a CUDA device that
+//! cannot be opened a `RuntimeError` with the driver's reason. The array is
+//! borrowed through its DLPack capsule for one call: the capsule is never
+//! marked consumed, so dropping it returns the array to its owner through the
+//! producer's own deleter.
+//!
+//! CUDA arrays follow DLPack's stream protocol: the binding asks
+//! `__dlpack_device__()` first, then `__dlpack__(stream=S)` with S the run's
+//! own stream, so the producer orders its pending writes before our step. The
+//! protocol has no way back, so the step waits for its stream before it
+//! returns: the producer's later work sees the result.
 
 use std::ffi::{c_void, CStr};
 use std::sync::OnceLock;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use diffinv_core::backend::cpu::{CpuBackend, CpuBuffer};
+use diffinv_core::backend::cuda::CudaBackend;
+use diffinv_core::backend::Backend;
 use diffinv_core::schedule::{BetaSchedule, FinalSigma, GridSpec, NoiseSchedule, Spacing};
 use diffinv_core::{
     DType, Error, Plan as CorePlan, PlanConfig, Prediction, SamplerOptions, SecondOrder, Shape,
     Solver, SolverRun, Tensor,
 };
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 /// The DLPack structs this binding reads (dlpack.h, version 0.8 layout,
 /// which `__dlpack__()` without `max_version` returns).
@@ -54,6 +69,7 @@ struct DLManagedTensor {
 }
 
 const KDL_CPU: i32 = 1;
+const KDL_CUDA: i32 = 2;
 const KDL_FLOAT: u8 = 2;
 const DLTENSOR: &CStr = c"dltensor";
 
@@ -80,16 +96,76 @@ struct Borrowed<'py> {
     shape: Vec<usize>,
 }
 
-/// The array behind `obj`'s `__dlpack__`, checked: CPU, a real float dtype,
-/// C-contiguous.
-fn borrow<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Borrowed<'py>> {
+/// Where a run's arrays must live.
+#[derive(Clone, Copy)]
+enum Place {
+    Cpu,
+    /// Device `ordinal`, whose arrays are made ready on `stream` (a
+    /// `cudaStream_t` as DLPack passes it).
+    Cuda {
+        ordinal: usize,
+        stream: usize,
+    },
+}
+
+impl Place {
+    fn describe(self) -> String {
+        match self {
+            Place::Cpu => "cpu".into(),
+            Place::Cuda { ordinal, .. } => format!("cuda:{ordinal}"),
+        }
+    }
+
+    /// Whether an array on DLPack device `(device_type, device_id)` is here.
+    fn holds(self, device_type: i32, device_id: i32) -> bool {
+        match self {
+            Place::Cpu => device_type == KDL_CPU,
+            Place::Cuda { ordinal, .. } => {
+                device_type == KDL_CUDA && usize::try_from(device_id).is_ok_and(|d| d == ordinal)
+            }
+        }
+    }
+
+    /// The refusal of an array on `(device_type, device_id)`.
+    fn refuse(self, what: &str, device_type: i32, device_id: i32) -> PyErr {
+        let hint = if matches!(self, Place::Cpu) && device_type == KDL_CUDA {
+            format!(" (a Run made with device=\"cuda:{device_id}\" takes it)")
+        } else {
+            String::new()
+        };
+        PyValueError::new_err(format!(
+            "{what}: the array is on {} (device {device_id}); this Run is on {}{hint}",
+            device_name(device_type),
+            self.describe()
+        ))
+    }
+}
+
+/// The array behind `obj`'s `__dlpack__`, checked: on the run's device (asked
+/// of `__dlpack_device__` first, where the producer has it, so a CPU producer
+/// is never handed a stream), a real float dtype, C-contiguous.
+fn borrow<'py>(obj: &Bound<'py, PyAny>, what: &str, place: Place) -> PyResult<Borrowed<'py>> {
     if !obj.hasattr("__dlpack__")? {
         return Err(PyTypeError::new_err(format!(
             "{what}: expected an array with __dlpack__ (numpy, torch, jax, cupy), got {}",
             obj.get_type().name()?
         )));
     }
-    let capsule = obj.call_method0("__dlpack__")?;
+    if obj.hasattr("__dlpack_device__")? {
+        let (device_type, device_id): (i32, i32) =
+            obj.call_method0("__dlpack_device__")?.extract()?;
+        if !place.holds(device_type, device_id) {
+            return Err(place.refuse(what, device_type, device_id));
+        }
+    }
+    let capsule = match place {
+        Place::Cpu => obj.call_method0("__dlpack__")?,
+        Place::Cuda { stream, .. } => {
+            let kwargs = PyDict::new(obj.py());
+            kwargs.set_item("stream", stream)?;
+            obj.call_method("__dlpack__", (), Some(&kwargs))?
+        }
+    };
     // SAFETY: a valid object pointer; GetPointer checks the type and the name
     // and returns null (with an exception set) otherwise.
     let managed = unsafe { pyo3::ffi::PyCapsule_GetPointer(capsule.as_ptr(), DLTENSOR.as_ptr()) }
@@ -103,12 +179,8 @@ fn borrow<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Borrowed<'py>> {
     }
     // SAFETY: a live DLManagedTensor owned by the capsule, which we hold.
     let t = unsafe { &(*managed).dl_tensor };
-    if t.device.device_type != KDL_CPU {
-        return Err(PyValueError::new_err(format!(
-            "{what}: the array is on {} (device {}); this build runs on CPU arrays only",
-            device_name(t.device.device_type),
-            t.device.device_id
-        )));
+    if !place.holds(t.device.device_type, t.device.device_id) {
+        return Err(place.refuse(what, t.device.device_type, t.device.device_id));
     }
     let dtype = match (t.dtype.code, t.dtype.bits, t.dtype.lanes) {
         (KDL_FLOAT, 16, 1) => DType::F16,
@@ -273,12 +345,55 @@ fn backend() -> &'static CpuBackend {
     BACKEND.get_or_init(CpuBackend::new)
 }
 
+/// The CUDA backend of device `ordinal`, opened once per process (each has
+/// its own stream) and kept, like the CPU backend, for every later run there.
+fn cuda_backend(ordinal: usize) -> PyResult<&'static CudaBackend> {
+    static OPENED: OnceLock<Mutex<HashMap<usize, &'static CudaBackend>>> = OnceLock::new();
+    let mut opened = OPENED
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| PyRuntimeError::new_err("the CUDA backend registry is poisoned"))?;
+    if let Some(b) = opened.get(&ordinal) {
+        return Ok(b);
+    }
+    let backend = CudaBackend::new(ordinal)
+        .map_err(|e| PyRuntimeError::new_err(format!("device \"cuda:{ordinal}\": {e}")))?;
+    let backend: &'static CudaBackend = Box::leak(Box::new(backend));
+    opened.insert(ordinal, backend);
+    Ok(backend)
+}
+
+/// `"cpu"`, `"cuda"` (device 0) or `"cuda:N"`.
+fn device_ordinal(device: &str) -> PyResult<Option<usize>> {
+    let bad = || {
+        PyValueError::new_err(format!(
+            "device {device:?}: expected \"cpu\", \"cuda\" or \"cuda:N\""
+        ))
+    };
+    match device.split_once(':') {
+        None if device == "cpu" => Ok(None),
+        None if device == "cuda" => Ok(Some(0)),
+        Some(("cuda", n)) => n.parse().map(Some).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+/// A run's solver state on its backend.
+enum Target {
+    Cpu(SolverRun<'static, CpuBackend>),
+    Cuda {
+        backend: &'static CudaBackend,
+        ordinal: usize,
+        run: SolverRun<'static, CudaBackend>,
+    },
+}
+
 /// One run of a plan on samples of one shape and dtype: the solver's history,
-/// allocated once.
+/// allocated once, on the CPU or a CUDA device.
 #[pyclass(module = "diffinv")]
 struct Run {
     /// Borrows `_plan` (declared after it so dropped first).
-    run: SolverRun<'static, CpuBackend>,
+    target: Target,
     _plan: Py<Plan>,
     shape: Vec<usize>,
     dtype: DType,
@@ -298,10 +413,17 @@ fn dtype_named(name: &str) -> PyResult<DType> {
 #[pymethods]
 impl Run {
     /// A run of `plan` for samples of `shape` (1 to 5 dimensions) and `dtype`
-    /// ("float16", "float32", "float64"); `seed` keys DDIM's in-kernel noise.
+    /// ("float16", "float32", "float64"; CUDA: not float64) on `device`
+    /// ("cpu", "cuda" or "cuda:N"); `seed` keys DDIM's in-kernel noise.
     #[new]
-    #[pyo3(signature = (plan, shape, dtype = "float32", seed = 0))]
-    fn new(plan: Py<Plan>, shape: Vec<usize>, dtype: &str, seed: u64) -> PyResult<Self> {
+    #[pyo3(signature = (plan, shape, dtype = "float32", seed = 0, device = "cpu"))]
+    fn new(
+        plan: Py<Plan>,
+        shape: Vec<usize>,
+        dtype: &str,
+        seed: u64,
+        device: &str,
+    ) -> PyResult<Self> {
         let dtype = dtype_named(dtype)?;
         let core_shape = Shape::from_dims(&shape).map_err(to_py)?;
         // SAFETY: `Plan` is frozen (never mutated) and `_plan` keeps the Python
@@ -312,9 +434,23 @@ impl Run {
             seed,
             check_finite: false,
         };
-        let run = SolverRun::new(backend(), plan_ref, core_shape, dtype, options).map_err(to_py)?;
+        let target = match device_ordinal(device)? {
+            None => Target::Cpu(
+                SolverRun::new(backend(), plan_ref, core_shape, dtype, options).map_err(to_py)?,
+            ),
+            Some(ordinal) => {
+                let backend = cuda_backend(ordinal)?;
+                let run =
+                    SolverRun::new(backend, plan_ref, core_shape, dtype, options).map_err(to_py)?;
+                Target::Cuda {
+                    backend,
+                    ordinal,
+                    run,
+                }
+            }
+        };
         Ok(Run {
-            run,
+            target,
             _plan: plan,
             shape,
             dtype,
@@ -323,15 +459,25 @@ impl Run {
 
     /// Apply step `k` in place: `x` becomes the next sample, given the
     /// network's output `model_out` for it (same shape and dtype as the run,
-    /// C-contiguous CPU arrays). No data is copied.
+    /// C-contiguous arrays on the run's device). No data is copied; on CUDA
+    /// the step has finished when this returns.
     fn step(
         &mut self,
         k: usize,
         x: &Bound<'_, PyAny>,
         model_out: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let xb = borrow(x, "x")?;
-        let mb = borrow(model_out, "model_out")?;
+        let place = match &self.target {
+            Target::Cpu(_) => Place::Cpu,
+            Target::Cuda {
+                backend, ordinal, ..
+            } => Place::Cuda {
+                ordinal: *ordinal,
+                stream: backend.device().stream().cu_stream() as usize,
+            },
+        };
+        let xb = borrow(x, "x", place)?;
+        let mb = borrow(model_out, "model_out", place)?;
         for (what, b) in [("x", &xb), ("model_out", &mb)] {
             if b.shape != self.shape {
                 return Err(PyValueError::new_err(format!(
@@ -363,21 +509,45 @@ impl Run {
             }
         }
         let shape = Shape::from_dims(&self.shape).map_err(to_py)?;
-        // SAFETY: both arrays are live (their capsules are held until the end
-        // of this call), C-contiguous, of `n` elements of the run's dtype,
-        // aligned and disjoint (checked); the GIL is held, so Python code cannot touch
-        // them during the step. Alignment is checked above.
-        let (xbuf, mbuf) = unsafe {
-            (
-                CpuBuffer::from_raw_parts(xb.data.cast(), n, self.dtype).map_err(to_py)?,
-                CpuBuffer::from_raw_parts(mb.data.cast(), n, self.dtype).map_err(to_py)?,
-            )
-        };
-        let mut xt = Tensor::from_buffer(xbuf, shape).map_err(to_py)?;
-        let mt = Tensor::from_buffer(mbuf, shape).map_err(to_py)?;
-        self.run
-            .step_with(backend(), k, &mut xt, &mt)
-            .map_err(to_py)
+        match &mut self.target {
+            Target::Cpu(run) => {
+                // SAFETY: both arrays are live (their capsules are held until
+                // the end of this call), C-contiguous, of `n` elements of the
+                // run's dtype, aligned and disjoint (checked); the GIL is held,
+                // so Python code cannot touch them during the step.
+                let (xbuf, mbuf) = unsafe {
+                    (
+                        CpuBuffer::from_raw_parts(xb.data.cast(), n, self.dtype).map_err(to_py)?,
+                        CpuBuffer::from_raw_parts(mb.data.cast(), n, self.dtype).map_err(to_py)?,
+                    )
+                };
+                let mut xt = Tensor::from_buffer(xbuf, shape).map_err(to_py)?;
+                let mt = Tensor::from_buffer(mbuf, shape).map_err(to_py)?;
+                run.step_with(backend(), k, &mut xt, &mt).map_err(to_py)
+            }
+            Target::Cuda { backend, run, .. } => {
+                // SAFETY: both arrays are live device memory of the run's
+                // device (checked, capsules held until the end of this call),
+                // C-contiguous, `n` elements of the run's dtype, disjoint;
+                // their producer ordered its writes before our stream
+                // (`__dlpack__(stream=…)`), and the synchronize below ends our
+                // use before the capsules are released.
+                let (xbuf, mbuf) = unsafe {
+                    (
+                        backend
+                            .wrap_device_ptr(xb.data as u64, n, self.dtype)
+                            .map_err(to_py)?,
+                        backend
+                            .wrap_device_ptr(mb.data as u64, n, self.dtype)
+                            .map_err(to_py)?,
+                    )
+                };
+                let mut xt = Tensor::from_buffer(xbuf, shape).map_err(to_py)?;
+                let mt = Tensor::from_buffer(mbuf, shape).map_err(to_py)?;
+                run.step_with(*backend, k, &mut xt, &mt).map_err(to_py)?;
+                backend.synchronize().map_err(to_py)
+            }
+        }
     }
 }
 

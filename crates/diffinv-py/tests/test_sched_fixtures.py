@@ -2,8 +2,10 @@
 Python API, on numpy arrays passed by DLPack: every configuration's timesteps,
 and every step teacher-forced (stored x[k] and eps[k] in, x[k+1] compared, in
 float64, the tolerance of tests/sched_fixtures.rs). Also: the kernel writes the
-caller's array in place (no copy), and bad arrays raise ValueError/TypeError
-with the reason. numpy only."""
+caller's array in place (no copy), bad arrays raise ValueError/TypeError with
+the reason, CUDA arrays are refused by a CPU run before they are exported, and
+a CUDA run without a device raises RuntimeError with the driver's reason.
+numpy only."""
 
 import ctypes
 import json
@@ -181,8 +183,9 @@ class _DLManagedTensor(ctypes.Structure):
     _fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
 
 
-class CudaArray:
-    """A DLPack producer that claims to live on a CUDA device (numpy cannot make one)."""
+class LegacyCudaArray:
+    """A DLPack producer whose capsule claims a CUDA device (numpy cannot make
+    one), without __dlpack_device__: only the capsule says where it lives."""
 
     def __init__(self):
         self.shape = (ctypes.c_int64 * 4)(1, 3, 4, 4)
@@ -193,15 +196,55 @@ class CudaArray:
         t.ndim = 4
         t.dtype = _DLDataType(2, 32, 1)
         t.shape = self.shape
+        self.exports = []
 
     def __dlpack__(self, stream=None):
+        self.exports.append(stream)
         new = ctypes.pythonapi.PyCapsule_New
         new.restype = ctypes.py_object
         new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
         return new(ctypes.addressof(self.managed), b"dltensor", None)
 
 
-def test_cuda_array_is_a_value_error_on_this_build():
+class CudaArray(LegacyCudaArray):
+    """The same producer with the protocol's __dlpack_device__."""
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+
+def test_cuda_array_is_refused_by_a_cpu_run_before_export():
     run = small_run()
-    with pytest.raises(ValueError, match="on cuda"):
-        run.step(0, CudaArray(), np.zeros((1, 3, 4, 4), dtype=np.float32))
+    array = CudaArray()
+    want = r'on cuda \(device 0\); this Run is on cpu \(a Run made with device="cuda:0" takes it\)'
+    with pytest.raises(ValueError, match=want):
+        run.step(0, array, np.zeros((1, 3, 4, 4), dtype=np.float32))
+    # Refused on __dlpack_device__: the producer was never asked to export.
+    assert array.exports == []
+
+
+def test_cuda_capsule_without_dlpack_device_is_refused_after_export():
+    run = small_run()
+    array = LegacyCudaArray()
+    with pytest.raises(ValueError, match=r"on cuda \(device 0\); this Run is on cpu"):
+        run.step(0, array, np.zeros((1, 3, 4, 4), dtype=np.float32))
+    # A CPU run asks for the capsule without a stream.
+    assert array.exports == [None]
+
+
+def test_cuda_run_opens_or_names_the_reason():
+    try:
+        run = diffinv.Run(diffinv.Plan(steps=4), [1, 3, 4, 4], device="cuda:0")
+    except RuntimeError as e:
+        # No driver or device here: the device and the driver's reason.
+        assert 'device "cuda:0"' in str(e) and "unavailable" in str(e), str(e)
+        return
+    # A machine with a GPU: a numpy array is refused before export.
+    with pytest.raises(ValueError, match="on cpu .*this Run is on cuda:0"):
+        run.step(0, np.zeros((1, 3, 4, 4), dtype=np.float32), np.zeros((1, 3, 4, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:", "cuda:x", "cpu:0"])
+def test_unknown_device_is_a_value_error(device):
+    with pytest.raises(ValueError, match="device"):
+        diffinv.Run(diffinv.Plan(steps=4), [1, 3, 4, 4], device=device)

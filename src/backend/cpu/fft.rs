@@ -12,7 +12,7 @@ use rustfft::{FftDirection, FftNum, FftPlanner};
 use super::{CpuBackend, Element, Math};
 use crate::backend::params::{fft_pointwise, FftLineParams, FftPointwiseParams};
 use crate::error::{Error, Result};
-use crate::ops::fft::{FftLinesCall, FftOps, FftPointwiseCall};
+use crate::ops::fft::{FftLinesCall, FftOps, FftPath, FftPointwiseCall};
 use crate::tensor::DType;
 
 /// Complex output elements per parallel work item of the products.
@@ -25,6 +25,10 @@ impl FftOps for CpuBackend {
 
     fn fft_supports_len(&self, n: usize) -> bool {
         n >= 1
+    }
+
+    fn fft_path(&self) -> FftPath {
+        FftPath::Rustfft
     }
 
     fn fft_lines_checked(&self, call: FftLinesCall<'_, Self>) -> Result<()> {

@@ -28,6 +28,15 @@ pub struct VendorGemm {
     pub beta: f32,
 }
 
+/// The batch of one plain 2-D transform: `planes` contiguous `height × width`
+/// planes of interleaved f32 complex numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fft2Batch {
+    pub planes: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
 /// A device that stores bytes and launches the kernels of `kernels/*.cu`.
 ///
 /// Every operation runs in order on the device's one stream.
@@ -103,6 +112,32 @@ pub trait CudaDevice: Send + Sync {
         _c: &mut Self::Mem,
     ) -> Result<bool> {
         Ok(false)
+    }
+
+    /// Whether [`CudaDevice::library_fft2`] runs here (a vendor FFT library
+    /// was loaded). Devices without one keep this default.
+    fn has_library_fft(&self) -> bool {
+        false
+    }
+
+    /// `output ← DFT(input)` of every plane of `batch`, in order on the
+    /// device's stream: the plain transform of a library (cuFFT's batched C2C)
+    /// — uncentred, unscaled, `e^{−2πi…}` or, for `inverse`, `e^{+2πi…}`.
+    ///
+    /// # Safety
+    /// `input` and `output` are distinct and hold `planes·height·width`
+    /// complex f32 (8 bytes each); `input` is 8-byte aligned.
+    unsafe fn library_fft2(
+        &self,
+        _input: &Self::Mem,
+        _output: &mut Self::Mem,
+        batch: Fft2Batch,
+        _inverse: bool,
+    ) -> Result<()> {
+        Err(crate::error::Error::Device {
+            backend: "cuda",
+            message: format!("{} has no FFT library (asked for {batch:?})", self.name()),
+        })
     }
 
     /// Wait for all launched work.

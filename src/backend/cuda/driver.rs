@@ -10,14 +10,15 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::blas::Blas;
-use super::device::{CudaDevice, LaunchConfig, VendorGemm};
+use super::cufft::Cufft;
+use super::device::{CudaDevice, Fft2Batch, LaunchConfig, VendorGemm};
 use super::kernels::{self, KERNELS, MODULES};
 use super::launch::{kernel_params, Arg, Kernel, KernelArgs};
 use crate::error::{Error, Result};
 
 /// A GPU: one context and one explicit (non-default) stream that every kernel
-/// — and later cuBLAS and cuDNN — runs on; modules compiled by NVRTC on first
-/// use; functions cached by kernel id.
+/// and cuFFT — and later cuBLAS and cuDNN — runs on; modules compiled by NVRTC
+/// on first use; functions cached by kernel id.
 pub struct DriverDevice {
     /// cuBLAS, opened at the first matmul; `None` when it does not load.
     /// First: fields drop in order, and the handle goes before the stream
@@ -34,6 +35,8 @@ pub struct DriverDevice {
     functions: Vec<OnceLock<CudaFunction>>,
     /// Serialises first-use compilation (a module compiles once).
     loading: Mutex<()>,
+    /// cuFFT's plans, when libcufft loaded (see [`super::cufft`]).
+    cufft: Option<Cufft>,
 }
 
 fn driver_error(e: impl std::fmt::Display) -> Error {
@@ -55,6 +58,13 @@ fn check_fits(what: &'static str, offset: usize, bytes: usize, cap: usize) -> Re
     Ok(())
 }
 
+/// Whether libcuda (the NVIDIA driver) loads in this process: without it every
+/// way of opening the backend is [`Error::BackendUnavailable`].
+pub fn driver_installed() -> bool {
+    // SAFETY: only probes whether the shared library loads; no driver call is made.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
 impl DriverDevice {
     /// Open GPU `ordinal`, reporting a missing driver or device as
     /// [`Error::BackendUnavailable`] (cudarc panics if asked without a driver).
@@ -63,8 +73,7 @@ impl DriverDevice {
             backend: "cuda",
             reason,
         };
-        // SAFETY: only probes whether libcuda loads.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        if !driver_installed() {
             return Err(unavailable(
                 "libcuda (the NVIDIA driver) is not installed".into(),
             ));
@@ -93,9 +102,11 @@ impl DriverDevice {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
             )
             .map_err(driver_error)?;
+        let cufft = Cufft::load(&stream);
         Ok(DriverDevice {
             blas: OnceLock::new(),
             ctx,
+            cufft,
             stream,
             arch: format!("sm_{major}{minor}"),
             multiprocessors: multiprocessors.max(1) as u32,
@@ -342,6 +353,29 @@ impl CudaDevice for DriverDevice {
         let ran = unsafe { blas.sgemm(gemm, a_ptr, b_ptr, c_ptr) };
         drop((a_record, b_record, c_record));
         ran
+    }
+
+    fn has_library_fft(&self) -> bool {
+        self.cufft.is_some()
+    }
+
+    unsafe fn library_fft2(
+        &self,
+        input: &DriverMem,
+        output: &mut DriverMem,
+        batch: Fft2Batch,
+        inverse: bool,
+    ) -> Result<()> {
+        let Some(cufft) = &self.cufft else {
+            return Err(driver_error("cuFFT is not loaded"));
+        };
+        // As for a launch: the stream waits for the buffers' last writes (and
+        // the output's last reads); the guards record the transform on drop.
+        let (from, _read) = input.device_ptr(&self.stream);
+        let (to, _write) = output.device_ptr_mut(&self.stream);
+        // SAFETY: the caller's contract (sizes, alignment, distinct buffers);
+        // both are memory of this stream's context and outlive the guards.
+        unsafe { cufft.c2c(from, to, batch, inverse) }
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -61,6 +61,7 @@ pub const KERNELS: &[&Kernel] = &[
     &nn::TIME_PROJ_F32,
     &nn::ADD_BIAS_F32,
     &nn::AFFINE_F32,
+    &fft::CENTRE_F32,
 ];
 
 /// A module's source as NVRTC compiles it: each header of [`HEADERS`] spliced

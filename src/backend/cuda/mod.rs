@@ -7,6 +7,7 @@
 //! code in both.
 
 mod blas;
+mod cufft;
 pub mod device;
 mod driver;
 mod external;
@@ -17,12 +18,14 @@ mod krylov;
 pub mod launch;
 mod nn;
 mod operator;
+mod raw_context;
 mod solver;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use device::{CudaDevice, LaunchConfig, VendorGemm};
-pub use driver::{DriverDevice, DriverMem};
+pub use cufft::DISABLE_VAR as CUFFT_DISABLE_VAR;
+pub use device::{CudaDevice, Fft2Batch, LaunchConfig, VendorGemm};
+pub use driver::{driver_installed, DriverDevice, DriverMem};
 pub use external::required_alignment;
 pub use kernels::{compile_cubin, compile_ptx, KERNELS, MODULES};
 pub use launch::{Arg, Kernel, KernelArgs, Module, Param};
@@ -48,6 +51,8 @@ pub struct CudaBackend<D: CudaDevice = DriverDevice> {
     host_syncs: AtomicU64,
     block_size: u32,
     max_blocks: u32,
+    /// Whether 2-D FFTs use the device's library (cuFFT) when it has one.
+    library_fft: bool,
     pool: BufferPool<CudaBuffer<D::Mem>>,
 }
 
@@ -103,6 +108,7 @@ impl<D: CudaDevice> CudaBackend<D> {
             host_syncs: AtomicU64::new(0),
             block_size: DEFAULT_BLOCK_SIZE,
             max_blocks: MAX_GRID_BLOCKS,
+            library_fft: true,
             pool: BufferPool::default(),
         }
     }
@@ -149,6 +155,14 @@ impl<D: CudaDevice> CudaBackend<D> {
         }
         self.max_blocks = max;
         Ok(())
+    }
+
+    /// Whether 2-D FFTs may run through the device's FFT library (cuFFT on a
+    /// GPU where libcufft loads; the default) or always on the crate's own
+    /// kernels (`false`), e.g. to compare the two.
+    /// [`crate::ops::FftOps::fft_path`] says which one runs.
+    pub fn set_library_fft(&mut self, allowed: bool) {
+        self.library_fft = allowed;
     }
 
     /// The launch this backend issues for `work` items.

@@ -7,7 +7,7 @@ use super::kernels::{Access, Family, Kernel};
 use super::{ShaderVariant, WgpuBackend};
 use crate::backend::params::{FFT_LINE_PARAMS_SIZE, FFT_POINTWISE_PARAMS_SIZE};
 use crate::error::{Error, Result};
-use crate::ops::fft::{device_radices, FftLinesCall, FftOps, FftPointwiseCall};
+use crate::ops::fft::{device_radices, FftLinesCall, FftOps, FftPath, FftPointwiseCall};
 use crate::tensor::DType;
 
 pub const FAMILY: Family = Family {
@@ -53,6 +53,10 @@ impl FftOps for WgpuBackend {
 
     fn fft_supports_len(&self, n: usize) -> bool {
         device_radices(n).is_some()
+    }
+
+    fn fft_path(&self) -> FftPath {
+        FftPath::Kernels
     }
 
     fn fft_lines_checked(&self, call: FftLinesCall<'_, Self>) -> Result<()> {
