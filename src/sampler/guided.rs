@@ -47,15 +47,18 @@ pub trait GuidedDenoiser<B: Backend> {
     ) -> Result<()>;
 
     /// `out ← J_ε(x)ᵀ·m` at `point`; `Ok(false)` if the denoiser has no exact
-    /// product (then [`Jacobian::Exact`] is an error).
+    /// product (then [`Jacobian::Exact`] is an error) — this default, for
+    /// networks without a backward pass.
     fn vjp(
         &mut self,
-        backend: &B,
-        x: &Tensor<B>,
-        point: ModelPoint,
-        m: &Tensor<B>,
-        out: &mut Tensor<B>,
-    ) -> Result<bool>;
+        _backend: &B,
+        _x: &Tensor<B>,
+        _point: ModelPoint,
+        _m: &Tensor<B>,
+        _out: &mut Tensor<B>,
+    ) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// How the sampler gets the Jacobian product g = J_εᵀ m.

@@ -460,15 +460,4 @@ impl<B: Backend> GuidedDenoiser<B> for UNet {
         require_epsilon(self.prediction)?;
         self.predict(backend, x, point.tau, out)
     }
-
-    fn vjp(
-        &mut self,
-        _backend: &B,
-        _x: &Tensor<B>,
-        _point: ModelPoint,
-        _m: &Tensor<B>,
-        _out: &mut Tensor<B>,
-    ) -> Result<bool> {
-        Ok(false)
-    }
 }

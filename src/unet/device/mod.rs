@@ -18,7 +18,7 @@ use super::forward::Probe;
 use super::topology::{LevelSpec, Resample, Topology};
 use super::weights::{Checkpoint, Counting, Random, Source, Tensors};
 use super::{check_call, locate, Timesteps};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::guidance::ModelPoint;
 use crate::ops::nn::{self, Concat, TimeProj};
 use crate::sampler::{Denoiser, GuidedDenoiser};
@@ -373,9 +373,11 @@ impl<B: nn::NnOps> DeviceUNet<B> {
 
         for (i, level) in self.up.iter().enumerate() {
             for (j, resnet) in level.resnets.iter().enumerate() {
-                let Some(skip) = skips.pop() else {
-                    unreachable!("the topology gives as many skips as up-block resnets")
-                };
+                // The topology gives as many skips as up-block resnets.
+                let skip = skips.pop().ok_or_else(|| Error::Device {
+                    backend: "unet",
+                    message: "an up-block resnet without its skip".into(),
+                })?;
                 let cat = concat(backend, hcur, skip, arena)?;
                 hcur = resnet.run(backend, &cat.buf, cat.dims, &temb.buf, arena)?;
                 arena.give(cat.buf);
@@ -494,17 +496,6 @@ impl<B: nn::NnOps> GuidedDenoiser<B> for DeviceUNet<B> {
     ) -> Result<()> {
         super::require_epsilon(self.prediction)?;
         self.predict(backend, x, point.tau, out)
-    }
-
-    fn vjp(
-        &mut self,
-        _backend: &B,
-        _x: &Tensor<B>,
-        _point: ModelPoint,
-        _m: &Tensor<B>,
-        _out: &mut Tensor<B>,
-    ) -> Result<bool> {
-        Ok(false)
     }
 }
 
