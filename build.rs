@@ -3,11 +3,11 @@
 //! compiled at run time by NVRTC (embedded with `include_str!`), so nothing here
 //! needs a CUDA toolchain: a machine without nvcc builds the same.
 //!
-//! Every `shaders/X.wgsl` is validated. When `shaders/X_packed.wgsl` exists,
-//! X is an element-wise source and all its variants (f32, native f16, packed
-//! f16) are assembled exactly as the backend assembles them
-//! (src/backend/wgpu/variants.rs, `include!`d below) and validated; errors are
-//! reported at the line of the file they come from.
+//! Every `shaders/X.wgsl` is validated in every variant it has: f32 as
+//! written; native f16 when it declares `alias Elem = f32;`; packed f16 when
+//! `shaders/X_packed.wgsl` exists too. Variants are assembled exactly as the
+//! backend assembles them (src/backend/wgpu/variants.rs, `include!`d below);
+//! errors are reported at the line of the file they come from.
 
 use std::path::Path;
 
@@ -97,30 +97,18 @@ fn main() {
         let src = read(name);
         let packed_name = name.replace(".wgsl", PACKED_SUFFIX);
         let packed = names.contains(&packed_name).then(|| read(&packed_name));
-        // A file without a packed sibling is a plain shader: validated as written.
-        let variants: &[ShaderVariant] = if packed.is_some() {
-            &ALL_VARIANTS
-        } else {
-            &[ShaderVariant::F32]
-        };
-        for &variant in variants {
-            let source = match &packed {
-                Some(p) => match assemble(variant, &src, p) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        failures.push(format!("shaders/{name}: {e}"));
-                        continue;
-                    }
-                },
-                None => src.clone(),
+        for variant in variants_of(&src, packed.is_some()) {
+            let source = match assemble(variant, &src, packed.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    failures.push(format!("shaders/{name}: {e}"));
+                    continue;
+                }
             };
-            let (label, what) = match packed {
-                Some(_) => (
-                    format!("{name}, {variant:?} variant as assembled"),
-                    format!("the {variant:?} variant of shaders/{name}"),
-                ),
-                None => (name.clone(), format!("shaders/{name}")),
-            };
+            let (label, what) = (
+                format!("{name}, {variant:?} variant as assembled"),
+                format!("the {variant:?} variant of shaders/{name}"),
+            );
             if let Err((line, diagnostic)) = validate(&label, &source) {
                 let (file, line) = match line {
                     Some(l) => {

@@ -182,8 +182,8 @@ fn bench_device<B: NnOps>(c: &mut Criterion, backend: &B, label: &str, tiny: &Pa
     let models: [(&str, usize); 2] = [("unet_tiny", 16), ("ddpm-cifar10-32", 32)];
     for (name, side) in models {
         let mut net = match name {
-            "unet_tiny" => DeviceUNet::load(backend, tiny),
-            _ => DeviceUNet::random(backend, UNetConfig::ddpm_cifar10_32(), 7),
+            "unet_tiny" => DeviceUNet::load(backend, tiny, DType::F32),
+            _ => DeviceUNet::random(backend, UNetConfig::ddpm_cifar10_32(), DType::F32, 7),
         }
         .expect("model");
         for batch in [1usize, 8] {

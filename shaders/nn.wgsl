@@ -1,11 +1,16 @@
 // The nn family: the layers of a UNet forward (src/ops/nn.rs documents each
-// op; src/backend/cpu/nn.rs is the definition). f32 storage, f32 math.
+// op; src/backend/cpu/nn.rs is the definition). Storage is Elem, math is f32:
+// this file is the f32 variant as written; the native-f16 variant is assembled
+// from it (src/backend/wgpu/variants.rs: `enable f16;` and the alias set to
+// f16). Values are widened on load (`ld0`…) and rounded once on store (`st`).
+// There is no packed-f16 variant: an adapter without SHADER_F16 runs the
+// family in f32 only.
 //
-// Every entry has the same bindings (three read-only inputs, one output) so
-// one layout serves the family; an op binds what it does not read to one of
-// its inputs. Parameters are 16 words at a dynamic offset of the uniform arena
-// (word i means something per op, mirrored by `NnParams` in
-// src/backend/wgpu/nn.rs); f32 parameters travel as their bit patterns.
+// Every entry has the same bindings (three read-only inputs, one output, one
+// f32 side input) so one layout serves the family; an op binds what it does
+// not read to one of its inputs. Parameters are 16 words at a dynamic offset
+// of the uniform arena (word i means something per op, mirrored by `NnParams`
+// in src/backend/wgpu/nn.rs); f32 parameters travel as their bit patterns.
 //
 // The GEMM-shaped entries (conv2d, matmul) compute one 16×16 output tile per
 // workgroup from 16×16 tiles of both operands staged in workgroup memory, so
@@ -17,11 +22,36 @@ struct Params {
     w: array<vec4<u32>, 4>,
 }
 
+alias Elem = f32;
+
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> in0: array<f32>;
-@group(0) @binding(2) var<storage, read> in1: array<f32>;
-@group(0) @binding(3) var<storage, read> in2: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> in0: array<Elem>;
+@group(0) @binding(2) var<storage, read> in1: array<Elem>;
+@group(0) @binding(3) var<storage, read> in2: array<Elem>;
+@group(0) @binding(4) var<storage, read_write> out: array<Elem>;
+// f32 whatever the storage: the timesteps of time_proj (diffusers keeps them
+// in full precision; f16 would round 741.25 to 741.0). Other ops bind in0 here.
+@group(0) @binding(5) var<storage, read> side: array<f32>;
+
+fn ld0(i: u32) -> f32 {
+    return f32(in0[i]);
+}
+
+fn ld1(i: u32) -> f32 {
+    return f32(in1[i]);
+}
+
+fn ld2(i: u32) -> f32 {
+    return f32(in2[i]);
+}
+
+fn ldo(i: u32) -> f32 {
+    return f32(out[i]);
+}
+
+fn st(i: u32, v: f32) {
+    out[i] = Elem(v);
+}
 
 // Element-wise and reduction entries run WORKGROUP_SIZE invocations (1..=256);
 // the reductions pad missing lanes, so any size is correct.
@@ -71,7 +101,7 @@ fn conv_patch(kk: u32, col: u32) -> f32 {
     if (iy < 0 || ix < 0 || iy >= i32(h) || ix >= i32(w)) {
         return 0.0;
     }
-    return in0[((b * cin + ci) * h + u32(iy)) * w + u32(ix)];
+    return ld0(((b * cin + ci) * h + u32(iy)) * w + u32(ix));
 }
 
 @compute @workgroup_size(16, 16)
@@ -96,7 +126,7 @@ fn nn_conv2d(
                 let ka = k0 + lid.x;
                 var a = 0.0;
                 if (row < cout && ka < kk_total) {
-                    a = in1[row * kk_total + ka];
+                    a = ld1(row * kk_total + ka);
                 }
                 tile_a[lid.y][lid.x] = a;
                 tile_b[lid.y][lid.x] = conv_patch(k0 + lid.y, col);
@@ -108,9 +138,9 @@ fn nn_conv2d(
             }
             if (row < cout && col < n_total) {
                 if (word(10u) != 0u) {
-                    acc += in2[row];
+                    acc += ld2(row);
                 }
-                out[((col / hwo) * cout + row) * hwo + col % hwo] = acc;
+                st(((col / hwo) * cout + row) * hwo + col % hwo, acc);
             }
         }
     }
@@ -127,9 +157,9 @@ fn mm_a(z: u32, r: u32, c: u32) -> f32 {
         return 0.0;
     }
     if (word(4u) != 0u) {
-        return in0[z * m * k + c * m + r];
+        return ld0(z * m * k + c * m + r);
     }
-    return in0[z * m * k + r * k + c];
+    return ld0(z * m * k + r * k + c);
 }
 
 fn mm_b(z: u32, r: u32, c: u32) -> f32 {
@@ -139,9 +169,9 @@ fn mm_b(z: u32, r: u32, c: u32) -> f32 {
         return 0.0;
     }
     if (word(5u) != 0u) {
-        return in1[z * n * k + c * k + r];
+        return ld1(z * n * k + c * k + r);
     }
-    return in1[z * n * k + r * n + c];
+    return ld1(z * n * k + r * n + c);
 }
 
 @compute @workgroup_size(16, 16)
@@ -174,13 +204,13 @@ fn nn_matmul(
                 if (row < m && col < n) {
                     var v = wordf(6u) * acc;
                     if (word(7u) != 0u) {
-                        v += in2[col];
+                        v += ld2(col);
                     }
                     let o = (z * m + row) * n + col;
                     if (word(8u) != 0u) {
-                        v += out[o];
+                        v += ldo(o);
                     }
-                    out[o] = v;
+                    st(o, v);
                 }
             }
         }
@@ -241,24 +271,24 @@ fn nn_group_norm(
         let base = ((item / groups) * c + (item % groups) * cg) * hw;
         var s = 0.0;
         for (var i = lane; i < count; i += WORKGROUP_SIZE) {
-            s += in0[base + i];
+            s += ld0(base + i);
         }
         let mean = workgroup_sum(lane, s) / f32(count);
         // Two passes (mean, then squared deviations) keep the variance
         // non-negative and accurate in f32 without a compensated sum.
         var s2 = 0.0;
         for (var i = lane; i < count; i += WORKGROUP_SIZE) {
-            let d = in0[base + i] - mean;
+            let d = ld0(base + i) - mean;
             s2 += d * d;
         }
         let rstd = inverseSqrt(workgroup_sum(lane, s2) / f32(count) + wordf(4u));
         for (var i = lane; i < count; i += WORKGROUP_SIZE) {
             let ch = (item % groups) * cg + i / hw;
-            var v = (in0[base + i] - mean) * rstd * in1[ch] + in2[ch];
+            var v = (ld0(base + i) - mean) * rstd * ld1(ch) + ld2(ch);
             if (word(5u) != 0u) {
                 v = silu(v);
             }
-            out[base + i] = v;
+            st(base + i, v);
         }
     }
 }
@@ -278,16 +308,16 @@ fn nn_softmax(
         let base = r * cols;
         var mx = -3.4028235e38;
         for (var i = lane; i < cols; i += WORKGROUP_SIZE) {
-            mx = max(mx, scale * in0[base + i]);
+            mx = max(mx, scale * ld0(base + i));
         }
         mx = workgroup_max(lane, mx);
         var s = 0.0;
         for (var i = lane; i < cols; i += WORKGROUP_SIZE) {
-            s += exp(scale * in0[base + i] - mx);
+            s += exp(scale * ld0(base + i) - mx);
         }
         let inv = 1.0 / workgroup_sum(lane, s);
         for (var i = lane; i < cols; i += WORKGROUP_SIZE) {
-            out[base + i] = exp(scale * in0[base + i] - mx) * inv;
+            st(base + i, exp(scale * ld0(base + i) - mx) * inv);
         }
     }
 }
@@ -298,7 +328,7 @@ fn nn_softmax(
 //   1 silu       out = silu(a)
 //   2 upsample   2 h, 3 w: out[p, y, x] = a[p, y/2, x/2] over [planes, 2h, 2w]
 //   3 concat     2 c, 3 hw, 4 c_total, 5 c_offset: out[b, c_offset + ch, i] = a[b, ch, i]
-//   4 time_proj  2 dim, 3 shift (f32 bits: dim/2 − freq_shift), 4 flip_sin_to_cos; a = t[batch]
+//   4 time_proj  2 dim, 3 shift (f32 bits: dim/2 − freq_shift), 4 flip_sin_to_cos; t[batch] from `side`
 //   5 add_bias   2 hw: out[bc, i] = a[bc, i] + b[bc] (a per-item, per-channel bias, e.g. a
 //                resnet's time-embedding projection)
 
@@ -311,7 +341,7 @@ fn time_proj(i: u32) -> f32 {
     }
     // The definition's f32 steps: exp(−ln(10000)·j / shift), then t·freq.
     let freq = exp((-9.2103404 * f32(j % hd)) / wordf(3u));
-    let arg = in0[i / dim] * freq;
+    let arg = side[i / dim] * freq;
     if ((j < hd) == (word(4u) != 0u)) {
         return cos(arg);
     }
@@ -328,10 +358,10 @@ fn nn_elementwise(
     for (var i = gid.x; i < n; i += nwg.x * WORKGROUP_SIZE) {
         switch op {
             case 0u: {
-                out[i] = in0[i] + in1[i];
+                st(i, ld0(i) + ld1(i));
             }
             case 1u: {
-                out[i] = silu(in0[i]);
+                st(i, silu(ld0(i)));
             }
             case 2u: {
                 let h = word(2u);
@@ -339,25 +369,25 @@ fn nn_elementwise(
                 let x = i % (2u * w);
                 let y = (i / (2u * w)) % (2u * h);
                 let p = i / (4u * h * w);
-                out[i] = in0[(p * h + y / 2u) * w + x / 2u];
+                st(i, ld0((p * h + y / 2u) * w + x / 2u));
             }
             case 3u: {
                 let c = word(2u);
                 let hw = word(3u);
                 let b = i / (c * hw);
                 let ch = (i / hw) % c;
-                out[(b * word(4u) + word(5u) + ch) * hw + i % hw] = in0[i];
+                st((b * word(4u) + word(5u) + ch) * hw + i % hw, ld0(i));
             }
             case 4u: {
-                out[i] = time_proj(i);
+                st(i, time_proj(i));
             }
             case 5u: {
-                out[i] = in0[i] + in1[i / word(2u)];
+                st(i, ld0(i) + ld1(i / word(2u)));
             }
             default: {
                 // scale·a + shift, unfused like the CPU definition's rounding.
-                let scaled = wordf(2u) * in0[i];
-                out[i] = scaled + wordf(3u);
+                let scaled = wordf(2u) * ld0(i);
+                st(i, scaled + wordf(3u));
             }
         }
     }

@@ -4,6 +4,9 @@
 //! of the GEMM tiles (16×16 on wgpu, 64×64 on CUDA) or of the block, and on
 //! capped grids whose loops wrap in every dimension.
 //!
+//! f16 storage (f32 math) is checked too, where a backend has it: each output
+//! the CPU definition's f16 or its neighbour.
+//!
 //! Tolerances (f32 storage, inputs in [−1, 1], GEMM weights scaled by 1/√K so
 //! outputs are O(1)): normalised error 1e-6 and max abs 1e-5 against the CPU
 //! — the CPU sums in f64, the kernels in f32 over at most a few hundred terms.
@@ -29,12 +32,14 @@ fn compare(what: &str, got: &[f64], want: &[f64], rel_tol: f64, abs_tol: f64) {
     common::compare(what, got, want, rel_tol, abs_tol);
 }
 
-fn up<B: NnOps>(b: &B, v: &[f64]) -> Tensor<B> {
-    Tensor::from_host(b, Shape::flat(v.len()), DType::F32, HostSlice::F64(v)).unwrap()
+/// `v` in a new tensor of `dt` (rounded once on the host, so every backend
+/// reads the same values).
+fn up<B: NnOps>(b: &B, v: &[f64], dt: DType) -> Tensor<B> {
+    Tensor::from_host(b, Shape::flat(v.len()), dt, HostSlice::F64(v)).unwrap()
 }
 
-fn zeros<B: NnOps>(b: &B, n: usize) -> Tensor<B> {
-    Tensor::zeros(b, Shape::flat(n), DType::F32).unwrap()
+fn zeros<B: NnOps>(b: &B, n: usize, dt: DType) -> Tensor<B> {
+    Tensor::zeros(b, Shape::flat(n), dt).unwrap()
 }
 
 /// f32-representable inputs, so both backends read the same values.
@@ -45,11 +50,18 @@ fn vals(seed: u64, n: usize, amp: f64) -> Vec<f64> {
         .collect()
 }
 
-fn conv_on<B: NnOps>(b: &B, g: Conv2d, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+fn conv_on<B: NnOps>(
+    b: &B,
+    dt: DType,
+    g: Conv2d,
+    x: &[f64],
+    w: &[f64],
+    bias: Option<&[f64]>,
+) -> Vec<f64> {
     let (ho, wo) = g.out_size();
-    let (x, w) = (up(b, x), up(b, w));
-    let bias = bias.map(|v| up(b, v));
-    let mut out = zeros(b, g.batch * g.cout * ho * wo);
+    let (x, w) = (up(b, x, dt), up(b, w, dt));
+    let bias = bias.map(|v| up(b, v, dt));
+    let mut out = zeros(b, g.batch * g.cout * ho * wo, dt);
     nn::conv2d(
         b,
         g,
@@ -64,15 +76,16 @@ fn conv_on<B: NnOps>(b: &B, g: Conv2d, x: &[f64], w: &[f64], bias: Option<&[f64]
 
 fn matmul_on<B: NnOps>(
     b: &B,
+    dt: DType,
     g: Matmul,
     a: &[f64],
     bm: &[f64],
     bias: Option<&[f64]>,
     init: &[f64],
 ) -> Vec<f64> {
-    let (a, bm) = (up(b, a), up(b, bm));
-    let bias = bias.map(|v| up(b, v));
-    let mut out = up(b, init);
+    let (a, bm) = (up(b, a, dt), up(b, bm, dt));
+    let bias = bias.map(|v| up(b, v, dt));
+    let mut out = up(b, init, dt);
     nn::matmul(
         b,
         g,
@@ -87,13 +100,14 @@ fn matmul_on<B: NnOps>(
 
 fn group_norm_on<B: NnOps>(
     b: &B,
+    dt: DType,
     g: GroupNorm,
     x: &[f64],
     gamma: &[f64],
     beta: &[f64],
 ) -> Vec<f64> {
-    let (x, gamma, beta) = (up(b, x), up(b, gamma), up(b, beta));
-    let mut out = zeros(b, x.len());
+    let (x, gamma, beta) = (up(b, x, dt), up(b, gamma, dt), up(b, beta, dt));
+    let mut out = zeros(b, x.len(), dt);
     nn::group_norm(
         b,
         g,
@@ -106,9 +120,9 @@ fn group_norm_on<B: NnOps>(
     out.to_f64(b).unwrap()
 }
 
-fn softmax_on<B: NnOps>(b: &B, g: Softmax, x: &[f64]) -> Vec<f64> {
-    let x = up(b, x);
-    let mut out = zeros(b, x.len());
+fn softmax_on<B: NnOps>(b: &B, dt: DType, g: Softmax, x: &[f64]) -> Vec<f64> {
+    let x = up(b, x, dt);
+    let mut out = zeros(b, x.len(), dt);
     nn::softmax(b, g, x.buffer(), out.buffer_mut()).unwrap();
     out.to_f64(b).unwrap()
 }
@@ -117,21 +131,21 @@ fn softmax_on<B: NnOps>(b: &B, g: Softmax, x: &[f64]) -> Vec<f64> {
 /// (as `planes × h × w` = 7 × 5 × 3 from the first 105 values of `a`),
 /// a concatenation of a 3- and a 5-channel part, a per-plane bias, and time
 /// embeddings.
-fn elementwise_on<B: NnOps>(b: &B, a: &[f64], bv: &[f64]) -> Vec<Vec<f64>> {
+fn elementwise_on<B: NnOps>(b: &B, dt: DType, a: &[f64], bv: &[f64]) -> Vec<Vec<f64>> {
     let n = a.len();
-    let (ta, tb) = (up(b, a), up(b, bv));
-    let mut add = zeros(b, n);
+    let (ta, tb) = (up(b, a, dt), up(b, bv, dt));
+    let mut add = zeros(b, n, dt);
     nn::add(b, n, ta.buffer(), tb.buffer(), add.buffer_mut()).unwrap();
-    let mut silu = zeros(b, n);
+    let mut silu = zeros(b, n, dt);
     nn::silu(b, n, ta.buffer(), silu.buffer_mut()).unwrap();
-    let mut affine = zeros(b, n);
+    let mut affine = zeros(b, n, dt);
     nn::affine(b, n, 2.0, -1.0, ta.buffer(), affine.buffer_mut()).unwrap();
-    let mut upsampled = zeros(b, 7 * 4 * 5 * 3);
+    let mut upsampled = zeros(b, 7 * 4 * 5 * 3, dt);
     nn::upsample2x(b, 7, 5, 3, ta.buffer(), upsampled.buffer_mut()).unwrap();
     let (batch, hw) = (2, 11);
-    let p1 = up(b, &a[..batch * 3 * hw]);
-    let p2 = up(b, &bv[..batch * 5 * hw]);
-    let mut cat = zeros(b, batch * 8 * hw);
+    let p1 = up(b, &a[..batch * 3 * hw], dt);
+    let p2 = up(b, &bv[..batch * 5 * hw], dt);
+    let mut cat = zeros(b, batch * 8 * hw, dt);
     let part = |c, c_offset| Concat {
         batch,
         c,
@@ -142,10 +156,10 @@ fn elementwise_on<B: NnOps>(b: &B, a: &[f64], bv: &[f64]) -> Vec<Vec<f64>> {
     nn::concat_into(b, part(3, 0), p1.buffer(), cat.buffer_mut()).unwrap();
     nn::concat_into(b, part(5, 3), p2.buffer(), cat.buffer_mut()).unwrap();
     // A per-(item, channel) bias over 6 planes of 13 pixels.
-    let bias = up(b, &bv[..6]);
-    let mut biased = zeros(b, 6 * 13);
+    let bias = up(b, &bv[..6], dt);
+    let mut biased = zeros(b, 6 * 13, dt);
     nn::add_bias(b, 6, 13, ta.buffer(), bias.buffer(), biased.buffer_mut()).unwrap();
-    let t = up(b, &[0.0, 1.0, 999.0, 500.5]);
+    let t = up(b, &[0.0, 1.0, 999.0, 500.5], DType::F32);
     let mut outs = vec![add, silu, affine, upsampled, cat, biased];
     for (dim, freq_shift, flip_sin_to_cos) in [(32, 0.0, true), (33, 1.0, false), (2, 0.0, true)] {
         let g = TimeProj {
@@ -154,7 +168,7 @@ fn elementwise_on<B: NnOps>(b: &B, a: &[f64], bv: &[f64]) -> Vec<Vec<f64>> {
             freq_shift,
             flip_sin_to_cos,
         };
-        let mut o = zeros(b, 4 * dim);
+        let mut o = zeros(b, 4 * dim, dt);
         nn::time_proj(b, g, t.buffer(), o.buffer_mut()).unwrap();
         outs.push(o);
     }
@@ -177,9 +191,16 @@ fn cpu_conv_of_ones_counts_the_window_inside_the_image() {
         pad: 1,
         pad_after: 1,
     };
-    let out = conv_on(&cpu, g, &[1.0; 9], &[1.0; 9], Some(&[0.5]));
+    let out = conv_on(&cpu, DType::F32, g, &[1.0; 9], &[1.0; 9], Some(&[0.5]));
     assert_eq!(out, [4.5, 6.5, 4.5, 6.5, 9.5, 6.5, 4.5, 6.5, 4.5]);
-    let strided = conv_on(&cpu, Conv2d { stride: 2, ..g }, &[1.0; 9], &[1.0; 9], None);
+    let strided = conv_on(
+        &cpu,
+        DType::F32,
+        Conv2d { stride: 2, ..g },
+        &[1.0; 9],
+        &[1.0; 9],
+        None,
+    );
     assert_eq!(strided, [4.0, 4.0, 4.0, 4.0]);
     // diffusers' downsampler with downsample_padding = 0: pad 1 only below
     // and right, so windows start at rows/columns 0 and 2 of a 4×4 image.
@@ -192,7 +213,7 @@ fn cpu_conv_of_ones_counts_the_window_inside_the_image() {
         pad_after: 1,
         ..g
     };
-    let down = conv_on(&cpu, after, &x, &[1.0; 9], None);
+    let down = conv_on(&cpu, DType::F32, after, &x, &[1.0; 9], None);
     // Window sums: rows 0–2 × cols 0–2, rows 0–2 × cols 2–3, …
     assert_eq!(down, [45.0, 39.0, 66.0, 50.0]);
 }
@@ -214,7 +235,7 @@ fn cpu_pointwise_conv_is_a_matmul_per_item() {
         pad: 0,
         pad_after: 0,
     };
-    let conv = conv_on(&cpu, g, &x, &w, None);
+    let conv = conv_on(&cpu, DType::F32, g, &x, &w, None);
     let mm = Matmul {
         batch: 1,
         m: cout,
@@ -225,7 +246,7 @@ fn cpu_pointwise_conv_is_a_matmul_per_item() {
         alpha: 1.0,
         accumulate: false,
     };
-    let prod = matmul_on(&cpu, mm, &w, &x, None, &vec![0.0; cout * hw]);
+    let prod = matmul_on(&cpu, DType::F32, mm, &w, &x, None, &vec![0.0; cout * hw]);
     compare("1×1 conv vs matmul", &conv, &prod, 1e-7, 1e-7);
 }
 
@@ -241,7 +262,7 @@ fn cpu_group_norm_standardises_each_group() {
         silu: false,
     };
     let x = vals(3, 60, 3.0);
-    let out = group_norm_on(&cpu, g, &x, &[1.0; 6], &[0.0; 6]);
+    let out = group_norm_on(&cpu, DType::F32, g, &x, &[1.0; 6], &[0.0; 6]);
     for grp in out.chunks(10) {
         let mean = grp.iter().sum::<f64>() / 10.0;
         let var = grp.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 10.0;
@@ -258,6 +279,7 @@ fn cpu_softmax_rows_are_distributions_ordered_like_the_input() {
     let x = vals(4, 3 * 9, 5.0);
     let out = softmax_on(
         &cpu,
+        DType::F32,
         Softmax {
             rows: 3,
             cols: 9,
@@ -278,14 +300,14 @@ fn cpu_softmax_rows_are_distributions_ordered_like_the_input() {
 #[test]
 fn cpu_time_proj_matches_the_formula_in_f64() {
     let cpu = CpuBackend::new();
-    let t = up(&cpu, &[3.0, 250.0]);
+    let t = up(&cpu, &[3.0, 250.0], DType::F32);
     let g = TimeProj {
         batch: 2,
         dim: 6,
         freq_shift: 1.0,
         flip_sin_to_cos: true,
     };
-    let mut o = zeros(&cpu, 12);
+    let mut o = zeros(&cpu, 12, DType::F32);
     nn::time_proj(&cpu, g, t.buffer(), o.buffer_mut()).unwrap();
     let o = o.to_f64(&cpu).unwrap();
     for (bi, tv) in [3.0f64, 250.0].into_iter().enumerate() {
@@ -300,8 +322,11 @@ fn cpu_time_proj_matches_the_formula_in_f64() {
 #[test]
 fn cpu_add_bias_adds_one_value_per_plane() {
     let cpu = CpuBackend::new();
-    let (a, bias) = (up(&cpu, &[1.0, 2.0, 3.0, 4.0]), up(&cpu, &[10.0, 20.0]));
-    let mut out = zeros(&cpu, 4);
+    let (a, bias) = (
+        up(&cpu, &[1.0, 2.0, 3.0, 4.0], DType::F32),
+        up(&cpu, &[10.0, 20.0], DType::F32),
+    );
+    let mut out = zeros(&cpu, 4, DType::F32);
     nn::add_bias(&cpu, 2, 2, a.buffer(), bias.buffer(), out.buffer_mut()).unwrap();
     assert_eq!(out.to_f64(&cpu).unwrap(), [11.0, 12.0, 23.0, 24.0]);
 }
@@ -309,8 +334,8 @@ fn cpu_add_bias_adds_one_value_per_plane() {
 /// Bad sizes, short buffers and the wrong dtype are typed errors, and
 /// nothing launches.
 fn bad_calls_are_typed_errors<B: NnOps>(b: &B) {
-    let x = zeros(b, 10);
-    let mut out = zeros(b, 10);
+    let x = zeros(b, 10, DType::F32);
+    let mut out = zeros(b, 10, DType::F32);
     let launches = b.launch_count();
     let g = GroupNorm {
         batch: 1,
@@ -406,8 +431,8 @@ fn conv2d_matches_cpu<B: NnOps>(gpu: &B) {
         let wt = vals(20 + i as u64, cout * cin * k * k, scale);
         let bias = vals(30 + i as u64, cout, 1.0);
         let bias = (i % 2 == 0).then_some(&bias[..]);
-        let want = conv_on(&cpu, g, &x, &wt, bias);
-        let got = conv_on(gpu, g, &x, &wt, bias);
+        let want = conv_on(&cpu, DType::F32, g, &x, &wt, bias);
+        let got = conv_on(gpu, DType::F32, g, &x, &wt, bias);
         compare(&format!("conv2d {g:?}"), &got, &want, REL, ABS);
     }
 }
@@ -435,8 +460,8 @@ fn matmul_matches_cpu<B: NnOps>(gpu: &B) {
             let bias = vals(seed + 2, n, 1.0);
             let init = vals(seed + 3, batch * m * n, 1.0);
             let bias = (flags % 3 != 0).then_some(&bias[..]);
-            let want = matmul_on(&cpu, g, &a, &bm, bias, &init);
-            let got = matmul_on(gpu, g, &a, &bm, bias, &init);
+            let want = matmul_on(&cpu, DType::F32, g, &a, &bm, bias, &init);
+            let got = matmul_on(gpu, DType::F32, g, &a, &bm, bias, &init);
             compare(&format!("matmul {g:?}"), &got, &want, REL, ABS);
         }
     }
@@ -464,8 +489,8 @@ fn group_norm_matches_cpu<B: NnOps>(gpu: &B) {
                 .collect::<Vec<_>>();
             let gamma = vals(50 + i as u64, channels, 1.5);
             let beta = vals(60 + i as u64, channels, 1.0);
-            let want = group_norm_on(&cpu, g, &x, &gamma, &beta);
-            let got = group_norm_on(gpu, g, &x, &gamma, &beta);
+            let want = group_norm_on(&cpu, DType::F32, g, &x, &gamma, &beta);
+            let got = group_norm_on(gpu, DType::F32, g, &x, &gamma, &beta);
             compare(&format!("group norm {g:?}"), &got, &want, REL, ABS);
         }
     }
@@ -483,8 +508,8 @@ fn softmax_matches_cpu<B: NnOps>(gpu: &B) {
             scale: 0.125,
         };
         let x = vals(70 + i as u64, rows * cols, 20.0);
-        let want = softmax_on(&cpu, g, &x);
-        let got = softmax_on(gpu, g, &x);
+        let want = softmax_on(&cpu, DType::F32, g, &x);
+        let got = softmax_on(gpu, DType::F32, g, &x);
         compare(&format!("softmax {g:?}"), &got, &want, REL, ABS);
     }
 }
@@ -505,8 +530,8 @@ fn elementwise_matches_cpu<B: NnOps>(gpu: &B) {
     for n in [257, 4097] {
         let a = vals(80, n, 4.0);
         let b = vals(81, n, 4.0);
-        let want = elementwise_on(&cpu, &a, &b);
-        let got = elementwise_on(gpu, &a, &b);
+        let want = elementwise_on(&cpu, DType::F32, &a, &b);
+        let got = elementwise_on(gpu, DType::F32, &a, &b);
         for ((name, got), want) in names.iter().zip(&got).zip(&want) {
             let (rel, abs) = if name.starts_with("time_proj") {
                 (1e-4, 2e-4)
@@ -515,6 +540,114 @@ fn elementwise_matches_cpu<B: NnOps>(gpu: &B) {
             };
             compare(&format!("{name} (n = {n})"), got, want, rel, abs);
         }
+    }
+}
+
+/// One f16 ulp of `v` (the spacing of f16 values at its magnitude; subnormal
+/// spacing below 2⁻¹⁴).
+fn f16_ulp(v: f64) -> f64 {
+    let e = v.abs().log2().floor().max(-14.0);
+    2f64.powf(e - 10.0)
+}
+
+/// f16 storage: the device and the CPU definition compute the same f32-exact
+/// (to the f32 tolerance `abs`) value and round it once, so each output is
+/// the same f16 or its neighbour.
+fn compare_f16(what: &str, got: &[f64], want: &[f64], abs: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = 0.0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        assert!(
+            d <= f16_ulp(w) + abs,
+            "{what}: element {i} is {g}, expected {w} (± one f16 ulp + {abs:e})"
+        );
+        worst = worst.max(d);
+    }
+    eprintln!("{what} (f16): max abs {worst:.3e}");
+}
+
+/// Every op in f16 storage (f32 math) against the CPU definition in f16
+/// storage, on odd sizes; a backend whose nn family stores f32 only refuses
+/// an f16 call with a typed error and launches nothing.
+fn f16_storage_matches_cpu<B: NnOps>(gpu: &B) {
+    let f16 = DType::F16;
+    if !gpu.nn_supports(f16) {
+        let (x, mut out) = (zeros(gpu, 10, f16), zeros(gpu, 10, f16));
+        let launches = gpu.launch_count();
+        let e = nn::silu(gpu, 10, x.buffer(), out.buffer_mut());
+        assert!(
+            matches!(e, Err(diffinv::Error::UnsupportedDType { .. })),
+            "{e:?}"
+        );
+        assert_eq!(gpu.launch_count(), launches);
+        return;
+    }
+    let cpu = CpuBackend::new();
+    let g = Conv2d {
+        batch: 2,
+        cin: 5,
+        h: 9,
+        w: 11,
+        cout: 7,
+        k: 3,
+        stride: 2,
+        pad: 1,
+        pad_after: 1,
+    };
+    let x = vals(110, 2 * 5 * 9 * 11, 1.0);
+    let wt = vals(111, 7 * 45, 1.0 / 45f64.sqrt());
+    let bias = vals(112, 7, 1.0);
+    let want = conv_on(&cpu, f16, g, &x, &wt, Some(&bias));
+    let got = conv_on(gpu, f16, g, &x, &wt, Some(&bias));
+    compare_f16("conv2d", &got, &want, ABS);
+    for flags in [0u32, 3, 6] {
+        let mm = Matmul {
+            batch: 2,
+            m: 17,
+            n: 23,
+            k: 37,
+            trans_a: flags & 1 != 0,
+            trans_b: flags & 2 != 0,
+            alpha: 0.37,
+            accumulate: flags & 4 != 0,
+        };
+        let a = vals(113, 2 * 17 * 37, 1.0);
+        let bm = vals(114, 2 * 37 * 23, 1.0 / 37f64.sqrt());
+        let bias = vals(115, 23, 1.0);
+        let init = vals(116, 2 * 17 * 23, 1.0);
+        let want = matmul_on(&cpu, f16, mm, &a, &bm, Some(&bias), &init);
+        let got = matmul_on(gpu, f16, mm, &a, &bm, Some(&bias), &init);
+        compare_f16(&format!("matmul {flags}"), &got, &want, ABS);
+    }
+    let gn = GroupNorm {
+        batch: 2,
+        channels: 12,
+        hw: 63,
+        groups: 4,
+        eps: 1e-5,
+        silu: true,
+    };
+    let x = vals(117, 2 * 12 * 63, 2.0);
+    let (gamma, beta) = (vals(118, 12, 1.5), vals(119, 12, 1.0));
+    let want = group_norm_on(&cpu, f16, gn, &x, &gamma, &beta);
+    let got = group_norm_on(gpu, f16, gn, &x, &gamma, &beta);
+    compare_f16("group norm", &got, &want, ABS);
+    let sm = Softmax {
+        rows: 3,
+        cols: 300,
+        scale: 0.125,
+    };
+    let x = vals(120, 900, 20.0);
+    let want = softmax_on(&cpu, f16, sm, &x);
+    compare_f16("softmax", &softmax_on(gpu, f16, sm, &x), &want, ABS);
+    let (a, b) = (vals(121, 257, 4.0), vals(122, 257, 4.0));
+    let want = elementwise_on(&cpu, f16, &a, &b);
+    let got = elementwise_on(gpu, f16, &a, &b);
+    for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+        // The time embeddings (k ≥ 6) carry the f32 exp/sin/cos tolerance.
+        let abs = if k >= 6 { 2e-4 } else { ABS };
+        compare_f16(&format!("elementwise op {k}"), got, want, abs);
     }
 }
 
@@ -538,8 +671,8 @@ fn capped_grid<B: NnOps>(gpu: &B) {
     let x = vals(90, 5 * 3 * 17 * 13, 1.0);
     let wt = vals(91, 200 * 27, 0.2);
     let bias = vals(92, 200, 1.0);
-    let want = conv_on(&cpu, g, &x, &wt, Some(&bias));
-    let got = conv_on(gpu, g, &x, &wt, Some(&bias));
+    let want = conv_on(&cpu, DType::F32, g, &x, &wt, Some(&bias));
+    let got = conv_on(gpu, DType::F32, g, &x, &wt, Some(&bias));
     compare("capped conv2d", &got, &want, REL, ABS);
     // Accumulating, so a tile that two blocks both computed would be added
     // twice; 2 row tiles of 64 against 4 column tiles and 5 items, so a loop
@@ -556,8 +689,8 @@ fn capped_grid<B: NnOps>(gpu: &B) {
     };
     let (a, bm) = (vals(93, 5 * 100 * 20, 1.0), vals(94, 5 * 199 * 20, 0.25));
     let init = vals(101, 5 * 100 * 199, 1.0);
-    let want = matmul_on(&cpu, mm, &a, &bm, None, &init);
-    let got = matmul_on(gpu, mm, &a, &bm, None, &init);
+    let want = matmul_on(&cpu, DType::F32, mm, &a, &bm, None, &init);
+    let got = matmul_on(gpu, DType::F32, mm, &a, &bm, None, &init);
     compare("capped matmul", &got, &want, REL, ABS);
     let gn = GroupNorm {
         batch: 3,
@@ -569,8 +702,8 @@ fn capped_grid<B: NnOps>(gpu: &B) {
     };
     let x = vals(95, 3 * 8 * 53, 2.0);
     let (gamma, beta) = (vals(96, 8, 1.0), vals(97, 8, 1.0));
-    let want = group_norm_on(&cpu, gn, &x, &gamma, &beta);
-    let got = group_norm_on(gpu, gn, &x, &gamma, &beta);
+    let want = group_norm_on(&cpu, DType::F32, gn, &x, &gamma, &beta);
+    let got = group_norm_on(gpu, DType::F32, gn, &x, &gamma, &beta);
     compare("capped group norm", &got, &want, REL, ABS);
     let sm = Softmax {
         rows: 7,
@@ -578,11 +711,17 @@ fn capped_grid<B: NnOps>(gpu: &B) {
         scale: 0.3,
     };
     let x = vals(98, 7 * 301, 10.0);
-    let want = softmax_on(&cpu, sm, &x);
-    compare("capped softmax", &softmax_on(gpu, sm, &x), &want, REL, ABS);
+    let want = softmax_on(&cpu, DType::F32, sm, &x);
+    compare(
+        "capped softmax",
+        &softmax_on(gpu, DType::F32, sm, &x),
+        &want,
+        REL,
+        ABS,
+    );
     let (a, b) = (vals(99, 1000, 3.0), vals(100, 1000, 3.0));
-    let want = elementwise_on(&cpu, &a, &b);
-    let got = elementwise_on(gpu, &a, &b);
+    let want = elementwise_on(&cpu, DType::F32, &a, &b);
+    let got = elementwise_on(gpu, DType::F32, &a, &b);
     // add, silu, affine, upsample, concat and add_bias (the time embeddings
     // are checked above).
     for (k, (got, want)) in got.iter().zip(&want).take(6).enumerate() {
@@ -608,6 +747,10 @@ mod softmax {
 
 mod elementwise {
     crate::for_each_backend!(super::elementwise_matches_cpu);
+}
+
+mod f16_storage {
+    crate::for_each_backend!(super::f16_storage_matches_cpu);
 }
 
 mod bad_input {

@@ -1,7 +1,8 @@
 //! The UNet forward on the sampler's backend (`DeviceUNet`, built from the nn
 //! family's kernels) for every `tests/fixtures/unet_*/` folder, on every
 //! backend that runs the nn family: each case of `cases.safetensors` within
-//! the f32 tolerance of the float64 model (1e-4 abs), every block output
+//! the f32 tolerance of the float64 model (1e-4 abs) and, where the backend
+//! stores f16, the f16 one (3e-2) in f16 storage, every block output
 //! against diffusers' hooks where the folder has `intermediates.safetensors`,
 //! no allocation after the first forward of a shape, the CPU network's
 //! result within float rounding, a DDIM loop with it as the denoiser, and
@@ -21,34 +22,46 @@ use safetensors::SafeTensors;
 
 /// The f32 bar of the UNet issue, for the network and every block output.
 const F32_TOL: f64 = 1e-4;
+/// Its f16-storage bar.
+const F16_TOL: f64 = 3e-2;
 
-fn tensor<B: diffinv::Backend>(backend: &B, dims: [usize; 4], v: &[f32]) -> Tensor<B> {
+fn tensor_as<B: diffinv::Backend>(
+    backend: &B,
+    dims: [usize; 4],
+    v: &[f32],
+    dtype: DType,
+) -> Tensor<B> {
     let [b, c, h, w] = dims;
-    Tensor::from_host(
-        backend,
-        Shape::new(b, c, h, w),
-        DType::F32,
-        HostSlice::F32(v),
-    )
-    .unwrap()
+    Tensor::from_host(backend, Shape::new(b, c, h, w), dtype, HostSlice::F32(v)).unwrap()
 }
 
-/// The device network's output for one case.
-fn forward<B: NnOps>(backend: &B, net: &mut DeviceUNet<B>, case: &Case) -> Vec<f32> {
-    let x = tensor(backend, case.dims, &case.x);
+fn tensor<B: diffinv::Backend>(backend: &B, dims: [usize; 4], v: &[f32]) -> Tensor<B> {
+    tensor_as(backend, dims, v, DType::F32)
+}
+
+/// The device network's output for one case, from `x` in the network's dtype.
+fn forward_from<B: NnOps>(
+    backend: &B,
+    net: &mut DeviceUNet<B>,
+    case: &Case,
+    x: &[f32],
+) -> Vec<f32> {
+    let x = tensor_as(backend, case.dims, x, net.dtype());
     let [b, _, h, w] = case.dims;
-    let mut out = tensor(
-        backend,
-        [b, net.config().out_channels, h, w],
-        &vec![0.0; b * net.config().out_channels * h * w],
-    );
+    let out_dims = [b, net.config().out_channels, h, w];
+    let zeros = vec![0.0; out_dims.iter().product()];
+    let mut out = tensor_as(backend, out_dims, &zeros, net.dtype());
     net.forward(backend, &x, case.times(), &mut out).unwrap();
     out.to_f32(backend).unwrap()
 }
 
+fn forward<B: NnOps>(backend: &B, net: &mut DeviceUNet<B>, case: &Case) -> Vec<f32> {
+    forward_from(backend, net, case, &case.x)
+}
+
 fn every_case_matches_the_float64_model<B: NnOps>(backend: &B) {
     for dir in unet_folders() {
-        let mut net = DeviceUNet::load(backend, &dir).unwrap();
+        let mut net = DeviceUNet::load(backend, &dir, DType::F32).unwrap();
         let mut host = UNet::load(&dir, DType::F32).unwrap();
         for case in cases(&dir) {
             let got = forward(backend, &mut net, &case);
@@ -72,6 +85,48 @@ fn every_case_matches_the_float64_model<B: NnOps>(backend: &B) {
     }
 }
 
+/// In f16 storage (weights, activations, input and output; f32 math) every
+/// case from its f16 input is within the issue's f16 bar of the float64
+/// model, and within f16 rounding of the CPU network in f16 storage. A
+/// backend whose nn family stores f32 only refuses the load with a typed
+/// error.
+fn every_case_in_f16_storage<B: NnOps>(backend: &B) {
+    for dir in unet_folders() {
+        let loaded = DeviceUNet::load(backend, &dir, DType::F16);
+        if !backend.nn_supports(DType::F16) {
+            assert!(
+                matches!(loaded, Err(Error::UnsupportedDType { .. })),
+                "{:?}",
+                loaded.err()
+            );
+            println!("{}: no f16 nn family, refused", backend.device_name());
+            return;
+        }
+        let mut net = loaded.unwrap();
+        assert_eq!(net.dtype(), DType::F16);
+        let mut host = UNet::load(&dir, DType::F16).unwrap();
+        for case in cases(&dir) {
+            let got = forward_from(backend, &mut net, &case, &case.x_f16);
+            let err = max_abs(&got, &case.out_f64);
+            let what = format!(
+                "{} {} in f16 on {}",
+                dir.display(),
+                case.name,
+                backend.device_name()
+            );
+            println!("{what}: max |out − out_f64| = {err:.3e}");
+            assert!(err <= F16_TOL, "{what}: {err:e}");
+            let cpu = host.forward(&case.x_f16, case.dims, case.times()).unwrap();
+            let want: Vec<f64> = cpu.iter().map(|&v| f64::from(v)).collect();
+            let diff = max_abs(&got, &want);
+            assert!(diff <= F16_TOL, "{what}: vs the CPU network, {diff:e}");
+        }
+        // Half the weight bytes of the f32 network.
+        let f32_net = DeviceUNet::load(backend, &dir, DType::F32).unwrap();
+        assert_eq!(2 * net.weight_bytes(), f32_net.weight_bytes());
+    }
+}
+
 fn every_block_output_matches_the_diffusers_hooks<B: NnOps>(backend: &B) {
     for dir in unet_folders() {
         let path = dir.join("intermediates.safetensors");
@@ -85,7 +140,7 @@ fn every_block_output_matches_the_diffusers_hooks<B: NnOps>(backend: &B) {
         let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         let t: Vec<i64> = t.iter().map(|&v| v as i64).collect();
         let dims = [shape[0], shape[1], shape[2], shape[3]];
-        let mut net = DeviceUNet::load(backend, &dir).unwrap();
+        let mut net = DeviceUNet::load(backend, &dir, DType::F32).unwrap();
         let xt = tensor(backend, dims, &x);
         let out_dims = [dims[0], net.config().out_channels, dims[2], dims[3]];
         let mut out = tensor(backend, out_dims, &vec![0.0; out_dims.iter().product()]);
@@ -121,7 +176,7 @@ fn every_block_output_matches_the_diffusers_hooks<B: NnOps>(backend: &B) {
 fn repeated_forwards_reuse_every_buffer<B: NnOps>(backend: &B) {
     for dir in unet_folders() {
         let case = &cases(&dir)[0];
-        let mut net = DeviceUNet::load(backend, &dir).unwrap();
+        let mut net = DeviceUNet::load(backend, &dir, DType::F32).unwrap();
         let first = forward(backend, &mut net, case);
         let (allocations, peak) = (net.allocations(), net.peak_bytes());
         let second = forward(backend, &mut net, case);
@@ -158,7 +213,11 @@ fn ddim<B: SolverOps, D: Denoiser<B>>(backend: &B, case: &Case, denoiser: &mut D
 fn ddim_with_the_device_network<B: NnOps + SolverOps>(backend: &B) {
     for dir in unet_folders() {
         let case = &cases(&dir)[0];
-        let got = ddim(backend, case, &mut DeviceUNet::load(backend, &dir).unwrap());
+        let got = ddim(
+            backend,
+            case,
+            &mut DeviceUNet::load(backend, &dir, DType::F32).unwrap(),
+        );
         let want = ddim(backend, case, &mut UNet::load(&dir, DType::F32).unwrap());
         let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
         let err = max_abs(&got, &want);
@@ -172,7 +231,7 @@ fn ddim_with_the_device_network<B: NnOps + SolverOps>(backend: &B) {
 
 fn bad_calls_are_typed_errors<B: NnOps>(backend: &B) {
     let dir = &unet_folders()[0];
-    let mut net = DeviceUNet::load(backend, dir).unwrap();
+    let mut net = DeviceUNet::load(backend, dir, DType::F32).unwrap();
     let case = &cases(dir)[0];
     let [b, c, h, w] = case.dims;
     let cout = net.config().out_channels;
@@ -195,7 +254,7 @@ fn bad_calls_are_typed_errors<B: NnOps>(backend: &B) {
     );
     let e = net.forward(backend, &odd, case.times(), &mut odd_out);
     assert!(matches!(e, Err(Error::InvalidShape { .. })), "{e:?}");
-    // An output of the wrong shape, and f16 tensors (the device network is f32).
+    // An output of the wrong shape, and f16 tensors given to an f32 network.
     let mut small = tensor(
         backend,
         [b, cout, h / 2, w],
@@ -214,6 +273,9 @@ fn bad_calls_are_typed_errors<B: NnOps>(backend: &B) {
 
 mod every_case {
     crate::for_each_backend!(super::every_case_matches_the_float64_model);
+}
+mod f16_storage {
+    crate::for_each_backend!(super::every_case_in_f16_storage);
 }
 mod block_outputs {
     crate::for_each_backend!(super::every_block_output_matches_the_diffusers_hooks);

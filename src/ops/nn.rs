@@ -4,8 +4,12 @@
 //! nearest ×2 upsampling, channel concatenation, the sinusoidal time
 //! embedding).
 //!
-//! Tensors are f32, NCHW (`[batch, channels, h, w]`, row-major) and addressed
-//! from element 0 of their buffers; a buffer may be longer than the op needs.
+//! Tensors are NCHW (`[batch, channels, h, w]`, row-major) and addressed from
+//! element 0 of their buffers; a buffer may be longer than the op needs. A
+//! call's storage type is its output's: f32, or f16 where the backend has it
+//! ([`NnOps::nn_supports`]), and every input shares it except the timesteps of
+//! [`time_proj`], which are always f32. Math is f32 in either storage: values
+//! are widened on load and rounded once on store.
 //! Every entry point here checks dtypes, sizes and buffer lengths before
 //! anything launches; a backend only sees a [`NnCall`] that passed them.
 
@@ -15,7 +19,7 @@ use crate::tensor::DType;
 
 /// Backends that run the nn family.
 pub trait NnOps: Backend {
-    /// Whether the nn kernels compute in `dtype` here.
+    /// Whether the nn kernels store in `dtype` here (f32 math either way).
     fn nn_supports(&self, dtype: DType) -> bool;
 
     /// Launch one op whose buffers the entry points of this module checked.
@@ -142,14 +146,18 @@ pub enum NnOp {
     AddBias { planes: usize, hw: usize },
 }
 
-/// One checked op: its inputs in the order [`NnOp`] lists them (`None` for an
-/// absent optional one) and its output, which no input aliases. Only the
-/// entry points of this module make one.
+/// One checked op: its storage type, its inputs in the order [`NnOp`] lists
+/// them (`None` for an absent optional one) and its output, which no input
+/// aliases. Only the entry points of this module make one.
 pub struct NnCall<'a, B: Backend> {
     pub(crate) op: NnOp,
+    pub(crate) dtype: DType,
     pub(crate) inputs: [Option<&'a B::Buffer>; 3],
     pub(crate) out: &'a mut B::Buffer,
 }
+
+/// An input of a call: its role (for errors), buffer and element count.
+type Input<'a, B> = Option<(&'static str, &'a <B as Backend>::Buffer, usize)>;
 
 /// Every element count the kernels index with must fit their u32 indices.
 fn fits_u32(what: &'static str, n: usize) -> Result<()> {
@@ -174,28 +182,33 @@ fn positive(name: &'static str, v: usize) -> Result<()> {
     Ok(())
 }
 
+/// Check and launch `op`: its storage type is the output's; inputs share it,
+/// except time_proj's timesteps, which are f32.
 fn launch<B: NnOps>(
     backend: &B,
     op: NnOp,
-    inputs: [Option<(&'static str, &B::Buffer, usize)>; 3],
+    inputs: [Input<'_, B>; 3],
     out: (&'static str, &mut B::Buffer, usize),
 ) -> Result<()> {
-    let dtype = DType::F32;
+    let (out_what, out, out_len) = out;
+    let dtype = B::buffer_info(out).dtype;
     if !backend.nn_supports(dtype) {
         return Err(Error::UnsupportedDType {
             backend: backend.kind().name(),
             dtype,
         });
     }
+    let f32_input = matches!(op, NnOp::TimeProj(_));
     for &(what, buf, len) in inputs.iter().flatten() {
         fits_u32(what, len)?;
-        B::buffer_info(buf).check(what, dtype, len)?;
+        let expected = if f32_input { DType::F32 } else { dtype };
+        B::buffer_info(buf).check(what, expected, len)?;
     }
-    let (out_what, out, out_len) = out;
     fits_u32(out_what, out_len)?;
     B::buffer_info(out).check(out_what, dtype, out_len)?;
     backend.nn_checked(NnCall {
         op,
+        dtype,
         inputs: inputs.map(|i| i.map(|(_, b, _)| b)),
         out,
     })
@@ -427,7 +440,8 @@ pub fn concat_into<B: NnOps>(
     )
 }
 
-/// The sinusoidal embedding of `t`; see [`TimeProj`].
+/// The sinusoidal embedding of `t` (f32 timesteps, whatever the output's
+/// storage type, as diffusers keeps them); see [`TimeProj`].
 pub fn time_proj<B: NnOps>(
     backend: &B,
     g: TimeProj,

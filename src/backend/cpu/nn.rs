@@ -1,28 +1,43 @@
 //! The nn family on the CPU: the definition of every op (`crate::ops::nn`),
-//! as plain loops over f32 storage. Sums (GEMM dot products, GroupNorm
+//! as plain loops over f32 values. Sums (GEMM dot products, GroupNorm
 //! statistics, softmax denominators) accumulate in f64 and round once, so the
-//! reference is closer to exact than any f32 kernel it checks.
+//! reference is closer to exact than any f32 kernel it checks. f16 storage is
+//! the same loops on widened inputs, the output rounded to f16 (nearest even)
+//! once, as the device kernels store it.
+
+use std::borrow::Cow;
+
+use half::f16;
 
 use super::{CpuBackend, CpuBuffer, Element};
 use crate::error::{Error, Result};
 use crate::ops::nn::{Concat, Conv2d, GroupNorm, Matmul, NnCall, NnOp, NnOps, Softmax, TimeProj};
 use crate::tensor::DType;
 
-// Through `Element::slice`, the one place that knows every way a CPU buffer
-// can hold f32 values.
-fn f32s(buf: &CpuBuffer) -> Result<&[f32]> {
-    <f32 as Element>::slice(buf).ok_or(Error::UnsupportedDType {
-        backend: "cpu",
-        dtype: buf.dtype(),
-    })
-}
-
-fn f32s_mut(buf: &mut CpuBuffer) -> Result<&mut [f32]> {
-    let dtype = buf.dtype();
-    <f32 as Element>::slice_mut(buf).ok_or(Error::UnsupportedDType {
+fn unsupported(dtype: DType) -> Error {
+    Error::UnsupportedDType {
         backend: "cpu",
         dtype,
-    })
+    }
+}
+
+// Through `Element::slice`, the one place that knows every way a CPU buffer
+// can hold f32 or f16 values.
+fn slice<T: Element>(buf: &CpuBuffer) -> Result<&[T]> {
+    T::slice(buf).ok_or(unsupported(buf.dtype()))
+}
+
+fn slice_mut<T: Element>(buf: &mut CpuBuffer) -> Result<&mut [T]> {
+    let dtype = buf.dtype();
+    T::slice_mut(buf).ok_or(unsupported(dtype))
+}
+
+/// A buffer's values as f32: borrowed from f32 storage, widened from f16.
+fn widened(buf: &CpuBuffer) -> Result<Cow<'_, [f32]>> {
+    match buf.dtype() {
+        DType::F16 => Ok(slice::<f16>(buf)?.iter().map(|v| v.to_f32()).collect()),
+        _ => slice::<f32>(buf).map(Cow::Borrowed),
+    }
 }
 
 fn silu(v: f32) -> f32 {
@@ -30,15 +45,11 @@ fn silu(v: f32) -> f32 {
 }
 
 /// The input a checked call always has.
-fn input(b: Option<&CpuBuffer>) -> Result<&[f32]> {
-    f32s(b.ok_or_else(|| Error::Device {
+fn input(b: Option<&[f32]>) -> Result<&[f32]> {
+    b.ok_or_else(|| Error::Device {
         backend: "cpu",
         message: "nn call without its first input".into(),
-    })?)
-}
-
-fn opt(b: Option<&CpuBuffer>) -> Result<Option<&[f32]>> {
-    b.map(f32s).transpose()
+    })
 }
 
 fn conv2d(g: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
@@ -186,46 +197,69 @@ fn time_proj(g: &TimeProj, t: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Run `op` on f32 values.
+fn run(op: NnOp, inputs: &[Option<Cow<'_, [f32]>>; 3], out: &mut [f32]) -> Result<()> {
+    let [i0, i1, i2] = inputs.each_ref().map(|b| b.as_deref());
+    match op {
+        NnOp::Conv2d(g) => conv2d(&g, input(i0)?, input(i1)?, i2, out),
+        NnOp::Matmul(g) => matmul(&g, input(i0)?, input(i1)?, i2, out),
+        NnOp::GroupNorm(g) => group_norm(&g, input(i0)?, input(i1)?, input(i2)?, out),
+        NnOp::Softmax(g) => softmax(&g, input(i0)?, out),
+        NnOp::Add { n } => {
+            let (a, b) = (input(i0)?, input(i1)?);
+            for ((d, &x), &y) in out[..n].iter_mut().zip(a).zip(b) {
+                *d = x + y;
+            }
+        }
+        NnOp::Silu { n } => {
+            for (d, &v) in out[..n].iter_mut().zip(input(i0)?) {
+                *d = silu(v);
+            }
+        }
+        NnOp::Affine { n, scale, shift } => {
+            for (d, &v) in out[..n].iter_mut().zip(input(i0)?) {
+                *d = scale * v + shift;
+            }
+        }
+        NnOp::Upsample2x { planes, h, w } => upsample2x(planes, h, w, input(i0)?, out),
+        NnOp::Concat(g) => concat(&g, input(i0)?, out),
+        NnOp::TimeProj(g) => time_proj(&g, input(i0)?, out),
+        NnOp::AddBias { planes, hw } => {
+            let (a, bias) = (input(i0)?, input(i1)?);
+            for ((d, s), &v) in out.chunks_mut(hw).zip(a.chunks(hw)).zip(bias).take(planes) {
+                for (d, &x) in d.iter_mut().zip(s) {
+                    *d = x + v;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl NnOps for CpuBackend {
     fn nn_supports(&self, dtype: DType) -> bool {
-        dtype == DType::F32
+        matches!(dtype, DType::F32 | DType::F16)
     }
 
     fn nn_checked(&self, call: NnCall<'_, Self>) -> Result<()> {
-        let [i0, i1, i2] = call.inputs;
-        let out = f32s_mut(call.out)?;
-        match call.op {
-            NnOp::Conv2d(g) => conv2d(&g, input(i0)?, input(i1)?, opt(i2)?, out),
-            NnOp::Matmul(g) => matmul(&g, input(i0)?, input(i1)?, opt(i2)?, out),
-            NnOp::GroupNorm(g) => group_norm(&g, input(i0)?, input(i1)?, input(i2)?, out),
-            NnOp::Softmax(g) => softmax(&g, input(i0)?, out),
-            NnOp::Add { n } => {
-                let (a, b) = (input(i0)?, input(i1)?);
-                for ((d, &x), &y) in out[..n].iter_mut().zip(a).zip(b) {
-                    *d = x + y;
-                }
-            }
-            NnOp::Silu { n } => {
-                for (d, &v) in out[..n].iter_mut().zip(input(i0)?) {
-                    *d = silu(v);
-                }
-            }
-            NnOp::Affine { n, scale, shift } => {
-                for (d, &v) in out[..n].iter_mut().zip(input(i0)?) {
-                    *d = scale * v + shift;
-                }
-            }
-            NnOp::Upsample2x { planes, h, w } => upsample2x(planes, h, w, input(i0)?, out),
-            NnOp::Concat(g) => concat(&g, input(i0)?, out),
-            NnOp::TimeProj(g) => time_proj(&g, input(i0)?, out),
-            NnOp::AddBias { planes, hw } => {
-                let (a, bias) = (input(i0)?, input(i1)?);
-                for ((d, s), &v) in out.chunks_mut(hw).zip(a.chunks(hw)).zip(bias).take(planes) {
-                    for (d, &x) in d.iter_mut().zip(s) {
-                        *d = x + v;
+        let inputs = call.inputs.map(|b| b.map(widened).transpose());
+        let [i0, i1, i2] = inputs;
+        let inputs = [i0?, i1?, i2?];
+        match call.dtype {
+            DType::F32 => run(call.op, &inputs, slice_mut::<f32>(call.out)?)?,
+            DType::F16 => {
+                let out = slice_mut::<f16>(call.out)?;
+                let mut wide: Vec<f32> = out.iter().map(|v| v.to_f32()).collect();
+                run(call.op, &inputs, &mut wide)?;
+                // Only what the op wrote is rounded back: elements it left
+                // alone keep their bits (a NaN payload included).
+                for (d, v) in out.iter_mut().zip(wide) {
+                    if v.to_bits() != d.to_f32().to_bits() {
+                        *d = f16::from_f32(v);
                     }
                 }
             }
+            other => return Err(unsupported(other)),
         }
         self.count_launch();
         Ok(())

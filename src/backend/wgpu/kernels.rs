@@ -22,7 +22,8 @@ pub enum Access {
 }
 
 /// A `shaders/<family>.wgsl` source and its packed-f16 entry points, if any
-/// (`shaders/<family>_packed.wgsl`).
+/// (`shaders/<family>_packed.wgsl`). A source that declares the `Elem` alias
+/// also has a native-f16 variant.
 #[derive(Debug)]
 pub struct Family {
     pub name: &'static str,
@@ -33,10 +34,7 @@ pub struct Family {
 impl Family {
     /// The WGSL of `variant`, assembled like build.rs validates it.
     fn source(&self, variant: ShaderVariant) -> std::result::Result<String, String> {
-        match self.packed {
-            Some(packed) => assemble(variant, self.source, packed),
-            None => Ok(self.source.to_string()),
-        }
+        assemble(variant, self.source, self.packed)
     }
 }
 

@@ -1,4 +1,6 @@
-//! The nn family on wgpu: `shaders/nn.wgsl`, f32 storage. The GEMM-shaped
+//! The nn family on wgpu: `shaders/nn.wgsl`, f32 storage, or f16 where the
+//! adapter has SHADER_F16 (no packed variant: without it the family runs f32
+//! only, and an f16 call is `UnsupportedDType`). The GEMM-shaped
 //! kernels launch a 2-D grid of 16×16 output tiles (batch in z), the
 //! reductions one workgroup per normalised group or softmax row, the
 //! element-wise ops one invocation per output element.
@@ -15,8 +17,15 @@ pub const FAMILY: Family = Family {
     packed: None,
 };
 
-/// Three read-only inputs and one output, for every entry (see nn.wgsl).
-const BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::Read, Access::ReadWrite];
+/// Three read-only inputs, one output and the f32 side input (time_proj's
+/// timesteps), for every entry (see nn.wgsl).
+const BINDINGS: &[Access] = &[
+    Access::Read,
+    Access::Read,
+    Access::Read,
+    Access::ReadWrite,
+    Access::Read,
+];
 
 /// Side of the output tile of the GEMM-shaped kernels (`TILE` in nn.wgsl).
 const TILE: usize = 16;
@@ -70,7 +79,7 @@ fn u(v: usize) -> u32 {
 
 impl NnOps for WgpuBackend {
     fn nn_supports(&self, dtype: DType) -> bool {
-        dtype == DType::F32
+        dtype == DType::F32 || (dtype == DType::F16 && self.native_f16)
     }
 
     fn nn_checked(&self, call: NnCall<'_, Self>) -> Result<()> {
@@ -82,8 +91,12 @@ impl NnOps for WgpuBackend {
             &i1.unwrap_or(first).buffer,
             &i2.unwrap_or(first).buffer,
             &call.out.buffer,
+            &first.buffer,
         ];
-        let variant = ShaderVariant::F32;
+        let variant = match call.dtype {
+            DType::F16 => ShaderVariant::F16Native,
+            _ => ShaderVariant::F32,
+        };
         let grid = |x: usize, y: usize, z: usize| {
             let max = self.max_workgroups as usize;
             [u(x.clamp(1, max)), u(y.clamp(1, max)), u(z.clamp(1, max))]
@@ -140,15 +153,15 @@ impl NnOps for WgpuBackend {
                 let groups = grid(g.rows, 1, 1);
                 self.dispatch_grid(&SOFTMAX, variant, bytemuck::bytes_of(&p), &bufs, groups)
             }
-            NnOp::Add { n } => self.elementwise(&[EW_ADD, u(n)], &bufs, n),
-            NnOp::Silu { n } => self.elementwise(&[EW_SILU, u(n)], &bufs, n),
+            NnOp::Add { n } => self.elementwise(variant, &[EW_ADD, u(n)], &bufs, n),
+            NnOp::Silu { n } => self.elementwise(variant, &[EW_SILU, u(n)], &bufs, n),
             NnOp::Affine { n, scale, shift } => {
                 let words = [EW_AFFINE, u(n), scale.to_bits(), shift.to_bits()];
-                self.elementwise(&words, &bufs, n)
+                self.elementwise(variant, &words, &bufs, n)
             }
             NnOp::Upsample2x { planes, h, w } => {
                 let n = planes * 4 * h * w;
-                self.elementwise(&[EW_UPSAMPLE, u(n), u(h), u(w)], &bufs, n)
+                self.elementwise(variant, &[EW_UPSAMPLE, u(n), u(h), u(w)], &bufs, n)
             }
             NnOp::Concat(g) => {
                 let n = g.batch * g.c * g.hw;
@@ -160,7 +173,7 @@ impl NnOps for WgpuBackend {
                     u(g.c_total),
                     u(g.c_offset),
                 ];
-                self.elementwise(&words, &bufs, n)
+                self.elementwise(variant, &words, &bufs, n)
             }
             NnOp::TimeProj(g) => {
                 let n = g.batch * g.dim;
@@ -171,18 +184,24 @@ impl NnOps for WgpuBackend {
                     g.shift().to_bits(),
                     u32::from(g.flip_sin_to_cos),
                 ];
-                self.elementwise(&words, &bufs, n)
+                self.elementwise(variant, &words, &bufs, n)
             }
             NnOp::AddBias { planes, hw } => {
                 let n = planes * hw;
-                self.elementwise(&[EW_ADD_BIAS, u(n), u(hw)], &bufs, n)
+                self.elementwise(variant, &[EW_ADD_BIAS, u(n), u(hw)], &bufs, n)
             }
         }
     }
 }
 
 impl WgpuBackend {
-    fn elementwise(&self, words: &[u32], bufs: &[&wgpu::Buffer], n: usize) -> Result<()> {
+    fn elementwise(
+        &self,
+        variant: ShaderVariant,
+        words: &[u32],
+        bufs: &[&wgpu::Buffer],
+        n: usize,
+    ) -> Result<()> {
         if n == 0 {
             return Err(Error::InvalidParameter {
                 name: "elements",
@@ -191,12 +210,6 @@ impl WgpuBackend {
             });
         }
         let p = NnParams::new(words);
-        self.dispatch(
-            &ELEMENTWISE,
-            ShaderVariant::F32,
-            bytemuck::bytes_of(&p),
-            bufs,
-            n,
-        )
+        self.dispatch(&ELEMENTWISE, variant, bytemuck::bytes_of(&p), bufs, n)
     }
 }

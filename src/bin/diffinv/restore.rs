@@ -160,18 +160,16 @@ enum Network {
     Device,
 }
 
-/// Whether the network runs on the backend (`DeviceUNet`, f32, no image
-/// crossing to the host between steps) rather than on the CPU (`UNet`:
-/// im2col + GEMM, f32 or f16 storage). `auto` puts it on a GPU in f32, and
-/// on the CPU for the CPU backend, a software adapter (lavapipe: the CPU
-/// network is far faster there) and f16.
+/// Whether the network runs on the backend (`DeviceUNet`: no image crossing
+/// to the host between steps; f32, or f16 where the backend's nn family
+/// stores it) rather than on the CPU (`UNet`: im2col + GEMM, f32 or f16
+/// storage). `auto` puts it on a GPU in f32, and on the CPU for the CPU
+/// backend, a software adapter (lavapipe: the CPU network is far faster
+/// there) and f16.
 fn network_on_device(choice: Network, backend: &AnyBackend, dtype: DType) -> CliResult<bool> {
     match choice {
         Network::Cpu => Ok(false),
         Network::Auto => Ok(dtype == DType::F32 && backend.is_gpu()),
-        Network::Device if dtype != DType::F32 => {
-            fail!("--network device runs the network in f32: use --dtype f32 or --network cpu")
-        }
         Network::Device if backend.kind() == BackendKind::Cpu => {
             fail!("--network device needs a device backend (wgpu or cuda); the cpu backend runs the CPU network")
         }
@@ -194,7 +192,7 @@ impl BackendFn for Job<'_> {
     fn call<B: Ops>(self, backend: &B) -> Self::Output {
         let progress = reporter(self.config.steps);
         if self.on_device {
-            let mut net = DeviceUNet::load(backend, self.model)?;
+            let mut net = DeviceUNet::load(backend, self.model, self.config.dtype)?;
             net.set_prediction(self.net.prediction());
             return restore(backend, &mut net, self.clean, self.config, progress);
         }

@@ -1,6 +1,7 @@
 //! The layers of a `UNet2DModel` on a backend that runs the nn family:
-//! weights uploaded once as f32 buffers, activations NCHW f32 buffers from
-//! the forward's arena, every layer a short sequence of nn ops.
+//! weights uploaded once in the network's storage type (f32 or f16),
+//! activations NCHW buffers of that type from the forward's arena, every layer
+//! a short sequence of nn ops.
 
 use super::arena::DeviceArena;
 use crate::error::Result;
@@ -38,16 +39,24 @@ pub struct Act<B: NnOps> {
     pub dims: Dims,
 }
 
-/// `v` in a new f32 buffer of the backend.
-fn upload<B: NnOps>(backend: &B, v: &[f32]) -> Result<B::Buffer> {
-    let mut buf = backend.alloc(v.len(), DType::F32)?;
-    backend.write(&mut buf, DType::F32, 0, HostSlice::F32(v))?;
-    Ok(buf)
+/// Where the layers' weights come from and how they are stored: the values of
+/// `src`, uploaded to `backend` as `dtype`.
+pub struct Weights<'a, B: NnOps> {
+    pub backend: &'a B,
+    pub src: &'a dyn Source,
+    pub dtype: DType,
 }
 
-/// A weight tensor of `src`, checked against `shape`, on the backend.
-fn load<B: NnOps>(backend: &B, src: &dyn Source, name: &str, shape: &[usize]) -> Result<B::Buffer> {
-    upload(backend, &src.tensor(name, shape)?)
+impl<B: NnOps> Weights<'_, B> {
+    /// The tensor `name` of the source, checked against `shape`, in a new
+    /// buffer of the backend.
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<B::Buffer> {
+        let v = self.src.tensor(name, shape)?;
+        let mut buf = self.backend.alloc(v.len(), self.dtype)?;
+        self.backend
+            .write(&mut buf, self.dtype, 0, HostSlice::F32(&v))?;
+        Ok(buf)
+    }
 }
 
 /// Apply `op` to a new arena buffer of `dims`. (On an error the buffers
@@ -127,16 +136,15 @@ impl ConvShape {
 
 impl<B: NnOps> Conv<B> {
     pub fn load(
-        backend: &B,
-        src: &dyn Source,
+        weights: &Weights<'_, B>,
         name: &str,
         (cin, cout): (usize, usize),
         shape: ConvShape,
     ) -> Result<Self> {
         let k = shape.k;
         Ok(Conv {
-            w: load(backend, src, &format!("{name}.weight"), &[cout, cin, k, k])?,
-            bias: load(backend, src, &format!("{name}.bias"), &[cout])?,
+            w: weights.tensor(&format!("{name}.weight"), &[cout, cin, k, k])?,
+            bias: weights.tensor(&format!("{name}.bias"), &[cout])?,
             cin,
             cout,
             k,
@@ -216,10 +224,10 @@ pub struct Linear<B: NnOps> {
 }
 
 impl<B: NnOps> Linear<B> {
-    pub fn load(backend: &B, src: &dyn Source, name: &str, inp: usize, out: usize) -> Result<Self> {
+    pub fn load(weights: &Weights<'_, B>, name: &str, inp: usize, out: usize) -> Result<Self> {
         Ok(Linear {
-            w: load(backend, src, &format!("{name}.weight"), &[out, inp])?,
-            bias: load(backend, src, &format!("{name}.bias"), &[out])?,
+            w: weights.tensor(&format!("{name}.weight"), &[out, inp])?,
+            bias: weights.tensor(&format!("{name}.bias"), &[out])?,
             inp,
             out,
         })
@@ -269,15 +277,14 @@ pub struct Norm<B: NnOps> {
 
 impl<B: NnOps> Norm<B> {
     pub fn load(
-        backend: &B,
-        src: &dyn Source,
+        weights: &Weights<'_, B>,
         name: &str,
         channels: usize,
         (groups, eps): (usize, f64),
     ) -> Result<Self> {
         Ok(Norm {
-            gamma: load(backend, src, &format!("{name}.weight"), &[channels])?,
-            beta: load(backend, src, &format!("{name}.bias"), &[channels])?,
+            gamma: weights.tensor(&format!("{name}.weight"), &[channels])?,
+            beta: weights.tensor(&format!("{name}.bias"), &[channels])?,
             groups,
             eps: eps as f32,
         })
@@ -319,37 +326,29 @@ pub struct Resnet<B: NnOps> {
 }
 
 impl<B: NnOps> Resnet<B> {
-    pub fn load(backend: &B, src: &dyn Source, spec: &ResnetSpec) -> Result<Self> {
+    pub fn load(weights: &Weights<'_, B>, spec: &ResnetSpec) -> Result<Self> {
         let w = spec.widths;
         let name = &spec.name;
         let norm = (w.groups, w.eps);
         let shortcut = if w.cin != w.cout {
             let name = format!("{name}.conv_shortcut");
-            let sc = Conv::load(backend, src, &name, (w.cin, w.cout), ConvShape::POINTWISE)?;
+            let sc = Conv::load(weights, &name, (w.cin, w.cout), ConvShape::POINTWISE)?;
             Some(sc)
         } else {
             None
         };
         Ok(Resnet {
-            norm1: Norm::load(backend, src, &format!("{name}.norm1"), w.cin, norm)?,
+            norm1: Norm::load(weights, &format!("{name}.norm1"), w.cin, norm)?,
             conv1: Conv::load(
-                backend,
-                src,
+                weights,
                 &format!("{name}.conv1"),
                 (w.cin, w.cout),
                 ConvShape::SAME3,
             )?,
-            time_proj: Linear::load(
-                backend,
-                src,
-                &format!("{name}.time_emb_proj"),
-                w.temb,
-                w.cout,
-            )?,
-            norm2: Norm::load(backend, src, &format!("{name}.norm2"), w.cout, norm)?,
+            time_proj: Linear::load(weights, &format!("{name}.time_emb_proj"), w.temb, w.cout)?,
+            norm2: Norm::load(weights, &format!("{name}.norm2"), w.cout, norm)?,
             conv2: Conv::load(
-                backend,
-                src,
+                weights,
                 &format!("{name}.conv2"),
                 (w.cout, w.cout),
                 ConvShape::SAME3,
@@ -423,13 +422,12 @@ pub struct Attention<B: NnOps> {
 }
 
 impl<B: NnOps> Attention<B> {
-    pub fn load(backend: &B, src: &dyn Source, spec: &AttentionSpec) -> Result<Self> {
+    pub fn load(weights: &Weights<'_, B>, spec: &AttentionSpec) -> Result<Self> {
         let (name, c) = (&spec.name, spec.channels);
         // diffusers' linear projections are 1×1 convolutions over the pixels.
         let proj = |p: &str| {
             Conv::load(
-                backend,
-                src,
+                weights,
                 &format!("{name}.{p}"),
                 (c, c),
                 ConvShape::POINTWISE,
@@ -437,8 +435,7 @@ impl<B: NnOps> Attention<B> {
         };
         Ok(Attention {
             norm: Norm::load(
-                backend,
-                src,
+                weights,
                 &format!("{name}.group_norm"),
                 c,
                 (spec.groups, spec.eps),

@@ -2,8 +2,9 @@
 //! same network as [`super::UNet`], built from the same
 //! [`super::topology::Topology`], its layers composed of the nn family's
 //! kernels (WGSL on wgpu, CUDA kernels, the CPU definitions on the CPU
-//! backend), weights and activations in f32 device buffers. A sampling loop
-//! on a device backend then never moves an image to the host.
+//! backend), weights and activations in device buffers of one storage type:
+//! f32, or f16 where the backend's nn family has it (f32 math either way). A
+//! sampling loop on a device backend then never moves an image to the host.
 
 mod arena;
 mod layers;
@@ -11,7 +12,7 @@ mod layers;
 use std::path::Path;
 
 use arena::DeviceArena;
-use layers::{Act, Attention, Conv, ConvShape, Dims, Linear, Norm, Resnet};
+use layers::{Act, Attention, Conv, ConvShape, Dims, Linear, Norm, Resnet, Weights};
 
 use super::config::UNetConfig;
 use super::forward::Probe;
@@ -32,16 +33,16 @@ struct Level<B: nn::NnOps> {
 }
 
 impl<B: nn::NnOps> Level<B> {
-    fn load(backend: &B, src: &dyn Source, spec: &LevelSpec) -> Result<Self> {
+    fn load(weights: &Weights<'_, B>, spec: &LevelSpec) -> Result<Self> {
         let resnets = spec
             .resnets
             .iter()
-            .map(|r| Resnet::load(backend, src, r))
+            .map(|r| Resnet::load(weights, r))
             .collect::<Result<_>>()?;
         let attentions = spec
             .attentions
             .iter()
-            .map(|a| Attention::load(backend, src, a))
+            .map(|a| Attention::load(weights, a))
             .collect::<Result<_>>()?;
         let resample = match &spec.resample {
             None => None,
@@ -56,7 +57,7 @@ impl<B: nn::NnOps> Level<B> {
                     Resample::Up => ConvShape::SAME3,
                 };
                 let widths = (r.channels, r.channels);
-                Some((r.kind, Conv::load(backend, src, &r.name, widths, shape)?))
+                Some((r.kind, Conv::load(weights, &r.name, widths, shape)?))
             }
         };
         Ok(Level {
@@ -112,8 +113,8 @@ impl<B: nn::NnOps> Level<B> {
     }
 }
 
-/// A `UNet2DModel` whose forward runs on backend `B`, f32 weights and
-/// activations (f32 accumulation); see the module docs.
+/// A `UNet2DModel` whose forward runs on backend `B`, weights and activations
+/// in f32 or f16 storage (f32 math); see the module docs.
 pub struct DeviceUNet<B: nn::NnOps> {
     config: UNetConfig,
     prediction: Prediction,
@@ -132,31 +133,44 @@ pub struct DeviceUNet<B: nn::NnOps> {
 impl<B: nn::NnOps> DeviceUNet<B> {
     /// Load a checkpoint folder as [`super::UNet::load`] does (config,
     /// weights in either float type, the prediction type beside them) onto
-    /// `backend`.
-    pub fn load(backend: &B, dir: impl AsRef<Path>) -> Result<Self> {
-        let found = locate(dir.as_ref(), DType::F32)?;
+    /// `backend`, stored as `dtype` (f32, or f16 where
+    /// [`nn::NnOps::nn_supports`] says so).
+    pub fn load(backend: &B, dir: impl AsRef<Path>, dtype: DType) -> Result<Self> {
+        require_storage(backend, dtype)?;
+        let found = locate(dir.as_ref(), dtype)?;
         let checkpoint = Checkpoint::open(&found.weights)?;
-        let mut net = Self::build(backend, found.config, &checkpoint.tensors()?)?;
+        let mut net = Self::build(backend, found.config, &checkpoint.tensors()?, dtype)?;
         net.prediction = found.prediction;
         Ok(net)
     }
 
     /// Build `config` with the weights of a safetensors file in memory.
-    pub fn from_safetensors(backend: &B, config: UNetConfig, bytes: &[u8]) -> Result<Self> {
-        Self::build(backend, config, &Tensors::parse(bytes, "<memory>")?)
+    pub fn from_safetensors(
+        backend: &B,
+        config: UNetConfig,
+        bytes: &[u8],
+        dtype: DType,
+    ) -> Result<Self> {
+        Self::build(backend, config, &Tensors::parse(bytes, "<memory>")?, dtype)
     }
 
     /// `config` with the seeded random weights of [`super::UNet::random`]
     /// (the same values for the same seed).
-    pub fn random(backend: &B, config: UNetConfig, seed: u64) -> Result<Self> {
+    pub fn random(backend: &B, config: UNetConfig, dtype: DType, seed: u64) -> Result<Self> {
         config.validate()?;
-        Self::build(backend, config, &Random { seed })
+        Self::build(backend, config, &Random { seed }, dtype)
     }
 
-    fn build(backend: &B, config: UNetConfig, src: &dyn Source) -> Result<Self> {
+    fn build(backend: &B, config: UNetConfig, src: &dyn Source, dtype: DType) -> Result<Self> {
+        require_storage(backend, dtype)?;
         let src = &Counting::new(src);
         let topology = Topology::of(&config)?;
-        let level = |spec| Level::load(backend, src, spec);
+        let weights = &Weights {
+            backend,
+            src,
+            dtype,
+        };
+        let level = |spec| Level::load(weights, spec);
         let down = topology.down.iter().map(level).collect::<Result<_>>()?;
         let mid = level(&topology.mid)?;
         let up = topology.up.iter().map(level).collect::<Result<_>>()?;
@@ -164,11 +178,11 @@ impl<B: nn::NnOps> DeviceUNet<B> {
         let temb = config.time_embed_dim();
         let norm = (config.norm_num_groups, config.norm_eps);
         let (cin, cout) = (config.in_channels, config.out_channels);
-        let time_1 = Linear::load(backend, src, "time_embedding.linear_1", c0, temb)?;
-        let time_2 = Linear::load(backend, src, "time_embedding.linear_2", temb, temb)?;
-        let conv_in = Conv::load(backend, src, "conv_in", (cin, c0), ConvShape::SAME3)?;
-        let norm_out = Norm::load(backend, src, "conv_norm_out", c0, norm)?;
-        let conv_out = Conv::load(backend, src, "conv_out", (c0, cout), ConvShape::SAME3)?;
+        let time_1 = Linear::load(weights, "time_embedding.linear_1", c0, temb)?;
+        let time_2 = Linear::load(weights, "time_embedding.linear_2", temb, temb)?;
+        let conv_in = Conv::load(weights, "conv_in", (cin, c0), ConvShape::SAME3)?;
+        let norm_out = Norm::load(weights, "conv_norm_out", c0, norm)?;
+        let conv_out = Conv::load(weights, "conv_out", (c0, cout), ConvShape::SAME3)?;
         Ok(DeviceUNet {
             config,
             prediction: Prediction::Epsilon,
@@ -180,7 +194,7 @@ impl<B: nn::NnOps> DeviceUNet<B> {
             up,
             norm_out,
             conv_out,
-            arena: DeviceArena::default(),
+            arena: DeviceArena::new(dtype),
             parameters: src.values(),
         })
     }
@@ -200,14 +214,19 @@ impl<B: nn::NnOps> DeviceUNet<B> {
         &self.config
     }
 
+    /// The storage type of the weights, activations, input and output.
+    pub fn dtype(&self) -> DType {
+        self.arena.dtype()
+    }
+
     /// Values in the weights (biases and norms included).
     pub fn parameters(&self) -> usize {
         self.parameters
     }
 
-    /// Bytes of the weights on the device (f32).
+    /// Bytes of the weights on the device.
     pub fn weight_bytes(&self) -> usize {
-        4 * self.parameters
+        self.dtype().size() * self.parameters
     }
 
     /// Peak bytes of activations held at once by the forwards so far
@@ -237,8 +256,8 @@ impl<B: nn::NnOps> DeviceUNet<B> {
         total + self.conv_out.flops(x)
     }
 
-    /// The network's output for `x` (`[b, c, h, w]`, f32) at per-item times
-    /// `t`, into `out` (`[b, out_channels, h, w]`, f32).
+    /// The network's output for `x` (`[b, c, h, w]`) at per-item times `t`,
+    /// into `out` (`[b, out_channels, h, w]`), both in the network's dtype.
     pub fn forward(
         &mut self,
         backend: &B,
@@ -259,7 +278,7 @@ impl<B: nn::NnOps> DeviceUNet<B> {
         out: &mut Tensor<B>,
         probe: Option<Probe<'_>>,
     ) -> Result<()> {
-        let dims = check_call(&self.config, DType::F32, x, out)?;
+        let dims = check_call(&self.config, self.dtype(), x, out)?;
         let times = t.to_f32(dims[0])?;
         self.run(backend, x.buffer(), dims, &times, out.buffer_mut(), probe)
     }
@@ -278,7 +297,7 @@ impl<B: nn::NnOps> DeviceUNet<B> {
         let c0 = self.config.block_out_channels[0];
         let x_dims = Dims { b, c: cin, h, w };
 
-        let mut t_buf = arena.take(backend, b)?;
+        let mut t_buf = arena.take_as(backend, b, DType::F32)?;
         backend.write(&mut t_buf, DType::F32, 0, HostSlice::F32(times))?;
         let proj_dims = Dims {
             b,
@@ -411,6 +430,18 @@ impl<B: nn::NnOps> DeviceUNet<B> {
     }
 }
 
+/// An nn family that stores `dtype` on `backend`, before any weight is uploaded.
+fn require_storage<B: nn::NnOps>(backend: &B, dtype: DType) -> Result<()> {
+    if backend.nn_supports(dtype) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedDType {
+            backend: backend.kind().name(),
+            dtype,
+        })
+    }
+}
+
 /// `silu(x)` in a new buffer; gives `x` back.
 fn silu<B: nn::NnOps>(backend: &B, x: Act<B>, arena: &mut DeviceArena<B>) -> Result<Act<B>> {
     let mut buf = arena.take(backend, x.dims.len())?;
@@ -461,7 +492,9 @@ fn emit_buffer<B: nn::NnOps>(
     d: Dims,
 ) -> Result<()> {
     if let Some(p) = probe {
-        let v = backend.read(buf, DType::F32, 0, d.len())?.into_f32();
+        let v = backend
+            .read(buf, B::buffer_info(buf).dtype, 0, d.len())?
+            .into_f32();
         // A time-path activation is `[b, c]`, as the CPU forward reports it.
         let shape: &[usize] = if d.h == 1 && d.w == 1 && name.starts_with("time") {
             &[d.b, d.c]
@@ -474,11 +507,11 @@ fn emit_buffer<B: nn::NnOps>(
 }
 
 /// ε or v, as [`DeviceUNet::prediction`] says, at network time `tau` for
-/// every item; `x` and `out` are f32 tensors of the network's backend, and
-/// nothing leaves the device but the times.
+/// every item; `x` and `out` are tensors of the network's backend and dtype,
+/// and nothing leaves the device but the times.
 impl<B: nn::NnOps> Denoiser<B> for DeviceUNet<B> {
     fn predict(&mut self, backend: &B, x: &Tensor<B>, tau: f64, out: &mut Tensor<B>) -> Result<()> {
-        let dims = check_call(&self.config, DType::F32, x, out)?;
+        let dims = check_call(&self.config, self.dtype(), x, out)?;
         let times = vec![tau as f32; dims[0]];
         self.run(backend, x.buffer(), dims, &times, out.buffer_mut(), None)
     }
@@ -508,7 +541,7 @@ mod tests {
     fn flops_match_the_cpu_network() {
         let backend = crate::backend::cpu::CpuBackend::new();
         let config = UNetConfig::ddpm_cifar10_32();
-        let device = DeviceUNet::random(&backend, config.clone(), 1).unwrap();
+        let device = DeviceUNet::random(&backend, config.clone(), DType::F32, 1).unwrap();
         let cpu = super::super::UNet::random(config, DType::F32, 1).unwrap();
         assert_eq!(device.flops(2, 32, 32), cpu.flops(2, 32, 32));
     }
