@@ -6,8 +6,9 @@
 //! gives the forward's dominant operation, in the same run; each case prints
 //! its own median beside that ceiling timed just before and after it.
 //!
-//! Then the same networks as `DeviceUNet` (f32, the forward built from the nn
-//! family's kernels) on each device backend that opens here: wgpu (lavapipe
+//! Then the same networks as `DeviceUNet` (the forward built from the nn
+//! family's kernels; f32, and f16 where the backend stores it) on each device
+//! backend that opens here: wgpu (lavapipe
 //! on a machine without a GPU, where it proves the shaders rather than their
 //! speed) and CUDA where a driver exists. A device forward is timed up to a
 //! `synchronize`, so it includes the whole queue.
@@ -174,65 +175,85 @@ fn main() {
     c.final_summary();
 }
 
-/// The f32 device forward of both networks, batch 1 and 8; on a software
-/// adapter (lavapipe) cifar10-32 runs at batch 1 only (its batch 8 takes
-/// tens of seconds a forward there and proves nothing more).
+/// The device forward of both networks, batch 1 and 8, in f32 and (where the
+/// backend's nn family stores it) f16; on a software adapter (lavapipe)
+/// cifar10-32 runs at batch 1 in f32 only (a forward there takes tens of
+/// seconds and proves nothing more).
 fn bench_device<B: NnOps>(c: &mut Criterion, backend: &B, label: &str, tiny: &Path) {
     let software = backend.device_name().contains("llvmpipe");
     let models: [(&str, usize); 2] = [("unet_tiny", 16), ("ddpm-cifar10-32", 32)];
     for (name, side) in models {
-        let mut net = match name {
-            "unet_tiny" => DeviceUNet::load(backend, tiny, DType::F32),
-            _ => DeviceUNet::random(backend, UNetConfig::ddpm_cifar10_32(), DType::F32, 7),
-        }
-        .expect("model");
-        for batch in [1usize, 8] {
-            if software && name != "unet_tiny" && batch > 1 {
+        for dtype in [DType::F32, DType::F16] {
+            if !backend.nn_supports(dtype) || (software && name != "unet_tiny" && dtype != DType::F32)
+            {
                 continue;
             }
-            let cin = net.config().in_channels;
-            let cout = net.config().out_channels;
-            let x: Vec<f32> = diffinv::rng::normal_vec(3, batch * cin * side * side);
-            let x = Tensor::from_host(
-                backend,
-                Shape::new(batch, cin, side, side),
-                DType::F32,
-                HostSlice::F32(&x),
-            )
-            .expect("input");
-            let mut out = Tensor::zeros(backend, Shape::new(batch, cout, side, side), DType::F32)
-                .expect("output");
-            let t: Vec<i64> = (0..batch as i64).map(|i| 999 - 97 * i).collect();
-            let flops = net.flops(batch, side, side);
-            let mut forward = || {
-                net.forward(backend, &x, Timesteps::Int(&t), &mut out)
-                    .expect("forward");
-                backend.synchronize().expect("synchronize");
-            };
-            forward();
-            let launches = backend.launch_count();
-            forward();
-            let launches = backend.launch_count() - launches;
-            let seconds = median_seconds(3, &mut forward);
+            let mut net = match name {
+                "unet_tiny" => DeviceUNet::load(backend, tiny, dtype),
+                _ => DeviceUNet::random(backend, UNetConfig::ddpm_cifar10_32(), dtype, 7),
+            }
+            .expect("model");
+            for batch in [1usize, 8] {
+                if software && name != "unet_tiny" && batch > 1 {
+                    continue;
+                }
+                bench_device_case(c, backend, label, &mut net, (name, side), batch);
+            }
             eprintln!(
-                "unet/{name}/b{batch}/{label} ({}): f32, {launches} launches per forward; \
-                 median of 3: {:.1} ms = {:.1} GFLOP/s",
-                backend.device_name(),
-                seconds * 1e3,
-                flops as f64 * 1e-9 / seconds,
+                "unet/{name}/{label}/{dtype:?}: weights {:.1} MiB, peak activations {:.1} MiB",
+                net.weight_bytes() as f64 / (1 << 20) as f64,
+                net.peak_bytes() as f64 / (1 << 20) as f64,
             );
-            let mut g = c.benchmark_group(format!("unet/{name}/b{batch}"));
-            g.sample_size(10)
-                .warm_up_time(Duration::from_millis(500))
-                .measurement_time(Duration::from_secs(3))
-                .throughput(Throughput::Elements(flops));
-            g.bench_function(format!("{label}/f32"), |b| b.iter(&mut forward));
-            g.finish();
         }
-        eprintln!(
-            "unet/{name}/{label}: weights {:.1} MiB, peak activations {:.1} MiB",
-            net.weight_bytes() as f64 / (1 << 20) as f64,
-            net.peak_bytes() as f64 / (1 << 20) as f64,
-        );
     }
+}
+
+fn bench_device_case<B: NnOps>(
+    c: &mut Criterion,
+    backend: &B,
+    label: &str,
+    net: &mut DeviceUNet<B>,
+    (name, side): (&str, usize),
+    batch: usize,
+) {
+    let dtype = net.dtype();
+    let cin = net.config().in_channels;
+    let cout = net.config().out_channels;
+    let x: Vec<f32> = diffinv::rng::normal_vec(3, batch * cin * side * side);
+    let x = Tensor::from_host(
+        backend,
+        Shape::new(batch, cin, side, side),
+        dtype,
+        HostSlice::F32(&x),
+    )
+    .expect("input");
+    let mut out =
+        Tensor::zeros(backend, Shape::new(batch, cout, side, side), dtype).expect("output");
+    let t: Vec<i64> = (0..batch as i64).map(|i| 999 - 97 * i).collect();
+    let flops = net.flops(batch, side, side);
+    let mut forward = || {
+        net.forward(backend, &x, Timesteps::Int(&t), &mut out)
+            .expect("forward");
+        backend.synchronize().expect("synchronize");
+    };
+    forward();
+    let launches = backend.launch_count();
+    forward();
+    let launches = backend.launch_count() - launches;
+    let seconds = median_seconds(3, &mut forward);
+    eprintln!(
+        "unet/{name}/b{batch}/{label} ({}): {dtype:?}, {launches} launches per forward; \
+         median of 3: {:.1} ms = {:.1} GFLOP/s",
+        backend.device_name(),
+        seconds * 1e3,
+        flops as f64 * 1e-9 / seconds,
+    );
+    let mut g = c.benchmark_group(format!("unet/{name}/b{batch}"));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(flops));
+    let id = format!("{label}/{dtype:?}").to_lowercase();
+    g.bench_function(id, |b| b.iter(&mut forward));
+    g.finish();
 }
