@@ -184,7 +184,8 @@ fn bench_device<B: NnOps>(c: &mut Criterion, backend: &B, label: &str, tiny: &Pa
     let models: [(&str, usize); 2] = [("unet_tiny", 16), ("ddpm-cifar10-32", 32)];
     for (name, side) in models {
         for dtype in [DType::F32, DType::F16] {
-            if !backend.nn_supports(dtype) || (software && name != "unet_tiny" && dtype != DType::F32)
+            if !backend.nn_supports(dtype)
+                || (software && name != "unet_tiny" && dtype != DType::F32)
             {
                 continue;
             }
