@@ -662,26 +662,43 @@ fn fft_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
     }
 }
 
-/// Every nn kernel against the CPU backend: conv2d (stride 1 and 2, padded and
-/// not, with and without bias) and matmul (every transpose / bias /
-/// accumulate combination) on sizes that are not multiples of the 64×64
+/// Every nn kernel in f32 storage against the CPU backend: conv2d (stride 1
+/// and 2, padded and not, with and without bias) and matmul (every transpose /
+/// bias / accumulate combination) on sizes that are not multiples of the 64×64
 /// tile, GroupNorm with and without SiLU, softmax, within the parity tests'
 /// f32 tolerance (the CPU sums in f64); the element-wise ops bit for bit (the
 /// same f32 expressions and glibc expf/sinf/cosf on both sides). conv2d and
 /// matmul launch 256-thread blocks at every configuration (their thread
 /// layout is fixed); only the grid cap varies for them.
 fn nn_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
+    nn_kernels_match_cpu_in(backend, DType::F32);
+}
+
+/// The same calls in f16 storage (f32 math; time_proj's timesteps stay f32)
+/// against the CPU definition in f16 storage: the GEMMs, GroupNorm and
+/// softmax round values within the f32 tolerance to f16, so each output is
+/// the CPU's f16 or its neighbour (one f16 ulp, plus the f32 tolerance where
+/// an ulp is smaller than it); the element-wise ops and the time embedding
+/// round the same f32 bits, so they match bit for bit.
+fn nn_f16_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
+    nn_kernels_match_cpu_in(backend, DType::F16);
+}
+
+fn nn_kernels_match_cpu_in(backend: &CudaBackend<EmuDevice>, dt: DType) {
     use diffinv::ops::nn::{self, Concat, Conv2d, GroupNorm, Matmul, Softmax, TimeProj};
-    /// (outputs compared within 1e-6 / 1e-5, outputs compared bit for bit).
-    fn outputs<B: diffinv::ops::nn::NnOps>(b: &B) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
-        let up = |seed: u64, n: usize, amp: f64| {
+    /// (outputs compared within a tolerance, outputs compared bit for bit).
+    fn outputs<B: diffinv::ops::nn::NnOps>(b: &B, dt: DType) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+        // Values rounded once on the host (to f32, then to `storage`), so
+        // both backends read the same ones.
+        let up_as = |seed: u64, n: usize, amp: f64, storage: DType| {
             let v: Vec<f64> = values(seed, n, amp)
                 .iter()
                 .map(|&v| f64::from(v as f32))
                 .collect();
-            Tensor::from_host(b, Shape::flat(n), DType::F32, HostSlice::F64(&v)).unwrap()
+            Tensor::from_host(b, Shape::flat(n), storage, HostSlice::F64(&v)).unwrap()
         };
-        let zeros = |n: usize| Tensor::zeros(b, Shape::flat(n), DType::F32).unwrap();
+        let up = |seed: u64, n: usize, amp: f64| up_as(seed, n, amp, dt);
+        let zeros = |n: usize| Tensor::zeros(b, Shape::flat(n), dt).unwrap();
         let mut close = Vec::new();
         // The second pads only after (diffusers' downsample_padding = 0).
         for (i, &(batch, cin, h, w, cout, k, stride, pad, pad_after)) in
@@ -789,7 +806,8 @@ fn nn_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
         exact.push(cat.to_f64(b).unwrap());
         nn::add_bias(b, 17, 59, a.buffer(), c.buffer(), out.buffer_mut()).unwrap();
         exact.push(out.to_f64(b).unwrap());
-        let t = up(14, 7, 1000.0);
+        // The timesteps are f32 in either storage.
+        let t = up_as(14, 7, 1000.0, DType::F32);
         let g = TimeProj {
             batch: 7,
             dim: 33,
@@ -801,17 +819,50 @@ fn nn_kernels_match_cpu(backend: &CudaBackend<EmuDevice>) {
         exact.push(emb.to_f64(b).unwrap());
         (close, exact)
     }
-    let (close, exact) = outputs(backend);
-    let (want_close, want_exact) = outputs(&CpuBackend::new());
+    let (close, exact) = outputs(backend, dt);
+    let (want_close, want_exact) = outputs(&CpuBackend::new(), dt);
+    assert_eq!(close.len(), want_close.len());
     for (i, (got, want)) in close.iter().zip(&want_close).enumerate() {
-        common::compare(&format!("nn output {i}"), got, want, 1e-6, 1e-5);
+        let what = format!("nn output {i} ({dt:?})");
+        match dt {
+            DType::F16 => compare_f16_neighbour(&what, got, want, 1e-5),
+            _ => common::compare(&what, got, want, 1e-6, 1e-5),
+        }
     }
+    assert_eq!(exact.len(), want_exact.len());
     for (i, (got, want)) in exact.iter().zip(&want_exact).enumerate() {
         assert!(
             got == want,
-            "nn element-wise output {i} differs from the CPU backend"
+            "nn element-wise output {i} ({dt:?}) differs from the CPU backend"
         );
     }
+}
+
+/// f16 storage: each element of `got` is `want` (an f16 value) or one of its
+/// f16 neighbours, give or take `abs` (the f32 tolerance: it lets an element
+/// be more than one f16 ulp off only below 2⁻⁶, where an ulp is smaller).
+fn compare_f16_neighbour(what: &str, got: &[f64], want: &[f64], abs: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0.0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        // One f16 ulp at w's magnitude (subnormal spacing below 2⁻¹⁴).
+        let ulp = 2f64.powf(w.abs().log2().floor().max(-14.0) - 10.0);
+        let d = (g - w).abs();
+        assert!(
+            d <= ulp + abs,
+            "{what}: element {i} is {g}, expected {w} (± one f16 ulp {ulp:e} + {abs:e})"
+        );
+        if d > worst.0 {
+            worst = (d, i);
+        }
+    }
+    let differ = got.iter().zip(want).filter(|(g, w)| g != w).count();
+    eprintln!(
+        "{what}: {differ} of {} elements differ, max abs {:.3e} at {}",
+        got.len(),
+        worst.0,
+        worst.1
+    );
 }
 
 /// fft_centre_f32, the cuFFT path's centring: the device's host FFT standing
@@ -880,6 +931,17 @@ const RUNNERS: &[(&str, Runner)] = &[
     ("nn_add_bias_f32", nn_kernels_match_cpu),
     ("nn_affine_f32", nn_kernels_match_cpu),
     ("fft_centre_f32", fft_centre_matches_cpu),
+    ("nn_conv2d_f16", nn_f16_kernels_match_cpu),
+    ("nn_matmul_f16", nn_f16_kernels_match_cpu),
+    ("nn_group_norm_f16", nn_f16_kernels_match_cpu),
+    ("nn_softmax_f16", nn_f16_kernels_match_cpu),
+    ("nn_add_f16", nn_f16_kernels_match_cpu),
+    ("nn_silu_f16", nn_f16_kernels_match_cpu),
+    ("nn_upsample2x_f16", nn_f16_kernels_match_cpu),
+    ("nn_concat_f16", nn_f16_kernels_match_cpu),
+    ("nn_time_proj_f16", nn_f16_kernels_match_cpu),
+    ("nn_add_bias_f16", nn_f16_kernels_match_cpu),
+    ("nn_affine_f16", nn_f16_kernels_match_cpu),
 ];
 
 #[test]

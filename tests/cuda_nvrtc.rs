@@ -358,7 +358,8 @@ impl CudaDevice for Recorder {
 /// The nn GEMM kernels launch 256-thread blocks whatever the backend's block
 /// size, on a grid capped per dimension; a matmul without bias goes to the
 /// device's vendor GEMM when it has one (β = 1 when accumulating), counted as
-/// one launch, and with a bias — or without a vendor GEMM — to the kernel.
+/// one launch, and with a bias — or without a vendor GEMM — to the kernel;
+/// f16 storage always runs the f16 kernels.
 #[test]
 fn nn_gemms_launch_fixed_blocks_and_prefer_a_vendor_gemm_without_bias() {
     use diffinv::ops::nn::{self, Conv2d, Matmul};
@@ -438,6 +439,23 @@ fn nn_gemms_launch_fixed_blocks_and_prefer_a_vendor_gemm_without_bias() {
     nn::matmul(&v, mm, &a, &bm, Some(&bias), &mut c).unwrap();
     assert_eq!(last(&v).unwrap().0, "nn_matmul_f32");
     assert_eq!(v.device().vendor.as_ref().unwrap().lock().unwrap().len(), 2);
+
+    // f16 storage: the f16 kernels, and never the vendor GEMM (f32 only),
+    // bias or not.
+    let h = |n| v.alloc(n, DType::F16).unwrap();
+    let (a, bm, bias, mut c) = (h(30), h(40), h(4), h(24));
+    let before = v.launch_count();
+    nn::matmul(&v, mm, &a, &bm, None, &mut c).unwrap();
+    assert_eq!(last(&v).unwrap().0, "nn_matmul_f16");
+    nn::matmul(&v, mm, &a, &bm, Some(&bias), &mut c).unwrap();
+    assert_eq!(last(&v).unwrap().0, "nn_matmul_f16");
+    assert_eq!(v.launch_count(), before + 2);
+    assert_eq!(v.device().vendor.as_ref().unwrap().lock().unwrap().len(), 2);
+    let (x, w, mut out) = (h(5 * 2 * 400), h(70 * 18), h(5 * 70 * 400));
+    nn::conv2d(&v, g, &x, &w, None, &mut out).unwrap();
+    let (kernel, cfg, _) = last(&v).unwrap();
+    assert_eq!(kernel, "nn_conv2d_f16");
+    assert_eq!(cfg.block, (256, 1, 1));
 }
 
 /// The typed builder passes (params, x, model_out, state) in the kernel's

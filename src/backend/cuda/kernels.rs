@@ -62,6 +62,17 @@ pub const KERNELS: &[&Kernel] = &[
     &nn::ADD_BIAS_F32,
     &nn::AFFINE_F32,
     &fft::CENTRE_F32,
+    &nn::CONV2D_F16,
+    &nn::MATMUL_F16,
+    &nn::GROUP_NORM_F16,
+    &nn::SOFTMAX_F16,
+    &nn::ADD_F16,
+    &nn::SILU_F16,
+    &nn::UPSAMPLE2X_F16,
+    &nn::CONCAT_F16,
+    &nn::TIME_PROJ_F16,
+    &nn::ADD_BIAS_F16,
+    &nn::AFFINE_F16,
 ];
 
 /// A module's source as NVRTC compiles it: each header of [`HEADERS`] spliced

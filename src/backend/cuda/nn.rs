@@ -1,13 +1,21 @@
-//! The nn family on CUDA: `kernels/nn.cu`, f32 storage. conv2d and matmul
-//! launch blocks of [`NN_GEMM_THREADS`] threads on a 3-D grid of 64×64 output
-//! tiles (batch in z) — matmul without bias goes to cuBLAS instead when the
-//! device has it (see `blas.rs`); GroupNorm one block per (item, group),
-//! softmax one per row; the element-wise ops one thread per output element.
+//! The nn family on CUDA: `kernels/nn.cu`, f32 or f16 storage with f32 math.
+//! Every op has an entry point per storage type (`nn_<op>_f32`,
+//! `nn_<op>_f16`, one template body in nn.cu), picked by the call's dtype:
+//! f16 values are widened on load and each output is rounded to f16 (nearest
+//! even) once, as the CPU definition does; time_proj's timesteps are f32 in
+//! both. conv2d and matmul launch blocks of [`NN_GEMM_THREADS`] threads on a
+//! 3-D grid of 64×64 output tiles (batch in z) — an f32 matmul without bias
+//! goes to cuBLAS instead when the device has it (see `blas.rs`; that path is
+//! f32 only, so f16 matmuls always run the crate's kernel); GroupNorm one
+//! block per (item, group), softmax one per row; the element-wise ops one
+//! thread per output element.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::launch::{Kernel, KernelArgs, Module, Param};
-use super::{CudaBackend, CudaBuffer, CudaDevice, VendorGemm, MAX_LAUNCH_ELEMENTS};
+use super::{
+    too_large, unsupported, CudaBackend, CudaBuffer, CudaDevice, VendorGemm, MAX_LAUNCH_ELEMENTS,
+};
 use crate::error::{Error, Result};
 use crate::ops::nn::{Concat, Conv2d, GroupNorm, Matmul, NnCall, NnOp, NnOps, Softmax, TimeProj};
 use crate::tensor::DType;
@@ -123,53 +131,43 @@ const fn size<T>() -> Param {
     Param::Value(std::mem::size_of::<T>())
 }
 
-/// `(ConvParams p, const float* x, const float* w, const float* bias, float* out)`.
-pub const CONV2D_F32: Kernel = kernel(
-    13,
-    "nn_conv2d_f32",
-    &[
-        size::<ConvParams>(),
-        Param::In,
-        Param::In,
-        Param::In,
-        Param::Out,
-    ],
-);
-/// `(MatmulParams p, const float* a, const float* b, const float* bias, float* out)`.
-pub const MATMUL_F32: Kernel = kernel(
-    14,
-    "nn_matmul_f32",
-    &[
-        size::<MatmulParams>(),
-        Param::In,
-        Param::In,
-        Param::In,
-        Param::Out,
-    ],
-);
-/// `(GroupNormParams p, const float* x, const float* gamma, const float* beta, float* out)`.
-pub const GROUP_NORM_F32: Kernel = kernel(
-    15,
-    "nn_group_norm_f32",
-    &[
-        size::<GroupNormParams>(),
-        Param::In,
-        Param::In,
-        Param::In,
-        Param::Out,
-    ],
-);
-/// `(SoftmaxParams p, const float* x, float* out)`.
-pub const SOFTMAX_F32: Kernel = kernel(
-    16,
-    "nn_softmax_f32",
-    &[size::<SoftmaxParams>(), Param::In, Param::Out],
-);
-/// `(ElementParams p, const float* a, float* out)`.
+/// `(ConvParams p, const T* x, const T* w, const T* bias, T* out)`.
+const CONV2D_PARAMS: &[Param] = &[
+    size::<ConvParams>(),
+    Param::In,
+    Param::In,
+    Param::In,
+    Param::Out,
+];
+/// `(MatmulParams p, const T* a, const T* b, const T* bias, T* out)`.
+const MATMUL_PARAMS: &[Param] = &[
+    size::<MatmulParams>(),
+    Param::In,
+    Param::In,
+    Param::In,
+    Param::Out,
+];
+/// `(GroupNormParams p, const T* x, const T* gamma, const T* beta, T* out)`.
+const GROUP_NORM_PARAMS: &[Param] = &[
+    size::<GroupNormParams>(),
+    Param::In,
+    Param::In,
+    Param::In,
+    Param::Out,
+];
+/// `(SoftmaxParams p, const T* x, T* out)`.
+const SOFTMAX_PARAMS: &[Param] = &[size::<SoftmaxParams>(), Param::In, Param::Out];
+/// `(ElementParams p, const T* a, T* out)`; time_proj's input is `const float*`
+/// in either storage.
 const UNARY_PARAMS: &[Param] = &[size::<ElementParams>(), Param::In, Param::Out];
-/// `(ElementParams p, const float* a, const float* b, float* out)`.
+/// `(ElementParams p, const T* a, const T* b, T* out)`.
 const BINARY_PARAMS: &[Param] = &[size::<ElementParams>(), Param::In, Param::In, Param::Out];
 
+// f32 storage (T = float).
+pub const CONV2D_F32: Kernel = kernel(13, "nn_conv2d_f32", CONV2D_PARAMS);
+pub const MATMUL_F32: Kernel = kernel(14, "nn_matmul_f32", MATMUL_PARAMS);
+pub const GROUP_NORM_F32: Kernel = kernel(15, "nn_group_norm_f32", GROUP_NORM_PARAMS);
+pub const SOFTMAX_F32: Kernel = kernel(16, "nn_softmax_f32", SOFTMAX_PARAMS);
 pub const ADD_F32: Kernel = kernel(17, "nn_add_f32", BINARY_PARAMS);
 pub const SILU_F32: Kernel = kernel(18, "nn_silu_f32", UNARY_PARAMS);
 pub const UPSAMPLE2X_F32: Kernel = kernel(19, "nn_upsample2x_f32", UNARY_PARAMS);
@@ -177,6 +175,28 @@ pub const CONCAT_F32: Kernel = kernel(20, "nn_concat_f32", UNARY_PARAMS);
 pub const TIME_PROJ_F32: Kernel = kernel(21, "nn_time_proj_f32", UNARY_PARAMS);
 pub const ADD_BIAS_F32: Kernel = kernel(22, "nn_add_bias_f32", BINARY_PARAMS);
 pub const AFFINE_F32: Kernel = kernel(23, "nn_affine_f32", UNARY_PARAMS);
+
+// f16 storage (T = __half); ids after fft's CENTRE_F32 (24).
+pub const CONV2D_F16: Kernel = kernel(25, "nn_conv2d_f16", CONV2D_PARAMS);
+pub const MATMUL_F16: Kernel = kernel(26, "nn_matmul_f16", MATMUL_PARAMS);
+pub const GROUP_NORM_F16: Kernel = kernel(27, "nn_group_norm_f16", GROUP_NORM_PARAMS);
+pub const SOFTMAX_F16: Kernel = kernel(28, "nn_softmax_f16", SOFTMAX_PARAMS);
+pub const ADD_F16: Kernel = kernel(29, "nn_add_f16", BINARY_PARAMS);
+pub const SILU_F16: Kernel = kernel(30, "nn_silu_f16", UNARY_PARAMS);
+pub const UPSAMPLE2X_F16: Kernel = kernel(31, "nn_upsample2x_f16", UNARY_PARAMS);
+pub const CONCAT_F16: Kernel = kernel(32, "nn_concat_f16", UNARY_PARAMS);
+pub const TIME_PROJ_F16: Kernel = kernel(33, "nn_time_proj_f16", UNARY_PARAMS);
+pub const ADD_BIAS_F16: Kernel = kernel(34, "nn_add_bias_f16", BINARY_PARAMS);
+pub const AFFINE_F16: Kernel = kernel(35, "nn_affine_f16", UNARY_PARAMS);
+
+/// The entry point of an op for a storage type: `f32` or its f16 twin.
+fn pick(dtype: DType, f32: &'static Kernel, f16: &'static Kernel) -> Result<&'static Kernel> {
+    match dtype {
+        DType::F32 => Ok(f32),
+        DType::F16 => Ok(f16),
+        other => Err(unsupported(other)),
+    }
+}
 
 /// Sizes were checked to fit u32 by `ops::nn` (each is at most a buffer length).
 fn u(v: usize) -> u32 {
@@ -193,13 +213,11 @@ fn missing_input() -> Error {
 /// The GEMM kernels index rows, columns and depths with u32 plus a tile
 /// offset: each must stay well below 2³² (the checked call bounds them by
 /// buffer lengths, which fit u32, so this refuses only near that limit).
-fn gemm_dims(dims: &[usize]) -> Result<()> {
+/// Indices count elements, so the limit is the same in f16; the error's
+/// bytes are `dtype`'s.
+fn gemm_dims(dims: &[usize], dtype: DType) -> Result<()> {
     match dims.iter().find(|&&d| d > MAX_LAUNCH_ELEMENTS) {
-        Some(&d) => Err(Error::TooLarge {
-            backend: "cuda",
-            bytes: d as u64 * 4,
-            limit: MAX_LAUNCH_ELEMENTS as u64 * 4,
-        }),
+        Some(&d) => Err(too_large(d, dtype, MAX_LAUNCH_ELEMENTS)),
         None => Ok(()),
     }
 }
@@ -216,12 +234,14 @@ impl<D: CudaDevice> CudaBackend<D> {
     fn conv2d(
         &self,
         g: &Conv2d,
+        dtype: DType,
         [x, w, bias]: [&CudaBuffer<D::Mem>; 3],
         has_bias: bool,
         out: &mut CudaBuffer<D::Mem>,
     ) -> Result<()> {
+        let kernel = pick(dtype, &CONV2D_F32, &CONV2D_F16)?;
         let (ho, wo) = g.out_size();
-        gemm_dims(&[g.cout, ho * wo, g.cin * g.k * g.k])?;
+        gemm_dims(&[g.cout, ho * wo, g.cin * g.k * g.k], dtype)?;
         let p = ConvParams {
             batch: u(g.batch),
             cin: u(g.cin),
@@ -243,26 +263,30 @@ impl<D: CudaDevice> CudaBackend<D> {
             .input(&w.mem)
             .input(&bias.mem)
             .output(&mut out.mem);
-        // SAFETY: the checked call guarantees x holds batch·cin·h·w f32, w
-        // cout·cin·k·k, bias cout when has_bias (unread otherwise), out
-        // batch·cout·ho·wo, and ho, wo are the padded input's output size;
-        // each output element is written by the one block owning its tile.
-        unsafe { self.launch_blocks(&CONV2D_F32, grid, NN_GEMM_THREADS, args) }
+        // SAFETY: the checked call guarantees x holds batch·cin·h·w elements
+        // of `dtype` (the kernel's storage type), w cout·cin·k·k, bias cout
+        // when has_bias (unread otherwise), out batch·cout·ho·wo, and ho, wo
+        // are the padded input's output size; each output element is written
+        // by the one block owning its tile.
+        unsafe { self.launch_blocks(kernel, grid, NN_GEMM_THREADS, args) }
     }
 
     fn matmul(
         &self,
         g: &Matmul,
+        dtype: DType,
         [a, b, bias]: [&CudaBuffer<D::Mem>; 3],
         has_bias: bool,
         out: &mut CudaBuffer<D::Mem>,
     ) -> Result<()> {
-        gemm_dims(&[g.m, g.n, g.k])?;
-        // A vendor GEMM (cuBLAS on a GPU, when it loads) for a product
+        let kernel = pick(dtype, &MATMUL_F32, &MATMUL_F16)?;
+        gemm_dims(&[g.m, g.n, g.k], dtype)?;
+        // A vendor GEMM (cuBLAS on a GPU, when it loads) for an f32 product
         // without bias — C = α·A·B + β·C covers accumulate with β = 1; the
         // crate's kernel otherwise, and always where there is none (the
-        // emulation harness).
-        if !has_bias {
+        // emulation harness). The vendor path is f32 only (VendorGemm has no
+        // dtype), so f16 storage always runs the kernel.
+        if !has_bias && dtype == DType::F32 {
             let gemm = VendorGemm {
                 batch: g.batch,
                 m: g.m,
@@ -302,19 +326,22 @@ impl<D: CudaDevice> CudaBackend<D> {
             .input(&b.mem)
             .input(&bias.mem)
             .output(&mut out.mem);
-        // SAFETY: the checked call guarantees A holds batch·m·k f32, B
-        // batch·k·n, bias n when has_bias (unread otherwise) and out
-        // batch·m·n; each output element is read (when accumulating) and
-        // written only by the block owning its tile.
-        unsafe { self.launch_blocks(&MATMUL_F32, grid, NN_GEMM_THREADS, args) }
+        // SAFETY: the checked call guarantees A holds batch·m·k elements of
+        // `dtype` (the kernel's storage type), B batch·k·n, bias n when
+        // has_bias (unread otherwise) and out batch·m·n; each output element
+        // is read (when accumulating) and written only by the block owning
+        // its tile.
+        unsafe { self.launch_blocks(kernel, grid, NN_GEMM_THREADS, args) }
     }
 
     fn group_norm(
         &self,
         g: &GroupNorm,
+        dtype: DType,
         [x, gamma, beta]: [&CudaBuffer<D::Mem>; 3],
         out: &mut CudaBuffer<D::Mem>,
     ) -> Result<()> {
+        let kernel = pick(dtype, &GROUP_NORM_F32, &GROUP_NORM_F16)?;
         let p = GroupNormParams {
             batch: u(g.batch),
             channels: u(g.channels),
@@ -332,17 +359,20 @@ impl<D: CudaDevice> CudaBackend<D> {
             .input(&beta.mem)
             .output(&mut out.mem);
         // SAFETY: the checked call guarantees x and out hold
-        // batch·channels·hw f32, gamma and beta channels, and groups divides
-        // channels; each (item, group) is read and written by one block.
-        unsafe { self.launch_grid(&GROUP_NORM_F32, grid, args) }
+        // batch·channels·hw elements of `dtype` (the kernel's storage type),
+        // gamma and beta channels, and groups divides channels; each
+        // (item, group) is read and written by one block.
+        unsafe { self.launch_grid(kernel, grid, args) }
     }
 
     fn softmax(
         &self,
         g: &Softmax,
+        dtype: DType,
         x: &CudaBuffer<D::Mem>,
         out: &mut CudaBuffer<D::Mem>,
     ) -> Result<()> {
+        let kernel = pick(dtype, &SOFTMAX_F32, &SOFTMAX_F16)?;
         let p = SoftmaxParams {
             rows: u(g.rows),
             cols: u(g.cols),
@@ -354,9 +384,10 @@ impl<D: CudaDevice> CudaBackend<D> {
             .value(&p)
             .input(&x.mem)
             .output(&mut out.mem);
-        // SAFETY: the checked call guarantees x and out hold rows·cols f32;
-        // each row is read and written by one block.
-        unsafe { self.launch_grid(&SOFTMAX_F32, grid, args) }
+        // SAFETY: the checked call guarantees x and out hold rows·cols
+        // elements of `dtype` (the kernel's storage type); each row is read
+        // and written by one block.
+        unsafe { self.launch_grid(kernel, grid, args) }
     }
 
     /// An element-wise entry over `p.n` outputs with one or two inputs.
@@ -403,7 +434,7 @@ fn time_proj_params(g: &TimeProj) -> ElementParams {
 
 impl<D: CudaDevice> NnOps for CudaBackend<D> {
     fn nn_supports(&self, dtype: DType) -> bool {
-        dtype == DType::F32
+        matches!(dtype, DType::F32 | DType::F16)
     }
 
     fn nn_checked(&self, call: NnCall<'_, Self>) -> Result<()> {
@@ -412,25 +443,31 @@ impl<D: CudaDevice> NnOps for CudaBackend<D> {
         let second = i1.unwrap_or(first);
         // An absent optional input (a bias) passes the first one, unread.
         let all = [first, second, i2.unwrap_or(first)];
-        let out = call.out;
+        let (dtype, out) = (call.dtype, call.out);
         let n = |n: usize| ElementParams {
             n: u(n),
             ..Default::default()
         };
         // SAFETY (the element-wise arms): the checked call guarantees each
         // input and the output hold the elements its op addresses for these
-        // params (n outputs; upsample planes·h·w inputs; concat parts inside
-        // the output's c_total channels; add_bias planes = n/hw biases;
-        // time_proj batch = n/dim timesteps), and no input aliases the output.
+        // params, in the call's dtype — the storage type of the kernel picked
+        // — except time_proj's timesteps, f32 for both kernels (n outputs;
+        // upsample planes·h·w inputs; concat parts inside the output's
+        // c_total channels; add_bias planes = n/hw biases; time_proj
+        // batch = n/dim timesteps), and no input aliases the output.
         match call.op {
-            NnOp::Conv2d(g) => self.conv2d(&g, all, i2.is_some(), out),
-            NnOp::Matmul(g) => self.matmul(&g, all, i2.is_some(), out),
-            NnOp::GroupNorm(g) => self.group_norm(&g, all, out),
-            NnOp::Softmax(g) => self.softmax(&g, first, out),
-            NnOp::Add { n: len } => unsafe {
-                self.elementwise(&ADD_F32, n(len), &[first, second], out)
-            },
-            NnOp::Silu { n: len } => unsafe { self.elementwise(&SILU_F32, n(len), &[first], out) },
+            NnOp::Conv2d(g) => self.conv2d(&g, dtype, all, i2.is_some(), out),
+            NnOp::Matmul(g) => self.matmul(&g, dtype, all, i2.is_some(), out),
+            NnOp::GroupNorm(g) => self.group_norm(&g, dtype, all, out),
+            NnOp::Softmax(g) => self.softmax(&g, dtype, first, out),
+            NnOp::Add { n: len } => {
+                let k = pick(dtype, &ADD_F32, &ADD_F16)?;
+                unsafe { self.elementwise(k, n(len), &[first, second], out) }
+            }
+            NnOp::Silu { n: len } => {
+                let k = pick(dtype, &SILU_F32, &SILU_F16)?;
+                unsafe { self.elementwise(k, n(len), &[first], out) }
+            }
             NnOp::Affine {
                 n: len,
                 scale,
@@ -441,7 +478,8 @@ impl<D: CudaDevice> NnOps for CudaBackend<D> {
                     shift,
                     ..n(len)
                 };
-                unsafe { self.elementwise(&AFFINE_F32, p, &[first], out) }
+                let k = pick(dtype, &AFFINE_F32, &AFFINE_F16)?;
+                unsafe { self.elementwise(k, p, &[first], out) }
             }
             NnOp::Upsample2x { planes, h, w } => {
                 let p = ElementParams {
@@ -449,20 +487,24 @@ impl<D: CudaDevice> NnOps for CudaBackend<D> {
                     w: u(w),
                     ..n(planes * 4 * h * w)
                 };
-                unsafe { self.elementwise(&UPSAMPLE2X_F32, p, &[first], out) }
+                let k = pick(dtype, &UPSAMPLE2X_F32, &UPSAMPLE2X_F16)?;
+                unsafe { self.elementwise(k, p, &[first], out) }
             }
-            NnOp::Concat(g) => unsafe {
-                self.elementwise(&CONCAT_F32, concat_params(&g), &[first], out)
-            },
-            NnOp::TimeProj(g) => unsafe {
-                self.elementwise(&TIME_PROJ_F32, time_proj_params(&g), &[first], out)
-            },
+            NnOp::Concat(g) => {
+                let k = pick(dtype, &CONCAT_F32, &CONCAT_F16)?;
+                unsafe { self.elementwise(k, concat_params(&g), &[first], out) }
+            }
+            NnOp::TimeProj(g) => {
+                let k = pick(dtype, &TIME_PROJ_F32, &TIME_PROJ_F16)?;
+                unsafe { self.elementwise(k, time_proj_params(&g), &[first], out) }
+            }
             NnOp::AddBias { planes, hw } => {
                 let p = ElementParams {
                     hw: u(hw),
                     ..n(planes * hw)
                 };
-                unsafe { self.elementwise(&ADD_BIAS_F32, p, &[first, second], out) }
+                let k = pick(dtype, &ADD_BIAS_F32, &ADD_BIAS_F16)?;
+                unsafe { self.elementwise(k, p, &[first, second], out) }
             }
         }
     }
