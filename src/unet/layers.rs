@@ -16,6 +16,7 @@ use super::kernels::{
 use super::pool::{Arena, Store};
 use super::topology::{AttentionSpec, Widths};
 use super::weights::Source;
+use super::winograd;
 use crate::error::Result;
 
 fn load_s<S: Store>(src: &dyn Source, name: &str, shape: &[usize]) -> Result<Vec<S>> {
@@ -29,9 +30,18 @@ fn load_s<S: Store>(src: &dyn Source, name: &str, shape: &[usize]) -> Result<Vec
 /// Bytes of im2col columns built at once (one band of output lines).
 const COL_BUDGET: usize = 8 << 20;
 
+/// How a convolution keeps its weights.
+enum Kernel<S> {
+    /// As loaded, `[cout, cin·k·k]`: the lhs of im2col + GEMM.
+    Direct(Vec<S>),
+    /// Winograd-transformed (stride-1 3×3 convolutions with one pixel of
+    /// padding, [`winograd::transform_weights`]).
+    Winograd(Vec<S>),
+}
+
 /// A 2-D convolution (3×3 or 1×1) with bias.
 pub struct Conv<S> {
-    w: Vec<S>,
+    kernel: Kernel<S>,
     bias: Vec<f32>,
     cin: usize,
     cout: usize,
@@ -47,8 +57,15 @@ impl<S: Store> Conv<S> {
         geom: ConvGeom,
     ) -> Result<Self> {
         let k = geom.k;
+        let w = src.tensor(&format!("{name}.weight"), &[cout, cin, k, k])?;
+        let same_3x3 = k == 3 && geom.stride == 1 && geom.pad == 1 && geom.pad_after == 1;
+        let kernel = if same_3x3 && winograd::enabled() {
+            Kernel::Winograd(winograd::transform_weights(&w, cout, cin))
+        } else {
+            Kernel::Direct(w.into_iter().map(S::from_f32).collect())
+        };
         Ok(Conv {
-            w: load_s(src, &format!("{name}.weight"), &[cout, cin, k, k])?,
+            kernel,
             bias: src.tensor(&format!("{name}.bias"), &[cout])?,
             cin,
             cout,
@@ -66,7 +83,7 @@ impl<S: Store> Conv<S> {
             up: 1,
         };
         Conv {
-            w,
+            kernel: Kernel::Direct(w),
             bias,
             cin,
             cout,
@@ -95,10 +112,17 @@ impl<S: Store> Conv<S> {
         arena: &mut Arena<S>,
         col_budget: usize,
     ) {
+        let w = match &self.kernel {
+            Kernel::Winograd(u) => {
+                let up = self.geom.up;
+                return winograd::accumulate(x, up, u, self.cout, dst, arena, col_budget);
+            }
+            Kernel::Direct(w) => w,
+        };
         let (ho, wo) = self.out_size(x.h, x.w);
         let n = x.b * ho * wo;
         let kdim = self.cin * self.geom.k * self.geom.k;
-        let lhs = Mat::rows(&self.w, 0, kdim);
+        let lhs = Mat::rows(w, 0, kdim);
         if self.geom.k == 1 && self.geom.stride == 1 && self.geom.up == 1 {
             let rhs = Mat::rows(&x.data, 0, n);
             matmul(self.cout, n, kdim, dst, n, lhs, rhs, true, 1.0, true);
@@ -495,7 +519,7 @@ mod tests {
             ConvGeom { up: 2, ..conv3() },
         ] {
             let conv = Conv {
-                w: weights.clone(),
+                kernel: Kernel::Direct(weights.clone()),
                 bias: vec![0.0; cout],
                 cin,
                 cout,

@@ -28,6 +28,7 @@ mod layers;
 mod pool;
 mod topology;
 mod weights;
+mod winograd;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
