@@ -5,11 +5,13 @@
 
 use std::ffi::c_void;
 
+use diffinv::guidance::ModelPoint;
 use diffinv::ops::{CgOptions, Operator};
 use diffinv::sampler::{DataConsistency, DdsConfig, DdsPlan, DdsRun};
-use diffinv::{DType, Error, Shape, Tensor};
+use diffinv::{Error, Tensor};
 
-use crate::memory::{batched, each, fill_noise, pair, read_out, Caller, On, Pair};
+use crate::memory::{fill_noise, Caller};
+use crate::run::{self, each, Buf, Runs, Sampler, Stepper};
 use crate::{
     dtype_of, entry, free_handle, null, schedule, write_handle, write_out, DiffinvBackend,
     DiffinvModelPoint, DiffinvOperator, DiffinvScheduleConfig, DiffinvStatus,
@@ -45,19 +47,37 @@ pub struct DiffinvDdsPlan {
 /// A DDS run (opaque): x_t, x̂0, Aᵀy and the CG state for one batch,
 /// allocated once. Borrows its backend, plan and operator: free it before them.
 pub struct DiffinvDdsRun {
-    on: On<Dds<diffinv::backend::cpu::CpuBackend>, Dds<diffinv::backend::cuda::CudaBackend>>,
+    on: Runs<Dds>,
 }
 
-/// A run on one backend; the `'static` borrows point into the caller's
-/// handles (the contract of `diffinv_dds_run_new`).
-struct Dds<B: Caller> {
-    backend: &'static B,
-    run: DdsRun<'static, B>,
-    /// The step about to run: `DdsRun` keeps its own but does not show it.
-    step: usize,
-    steps: usize,
-    dtype: DType,
-    x_shape: Shape,
+/// DDS as a [`Sampler`]: the run is the crate's [`DdsRun`].
+pub(crate) struct Dds;
+
+impl Sampler for Dds {
+    type Plan = DdsPlan;
+    type Run<B: Caller> = DdsRun<'static, B>;
+
+    fn steps(plan: &DdsPlan) -> usize {
+        plan.steps.len()
+    }
+
+    fn start<B: Caller>(
+        backend: &'static B,
+        plan: &'static DdsPlan,
+        op: &'static Operator<B>,
+        y: &Tensor<B>,
+        z: &Tensor<B>,
+    ) -> Result<Self::Run<B>, Error> {
+        DdsRun::new(backend, plan, op, y, z)
+    }
+
+    fn x<B: Caller>(run: &Self::Run<B>) -> &Tensor<B> {
+        run.x()
+    }
+
+    fn point<B: Caller>(run: &Self::Run<B>) -> Option<ModelPoint> {
+        run.model_point()
+    }
 }
 
 /// Fill `out` with the official DDS settings: 50 steps, M = 5 without early
@@ -184,89 +204,15 @@ pub unsafe extern "C" fn diffinv_dds_plan_start_weights(
     })
 }
 
-impl<B: Caller> Dds<B> {
-    /// `DdsRun::new` for y from the start z.
-    ///
-    /// # Safety
-    /// `y` and `z` are valid for reads of their lengths (used during this call only).
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn start(
-        backend: &'static B,
-        plan: &'static DdsPlan,
-        op: &'static Operator<B>,
-        y: (*const c_void, usize),
-        z: (*const c_void, usize),
-        dtype: DType,
-        batch: usize,
-    ) -> Result<Self, Error> {
-        let x_shape = batched(batch, op.x_item())?;
-        let y_shape = batched(batch, op.y_item())?;
-        // SAFETY: the caller's contract; both only read, while the tensors live.
-        let (yt, zt) = unsafe {
-            (
-                backend.wrap(y.0.cast_mut(), y.1, dtype, y_shape, "y")?,
-                backend.wrap(z.0.cast_mut(), z.1, dtype, x_shape, "z")?,
-            )
-        };
-        let run = DdsRun::new(backend, plan, op, &yt, &zt)?;
-        Ok(Dds {
-            backend,
-            run,
-            step: 0,
-            steps: plan.steps.len(),
-            dtype,
-            x_shape,
-        })
-    }
-
-    /// `Error::StepOutOfRange` once every step has run: `DdsRun` indexes its
-    /// plan by the step, which must not run past the end.
-    fn check_step(&self) -> Result<(), Error> {
-        if self.step >= self.steps {
-            return Err(Error::StepOutOfRange {
-                step: self.step,
-                steps: self.steps,
-            });
-        }
-        Ok(())
-    }
-
-    fn point(&self) -> Result<DiffinvModelPoint, Error> {
-        self.check_step()?;
-        let p = self.run.model_point().ok_or(Error::StepOutOfRange {
-            step: self.step,
-            steps: self.steps,
-        })?;
-        Ok(DiffinvModelPoint {
-            step: self.step,
-            steps: self.steps,
-            tau: p.tau,
-            alpha: p.a,
-            sigma: p.b,
-        })
-    }
-
-    /// # Safety
-    /// As [`Caller::wrap`]; the tensor is only read.
-    unsafe fn input(
-        &self,
-        ptr: *const c_void,
-        len: usize,
-        what: &'static str,
-    ) -> Result<Tensor<B>, Error> {
-        // SAFETY: the caller's contract.
-        unsafe {
-            self.backend
-                .wrap(ptr.cast_mut(), len, self.dtype, self.x_shape, what)
-        }
-    }
-
+// `DdsRun` indexes its plan by the step it is at: each entry checks the
+// step first, so a call past the end is an error, not a panic.
+impl<B: Caller> Stepper<B, Dds> {
     /// # Safety
     /// `eps` readable for its length.
-    unsafe fn tweedie(&mut self, eps: (*const c_void, usize)) -> Result<(), Error> {
+    unsafe fn tweedie(&mut self, eps: Buf) -> Result<(), Error> {
         self.check_step()?;
         // SAFETY: the caller's contract.
-        let eps = unsafe { self.input(eps.0, eps.1, "eps")? };
+        let eps = unsafe { self.required(eps, "eps")? };
         self.run.tweedie(self.backend, &eps)
     }
 
@@ -277,19 +223,10 @@ impl<B: Caller> Dds<B> {
 
     /// # Safety
     /// `eps` and a non-null `z` readable for their lengths.
-    unsafe fn renoise(
-        &mut self,
-        eps: (*const c_void, usize),
-        z: (*const c_void, usize),
-    ) -> Result<(), Error> {
+    unsafe fn renoise(&mut self, eps: Buf, z: Buf) -> Result<(), Error> {
         self.check_step()?;
         // SAFETY: the caller's contract.
-        let eps = unsafe { self.input(eps.0, eps.1, "eps")? };
-        let z = match z.0.is_null() {
-            true => None,
-            // SAFETY: the caller's contract.
-            false => Some(unsafe { self.input(z.0, z.1, "z")? }),
-        };
+        let (eps, z) = unsafe { (self.required(eps, "eps")?, self.input(z, "z", true)?) };
         self.run.renoise(self.backend, &eps, z.as_ref())?;
         self.step += 1;
         Ok(())
@@ -321,24 +258,14 @@ pub unsafe extern "C" fn diffinv_dds_run_new(
     out: *mut *mut DiffinvDdsRun,
 ) -> DiffinvStatus {
     entry(|| {
-        // SAFETY: the caller's contract: live handles that outlive the run,
-        // which is what the 'static borrows stand for.
-        let (backend, plan, op) = unsafe { (backend.as_ref(), plan.as_ref(), op.as_ref()) };
-        let backend: &'static DiffinvBackend = backend.ok_or(null("backend"))?;
-        let plan: &'static DdsPlan = &plan.ok_or(null("plan"))?.plan;
-        let op: &'static DiffinvOperator = op.ok_or(null("op"))?;
         if out.is_null() {
             return Err(null("out"));
         }
-        let dtype = dtype_of(dtype)?;
-        let (y, z) = ((y, y_len), (z, z_len));
+        // SAFETY: the caller's contract: live handles that outlive the run.
+        let plan = unsafe { plan.as_ref() }.map(|p| &p.plan);
+        let inputs = ((y, y_len), (z, z_len));
         // SAFETY: the caller's contract.
-        let on = unsafe {
-            match pair(backend, op)? {
-                Pair::Cpu(b, o) => On::Cpu(Dds::start(b, plan, o, y, z, dtype, batch)?),
-                Pair::Cuda(b, o) => On::Cuda(Dds::start(b, plan, o, y, z, dtype, batch)?),
-            }
-        };
+        let on = unsafe { run::new_run::<Dds>(backend, plan, op, inputs, dtype, batch)? };
         // SAFETY: the caller's contract.
         unsafe { write_handle(out, DiffinvDdsRun { on }) }
     })
@@ -367,7 +294,7 @@ pub unsafe extern "C" fn diffinv_dds_run_point(
     entry(|| {
         // SAFETY: the caller's contract.
         let run = unsafe { run.as_ref() }.ok_or(null("run"))?;
-        let point = each!(&run.on, r => r.point())?;
+        let point = run::point(&run.on)?;
         // SAFETY: the caller's contract.
         unsafe { write_out(out, "out", point) }
     })
@@ -408,7 +335,7 @@ pub unsafe extern "C" fn diffinv_dds_run_read_x(
         // SAFETY: the caller's contract.
         let run = unsafe { run.as_ref() }.ok_or(null("run"))?;
         // SAFETY: the caller's contract.
-        each!(&run.on, r => unsafe { read_out(r.backend, r.run.x(), dst, len, "dst") })
+        unsafe { run::read_x(&run.on, dst, len) }
     })
 }
 

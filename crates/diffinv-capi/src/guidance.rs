@@ -6,13 +6,16 @@
 
 use std::ffi::c_void;
 
-use diffinv::guidance::{CpgdmConfig, CpgdmPlan, GuidancePlan, Method, NetworkTime, Start, VpSde};
+use diffinv::guidance::{
+    CpgdmConfig, CpgdmPlan, GuidancePlan, Method, ModelPoint, NetworkTime, Start, VpSde,
+};
 use diffinv::ops::{CpgdmSampler, GuidedSampler, Operator};
-use diffinv::{DType, Error, Shape};
+use diffinv::{Error, Tensor};
 
-use crate::memory::{batched, each, pair, read_out, Caller, On, Pair};
+use crate::memory::{read_out, Caller};
+use crate::run::{self, each, Buf, Runs, Sampler, Stepper};
 use crate::{
-    dtype_of, entry, free_handle, invalid, null, write_handle, write_out, DiffinvBackend,
+    entry, free_handle, invalid, null, write_handle, write_out, DiffinvBackend, DiffinvModelPoint,
     DiffinvOperator, DiffinvStatus,
 };
 
@@ -60,18 +63,6 @@ pub struct DiffinvGuidanceConfig {
     pub start: u32,
 }
 
-/// Where the next network call is: the step about to run, the plan's step
-/// count, the network's timestep τ, and α, σ of x = α·x0 + σ·ε there.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct DiffinvModelPoint {
-    pub step: usize,
-    pub steps: usize,
-    pub tau: f64,
-    pub alpha: f64,
-    pub sigma: f64,
-}
-
 /// A C-ΠGDM plan: every step's coefficients, computed once (opaque).
 pub struct DiffinvGuidancePlan {
     plan: CpgdmPlan,
@@ -81,17 +72,40 @@ pub struct DiffinvGuidancePlan {
 /// input for one batch, allocated once. Borrows its backend, plan and
 /// operator: free it before them.
 pub struct DiffinvGuidedRun {
-    on: On<Guided<diffinv::backend::cpu::CpuBackend>, Guided<diffinv::backend::cuda::CudaBackend>>,
+    on: Runs<Guidance>,
 }
 
-/// A run on one backend. The `'static` borrows point into the caller's
-/// handles, which outlive the run (the contract of `diffinv_guided_run_new`).
-struct Guided<B: Caller> {
-    backend: &'static B,
-    run: CpgdmSampler<'static, B>,
-    steps: usize,
-    dtype: DType,
-    x_shape: Shape,
+/// C-ΠGDM as a [`Sampler`]: the run is the crate's [`GuidedSampler`].
+pub(crate) struct Guidance;
+
+impl Sampler for Guidance {
+    type Plan = CpgdmPlan;
+    type Run<B: Caller> = CpgdmSampler<'static, B>;
+
+    fn steps(plan: &CpgdmPlan) -> usize {
+        plan.len()
+    }
+
+    /// `GuidedSampler::new` (H⁺y), then `init` from z: `guided_sample`'s start.
+    fn start<B: Caller>(
+        backend: &'static B,
+        plan: &'static CpgdmPlan,
+        op: &'static Operator<B>,
+        y: &Tensor<B>,
+        z: &Tensor<B>,
+    ) -> Result<Self::Run<B>, Error> {
+        let mut run = GuidedSampler::new(backend, plan, op, y)?;
+        run.init(backend, z)?;
+        Ok(run)
+    }
+
+    fn x<B: Caller>(run: &Self::Run<B>) -> &Tensor<B> {
+        run.x()
+    }
+
+    fn point<B: Caller>(run: &Self::Run<B>) -> Option<ModelPoint> {
+        run.model_point().ok()
+    }
 }
 
 fn choice<T: Copy>(
@@ -221,81 +235,17 @@ pub unsafe extern "C" fn diffinv_guidance_plan_steps(
     })
 }
 
-impl<B: Caller> Guided<B> {
-    /// `GuidedSampler::new` for y, then `init` from z.
-    ///
+impl<B: Caller> Stepper<B, Guidance> {
     /// # Safety
-    /// `y` and `z` are valid for reads of their lengths (used during this call only).
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn start(
-        backend: &'static B,
-        plan: &'static CpgdmPlan,
-        op: &'static Operator<B>,
-        y: (*const c_void, usize),
-        z: (*const c_void, usize),
-        dtype: DType,
-        batch: usize,
-    ) -> Result<Self, Error> {
-        let x_shape = batched(batch, op.x_item())?;
-        let y_shape = batched(batch, op.y_item())?;
-        // SAFETY: the caller's contract; y is only read, while the tensor lives.
-        let yt = unsafe { backend.wrap(y.0.cast_mut(), y.1, dtype, y_shape, "y")? };
-        let mut run = GuidedSampler::new(backend, plan, op, &yt)?;
-        drop(yt);
-        // SAFETY: as for y.
-        let zt = unsafe { backend.wrap(z.0.cast_mut(), z.1, dtype, x_shape, "z")? };
-        run.init(backend, &zt)?;
-        Ok(Guided {
-            backend,
-            run,
-            steps: plan.len(),
-            dtype,
-            x_shape,
-        })
-    }
-
-    fn point(&self) -> Result<DiffinvModelPoint, Error> {
-        let p = self.run.model_point()?;
-        Ok(DiffinvModelPoint {
-            step: self.run.step(),
-            steps: self.steps,
-            tau: p.tau,
-            alpha: p.a,
-            sigma: p.b,
-        })
-    }
-
-    /// A read-only input of the run's shape over the caller's memory.
-    ///
-    /// # Safety
-    /// As [`Caller::wrap`]; the tensor is only read.
-    unsafe fn input(
-        &self,
-        ptr: *const c_void,
-        len: usize,
-        what: &'static str,
-    ) -> Result<diffinv::Tensor<B>, Error> {
-        // SAFETY: the caller's contract.
-        unsafe {
-            self.backend
-                .wrap(ptr.cast_mut(), len, self.dtype, self.x_shape, what)
-        }
-    }
-
-    /// # Safety
-    /// `eps` readable and `m` writable for their lengths, not overlapping.
-    unsafe fn residual(
-        &mut self,
-        eps: (*const c_void, usize),
-        m: (*mut c_void, usize),
-    ) -> Result<(), Error> {
+    /// `eps` readable and `m` writable for their lengths.
+    unsafe fn residual(&mut self, eps: Buf, m: (*mut c_void, usize)) -> Result<(), Error> {
         if m.0.is_null() {
             return Err(null("m"));
         }
         {
             // SAFETY: the caller's contract. Dropped before m is wrapped, so
             // the two caller buffers are never held at once.
-            let eps = unsafe { self.input(eps.0, eps.1, "eps")? };
+            let eps = unsafe { self.required(eps, "eps")? };
             self.run.residual(self.backend, &eps)?;
         }
         // SAFETY: the caller's contract.
@@ -304,19 +254,12 @@ impl<B: Caller> Guided<B> {
 
     /// # Safety
     /// `eps` and a non-null `g` readable for their lengths.
-    unsafe fn update(
-        &mut self,
-        eps: (*const c_void, usize),
-        g: (*const c_void, usize),
-    ) -> Result<(), Error> {
+    unsafe fn update(&mut self, eps: Buf, g: Buf) -> Result<(), Error> {
         // SAFETY: the caller's contract.
-        let eps = unsafe { self.input(eps.0, eps.1, "eps")? };
-        let g = match g.0.is_null() {
-            true => None,
-            // SAFETY: the caller's contract.
-            false => Some(unsafe { self.input(g.0, g.1, "g")? }),
-        };
-        self.run.update(self.backend, &eps, g.as_ref())
+        let (eps, g) = unsafe { (self.required(eps, "eps")?, self.input(g, "g", true)?) };
+        self.run.update(self.backend, &eps, g.as_ref())?;
+        self.step = self.run.step();
+        Ok(())
     }
 }
 
@@ -346,24 +289,14 @@ pub unsafe extern "C" fn diffinv_guided_run_new(
     out: *mut *mut DiffinvGuidedRun,
 ) -> DiffinvStatus {
     entry(|| {
-        // SAFETY: the caller's contract: live handles that outlive the run,
-        // which is what the 'static borrows stand for.
-        let (backend, plan, op) = unsafe { (backend.as_ref(), plan.as_ref(), op.as_ref()) };
-        let backend: &'static DiffinvBackend = backend.ok_or(null("backend"))?;
-        let plan: &'static CpgdmPlan = &plan.ok_or(null("plan"))?.plan;
-        let op: &'static DiffinvOperator = op.ok_or(null("op"))?;
         if out.is_null() {
             return Err(null("out"));
         }
-        let dtype = dtype_of(dtype)?;
-        let (y, z) = ((y, y_len), (z, z_len));
+        // SAFETY: the caller's contract: live handles that outlive the run.
+        let plan = unsafe { plan.as_ref() }.map(|p| &p.plan);
+        let inputs = ((y, y_len), (z, z_len));
         // SAFETY: the caller's contract.
-        let on = unsafe {
-            match pair(backend, op)? {
-                Pair::Cpu(b, o) => On::Cpu(Guided::start(b, plan, o, y, z, dtype, batch)?),
-                Pair::Cuda(b, o) => On::Cuda(Guided::start(b, plan, o, y, z, dtype, batch)?),
-            }
-        };
+        let on = unsafe { run::new_run::<Guidance>(backend, plan, op, inputs, dtype, batch)? };
         // SAFETY: the caller's contract.
         unsafe { write_handle(out, DiffinvGuidedRun { on }) }
     })
@@ -392,7 +325,7 @@ pub unsafe extern "C" fn diffinv_guided_run_point(
     entry(|| {
         // SAFETY: the caller's contract.
         let run = unsafe { run.as_ref() }.ok_or(null("run"))?;
-        let point = each!(&run.on, r => r.point())?;
+        let point = run::point(&run.on)?;
         // SAFETY: the caller's contract.
         unsafe { write_out(out, "out", point) }
     })
@@ -414,7 +347,7 @@ pub unsafe extern "C" fn diffinv_guided_run_read_x(
         // SAFETY: the caller's contract.
         let run = unsafe { run.as_ref() }.ok_or(null("run"))?;
         // SAFETY: the caller's contract.
-        each!(&run.on, r => unsafe { read_out(r.backend, r.run.x(), dst, len, "dst") })
+        unsafe { run::read_x(&run.on, dst, len) }
     })
 }
 

@@ -56,10 +56,12 @@ mod dds;
 mod guidance;
 mod memory;
 mod operator;
+mod run;
 
 pub use dds::*;
 pub use guidance::*;
 pub use operator::*;
+pub use run::{DiffinvModelPoint, DiffinvOperator};
 
 /// What a call returned.
 #[repr(C)]

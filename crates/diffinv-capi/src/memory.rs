@@ -7,10 +7,10 @@ use std::ffi::c_void;
 
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::backend::cuda::CudaBackend;
-use diffinv::ops::{GuidanceOps, KrylovOps, Operator};
+use diffinv::ops::{GuidanceOps, KrylovOps};
 use diffinv::{Backend, DType, Error, HostSlice, Shape, Tensor};
 
-use crate::{device_tensor, host_tensor, invalid, DiffinvBackend};
+use crate::{device_tensor, host_tensor, invalid};
 
 /// A backend whose callers hand it their own memory.
 pub(crate) trait Caller: GuidanceOps + KrylovOps + Sized + 'static {
@@ -101,63 +101,4 @@ pub(crate) unsafe fn fill_noise<B: Caller>(
         .map(|i| diffinv::rng::normal_f64(seed, step, i as u32))
         .collect();
     out.upload(backend, HostSlice::F64(&values))
-}
-
-/// An operator on the backend it was made on.
-pub(crate) enum OperatorOn {
-    Cpu(Operator<CpuBackend>),
-    Cuda(Operator<CudaBackend>),
-}
-
-/// The typed backend and operator of a run, when they belong together.
-pub(crate) enum Pair<'a> {
-    Cpu(&'a CpuBackend, &'a Operator<CpuBackend>),
-    Cuda(&'a CudaBackend, &'a Operator<CudaBackend>),
-}
-
-/// Match a backend handle with an operator made on it: a run needs both on
-/// one backend (the operator's tables live in the backend's memory).
-pub(crate) fn pair<'a>(
-    backend: &'a DiffinvBackend,
-    op: &'a crate::DiffinvOperator,
-) -> Result<Pair<'a>, Error> {
-    if !std::ptr::eq(op.backend, backend) {
-        return Err(invalid(
-            "operator",
-            0.0,
-            "was made on another backend handle than the run's",
-        ));
-    }
-    match (backend, &op.on) {
-        (DiffinvBackend::Cpu(b), OperatorOn::Cpu(o)) => Ok(Pair::Cpu(b, o)),
-        (DiffinvBackend::Cuda(b), OperatorOn::Cuda(o)) => Ok(Pair::Cuda(b, o)),
-        _ => Err(invalid(
-            "operator",
-            0.0,
-            "belongs to a backend of another kind",
-        )),
-    }
-}
-
-/// A value per backend kind: a run's typed state on the CPU or on CUDA.
-pub(crate) enum On<C, G> {
-    Cpu(C),
-    Cuda(G),
-}
-
-/// `$body` with `$r` bound to whichever backend's value `$on` holds: one
-/// generic body, type-checked once per backend.
-macro_rules! each {
-    ($on:expr, $r:ident => $body:expr) => {
-        match $on {
-            $crate::memory::On::Cpu($r) => $body,
-            $crate::memory::On::Cuda($r) => $body,
-        }
-    };
-}
-pub(crate) use each;
-
-/// `[batch, …item]`.
-pub(crate) fn batched(batch: usize, item: Shape) -> Result<Shape, Error> {
-    Shape::from_dims(&[&[batch][..], item.dims()].concat())
 }

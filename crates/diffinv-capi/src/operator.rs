@@ -6,18 +6,11 @@ use diffinv::ops::operator::separable::gaussian_taps;
 use diffinv::ops::{Operator, OperatorOps};
 use diffinv::{Error, Shape};
 
-use crate::memory::OperatorOn;
+use crate::run::On;
 use crate::{
-    entry, free_handle, invalid, null, write_handle, write_out, DiffinvBackend, DiffinvStatus,
+    entry, free_handle, invalid, null, write_handle, write_out, DiffinvBackend, DiffinvOperator,
+    DiffinvStatus,
 };
-
-/// A degradation operator H on one backend (opaque). Runs borrow it: free it
-/// after every run that uses it, and before its backend.
-pub struct DiffinvOperator {
-    /// The backend handle it was made on; runs must be on the same one.
-    pub(crate) backend: *const DiffinvBackend,
-    pub(crate) on: OperatorOn,
-}
 
 /// What to build, with the constructor's own arguments.
 enum Kind<'a> {
@@ -57,8 +50,8 @@ unsafe fn new_operator(
     }
     let item = Shape::from_dims(&item)?;
     let on = match handle {
-        DiffinvBackend::Cpu(b) => OperatorOn::Cpu(build(b, item, &kind)?),
-        DiffinvBackend::Cuda(b) => OperatorOn::Cuda(build(&**b, item, &kind)?),
+        DiffinvBackend::Cpu(b) => On::Cpu(build(b, item, &kind)?),
+        DiffinvBackend::Cuda(b) => On::Cuda(build(&**b, item, &kind)?),
     };
     // SAFETY: the caller's contract.
     unsafe { write_handle(out, DiffinvOperator { backend, on }) }
@@ -238,8 +231,8 @@ pub unsafe extern "C" fn diffinv_operator_item_lens(
             return Err(null(if x_len.is_null() { "x_len" } else { "y_len" }));
         }
         let (x, y) = match &op.on {
-            OperatorOn::Cpu(o) => (o.x_item(), o.y_item()),
-            OperatorOn::Cuda(o) => (o.x_item(), o.y_item()),
+            On::Cpu(o) => (o.x_item(), o.y_item()),
+            On::Cuda(o) => (o.x_item(), o.y_item()),
         };
         // SAFETY: the caller's contract.
         unsafe {
