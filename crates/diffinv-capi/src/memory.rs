@@ -8,7 +8,7 @@ use std::ffi::c_void;
 use diffinv::backend::cpu::CpuBackend;
 use diffinv::backend::cuda::CudaBackend;
 use diffinv::ops::{GuidanceOps, KrylovOps};
-use diffinv::{Backend, DType, Error, HostSlice, Shape, Tensor};
+use diffinv::{DType, Error, HostSlice, Shape, Tensor};
 
 use crate::{device_tensor, host_tensor, invalid};
 
