@@ -185,15 +185,15 @@ impl<B: Caller, S: Sampler> Stepper<B, S> {
     }
 }
 
+/// A backend and an operator of one kind, typed.
+type Typed<'a, B> = (&'a B, &'a Operator<B>);
+
 /// The typed backend and operator of a run: both of one backend handle (the
 /// operator's tables live in its memory).
 fn pair<'a>(
     backend: &'a DiffinvBackend,
     op: &'a DiffinvOperator,
-) -> Result<
-    On<(&'a CpuBackend, &'a Operator<CpuBackend>), (&'a CudaBackend, &'a Operator<CudaBackend>)>,
-    Error,
-> {
+) -> Result<On<Typed<'a, CpuBackend>, Typed<'a, CudaBackend>>, Error> {
     if !std::ptr::eq(op.backend, backend) {
         return Err(invalid(
             "operator",
