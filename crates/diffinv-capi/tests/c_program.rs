@@ -3,8 +3,11 @@
 //! — linked against this crate's static library — runs full sampling loops on
 //! the CPU backend whose results equal the Rust API's bit for bit, and makes
 //! calls with bad arguments that must each return an error status and a
-//! message without aborting; `tests/c/cuda.c` calls the CUDA entries, which on
-//! a machine without a driver must return `UNAVAILABLE` with the reason.
+//! message without aborting; `tests/c/guidance.c` does the same for C-ΠGDM
+//! (Jacobian dropped, and exact with the product computed in C) and DDS loops
+//! against `cpgdm_sample` / `dds_sample`; `tests/c/cuda.c` calls the CUDA
+//! entries, which on a machine without a driver must return `UNAVAILABLE`
+//! with the reason.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

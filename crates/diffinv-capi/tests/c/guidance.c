@@ -5,7 +5,7 @@
  * compares with the Rust API's loops; then calls with bad arguments, each of
  * which must return an error status and a message. Exit status 0 iff every
  * call behaved as stated. */
-#include "diffinv.h"
+#include "check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -19,15 +19,6 @@
 #define N (BATCH * ITEM)
 #define DDS_STEPS 8
 #define DDS_SEED 5
-
-static int failures = 0;
-
-static void check_ok(DiffinvStatus s, const char *what) {
-    if (s != DIFFINV_STATUS_OK) {
-        fprintf(stderr, "%s failed: status %d: %s\n", what, (int)s, diffinv_last_error());
-        exit(2);
-    }
-}
 
 /* The same formulas as the Rust side of the test (tests/c_program.rs). */
 static float start(size_t i) { return (float)((i * 37) % 101) / 50.0f - 1.0f; }
@@ -205,18 +196,6 @@ static void dds(const DiffinvBackend *backend, int op_kind, uint32_t dtype) {
     diffinv_dds_run_free(run);
     diffinv_dds_plan_free(plan);
     diffinv_operator_free(op);
-}
-
-/* A call that must fail with `want` and leave a message. */
-static void expect(DiffinvStatus got, DiffinvStatus want, const char *what) {
-    const char *msg = diffinv_last_error();
-    if (got != want || msg == NULL || msg[0] == '\0') {
-        fprintf(stderr, "bad call %s: status %d (want %d), message \"%s\"\n", what, (int)got,
-                (int)want, msg ? msg : "(null)");
-        failures++;
-    } else {
-        printf("bad %s: %d %s\n", what, (int)got, msg);
-    }
 }
 
 static void bad_operators(const DiffinvBackend *backend) {
