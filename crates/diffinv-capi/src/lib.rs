@@ -696,7 +696,7 @@ pub unsafe extern "C" fn diffinv_run_free(run: *mut DiffinvRun) {
 
 /// A buffer's pointer and length against the run's shape: non-null, the
 /// run's element count.
-pub(crate) fn check_extent(
+fn check_extent(
     ptr: *const c_void,
     len: usize,
     shape: Shape,
