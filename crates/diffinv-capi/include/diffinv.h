@@ -40,6 +40,24 @@
 // Timestep spacing of diffusers: `linspace`.
 #define DIFFINV_SPACING_LINSPACE 2
 
+// Network time τ = ⌊999·t⌋, the network modelling t = τ/999 (the official code).
+#define DIFFINV_NETWORK_TIME_FLOOR999 0
+
+// Network time τ = 999·t, the network modelling t itself.
+#define DIFFINV_NETWORK_TIME_CONTINUOUS 1
+
+// Guided method: C-ΠGDM, the projector-preconditioned conjugate integrator.
+#define DIFFINV_GUIDANCE_CPGDM 0
+
+// Guided method: continuous ΠGDM as the C-ΠGDM authors implement it.
+#define DIFFINV_GUIDANCE_PGDM_CONTINUOUS 1
+
+// Start: x = μ₀H⁺y + σ₀z (the official noiseless start).
+#define DIFFINV_START_PSEUDO_INVERSE 0
+
+// Start: x = z (the official noisy / continuous-ΠGDM start for inpainting).
+#define DIFFINV_START_PURE_NOISE 1
+
 // What a call returned.
 typedef enum DiffinvStatus {
   // Success.
@@ -62,6 +80,25 @@ typedef enum DiffinvStatus {
 
 // A backend (opaque): the CPU, or a CUDA device.
 typedef struct DiffinvBackend DiffinvBackend;
+
+// A DDS plan: the validated grid and settings (opaque).
+typedef struct DiffinvDdsPlan DiffinvDdsPlan;
+
+// A DDS run (opaque): x_t, x̂0, Aᵀy and the CG state for one batch,
+// allocated once. Borrows its backend, plan and operator: free it before them.
+typedef struct DiffinvDdsRun DiffinvDdsRun;
+
+// A C-ΠGDM plan: every step's coefficients, computed once (opaque).
+typedef struct DiffinvGuidancePlan DiffinvGuidancePlan;
+
+// A guided run (opaque): the conjugate state, H⁺y and the next network
+// input for one batch, allocated once. Borrows its backend, plan and
+// operator: free it before them.
+typedef struct DiffinvGuidedRun DiffinvGuidedRun;
+
+// A degradation operator H on one backend (opaque). Runs borrow it: free it
+// after every run that uses it, and before its backend.
+typedef struct DiffinvOperator DiffinvOperator;
 
 // A plan: every step's scalars, computed once (opaque).
 typedef struct DiffinvPlan DiffinvPlan;
@@ -105,6 +142,64 @@ typedef struct DiffinvSolverConfig {
   // The network predicts v instead of ε.
   bool v_prediction;
 } DiffinvSolverConfig;
+
+// Settings of a DDS plan (its schedule is a `DiffinvScheduleConfig`).
+typedef struct DiffinvDdsConfig {
+  // Network calls N, 1 ≤ N ≤ the schedule's training steps.
+  uint32_t steps;
+  // CG iterations M per step, at least 1.
+  uint32_t cg_iterations;
+  // Stop a sample's CG once ‖r‖ < this (0: always M iterations).
+  double cg_tolerance;
+  // The share η ∈ [0, 1] of fresh noise in the re-noised variance.
+  double eta;
+  // Solve (I + γAᵀA)x = x̂0 + γAᵀy with this γ ≥ 0 …
+  double gamma;
+  // … or, when true, AᵀA x = Aᵀy warm-started at x̂0 (γ unused).
+  bool normal_equations;
+  // Start at τ0 = `warm_start_tau` from √ᾱ·x_init + √(1 − ᾱ)·z instead of
+  // pure noise (see `diffinv_dds_plan_start_weights`).
+  bool warm_start;
+  uint32_t warm_start_tau;
+} DiffinvDdsConfig;
+
+// Where the next network call is: the step about to run, the plan's step
+// count, the network's timestep τ, and the point x = α·x0 + σ·noise the
+// network models there.
+typedef struct DiffinvModelPoint {
+  size_t step;
+  size_t steps;
+  double tau;
+  double alpha;
+  double sigma;
+} DiffinvModelPoint;
+
+// Settings of a C-ΠGDM plan on the linear-β VP SDE (`beta0`, `beta1`).
+typedef struct DiffinvGuidanceConfig {
+  // Network calls N, at least 1.
+  uint32_t steps;
+  // Guidance weight w ≥ 0.
+  double w;
+  // The conjugate map's λ.
+  double lambda;
+  // Reverse time of the first grid point, in (0, 1).
+  double t_start;
+  // Reverse time of the last grid point, in (t_start, 1).
+  double t_end;
+  // ε added to σ in the 1/σ coefficients.
+  double eps_num;
+  // Measurement noise σ_y (0: the noiseless method).
+  double sigma_y;
+  // The VP SDE's β₀ and β₁ (0 < β₀ ≤ β₁).
+  double beta0;
+  double beta1;
+  // One of `DIFFINV_NETWORK_TIME_*`.
+  uint32_t network_time;
+  // One of `DIFFINV_GUIDANCE_*`.
+  uint32_t method;
+  // One of `DIFFINV_START_*`.
+  uint32_t start;
+} DiffinvGuidanceConfig;
 
 #ifdef __cplusplus
 extern "C" {
@@ -261,6 +356,339 @@ enum DiffinvStatus diffinv_f32_to_f16(const float *src, uint16_t *dst, size_t le
 // # Safety
 // Non-null `src` and `dst` are valid for `len` elements each.
 enum DiffinvStatus diffinv_f16_to_f32(const uint16_t *src, float *dst, size_t len);
+
+// Fill `out` with the official DDS settings: 50 steps, M = 5 without early
+// stop, η = 0.85, Tikhonov consistency with γ = 1, from pure noise.
+//
+// # Safety
+// A non-null `out` points to writable memory for one `DiffinvDdsConfig`.
+enum DiffinvStatus diffinv_dds_config_default(struct DiffinvDdsConfig *out);
+
+// Build the DDS plan of `config` on the discrete `schedule` into `*out`
+// (free with `diffinv_dds_plan_free`).
+//
+// # Safety
+// Non-null pointers are valid (`out` writable for one pointer).
+enum DiffinvStatus diffinv_dds_plan_new(const struct DiffinvScheduleConfig *schedule_config,
+                                        const struct DiffinvDdsConfig *config,
+                                        struct DiffinvDdsPlan **out);
+
+// Free a DDS plan (null: nothing). Every run of it must be freed first.
+//
+// # Safety
+// `plan` is null or a handle from `diffinv_dds_plan_new`, not yet freed.
+void diffinv_dds_plan_free(struct DiffinvDdsPlan *plan);
+
+// The number of network calls (steps) of a DDS plan, into `*out`.
+//
+// # Safety
+// Non-null pointers are valid (`plan` a live handle).
+enum DiffinvStatus diffinv_dds_plan_steps(const struct DiffinvDdsPlan *plan, size_t *out);
+
+// The weights (a, b) of the start a·x_init + b·z: with a warm start √ᾱ_τ0
+// and √(1 − ᾱ_τ0), and (0, 1) — pure z — otherwise.
+//
+// # Safety
+// Non-null pointers are valid (`plan` a live handle).
+enum DiffinvStatus diffinv_dds_plan_start_weights(const struct DiffinvDdsPlan *plan,
+                                                  double *a,
+                                                  double *b);
+
+// Start a DDS run of `plan` with operator `op` on `backend` (the operator's
+// own) for `batch` samples of dtype `DIFFINV_DTYPE_*`: measurements `y`
+// (`y_len` = batch·y item elements, finite) and the start `z` (`z_len` =
+// batch·x item elements: pure noise, or the warm start's mix), in the
+// backend's memory and read during this call only. Free with
+// `diffinv_dds_run_free`.
+//
+// # Safety
+// Non-null pointers are valid for their lengths. `backend`, `plan` and `op`
+// stay alive (not freed) until the run is freed. On CUDA the inputs must be
+// ready on the backend's stream.
+enum DiffinvStatus diffinv_dds_run_new(const struct DiffinvBackend *backend,
+                                       const struct DiffinvDdsPlan *plan,
+                                       const struct DiffinvOperator *op,
+                                       const void *y,
+                                       size_t y_len,
+                                       const void *z,
+                                       size_t z_len,
+                                       uint32_t dtype,
+                                       size_t batch,
+                                       struct DiffinvDdsRun **out);
+
+// Free a DDS run (null: nothing).
+//
+// # Safety
+// `run` is null or a handle from `diffinv_dds_run_new`, not yet freed.
+void diffinv_dds_run_free(struct DiffinvDdsRun *run);
+
+// Where the next step calls the network, into `*out`; an error once every
+// step has run.
+//
+// # Safety
+// Non-null pointers are valid (`run` a live handle).
+enum DiffinvStatus diffinv_dds_run_point(const struct DiffinvDdsRun *run,
+                                         struct DiffinvModelPoint *out);
+
+// Whether this step's re-noise needs fresh noise z, into `*out` (false
+// once every step has run).
+//
+// # Safety
+// Non-null pointers are valid (`run` a live handle).
+enum DiffinvStatus diffinv_dds_run_needs_noise(const struct DiffinvDdsRun *run, bool *out);
+
+// Copy the run's x into `dst` (`len` = batch·x item elements, the run's
+// dtype): the next network input during the run, the sample after the last
+// step. On CUDA the copy is enqueued on the backend's stream.
+//
+// # Safety
+// `run` is a live handle; `dst` is valid for writes of `len` elements.
+enum DiffinvStatus diffinv_dds_run_read_x(const struct DiffinvDdsRun *run, void *dst, size_t len);
+
+// Tweedie's x̂0 = (x − σ·ε)/α from the network output `eps` at the
+// current point (batch·x item elements of the run's dtype).
+//
+// # Safety
+// `run` is a live handle; `eps` is readable for `eps_len` elements.
+enum DiffinvStatus diffinv_dds_run_tweedie(struct DiffinvDdsRun *run,
+                                           const void *eps,
+                                           size_t eps_len);
+
+// M conjugate-gradient iterations of data consistency on x̂0.
+//
+// # Safety
+// `run` is null or a live handle.
+enum DiffinvStatus diffinv_dds_run_consistency(struct DiffinvDdsRun *run);
+
+// End the step: the next network input from x̂0, `eps` and the fresh noise
+// `z` (required when `diffinv_dds_run_needs_noise` says so; may be null
+// otherwise). Past the last step: an error.
+//
+// # Safety
+// `run` is a live handle; `eps` and a non-null `z` are readable for their
+// lengths (batch·x item elements of the run's dtype).
+enum DiffinvStatus diffinv_dds_run_renoise(struct DiffinvDdsRun *run,
+                                           const void *eps,
+                                           size_t eps_len,
+                                           const void *z,
+                                           size_t z_len);
+
+// Fill `dst` (`len` elements of dtype `DIFFINV_DTYPE_*` in the backend's
+// memory) with the standard normal noise the Rust samplers draw at `step`
+// for `seed` (Philox, keyed by seed, step and element index) — with it a C
+// loop re-noises exactly as `dds_sample` does.
+//
+// # Safety
+// Non-null pointers are valid (`backend` a live handle, `dst` writable for
+// `len` elements).
+enum DiffinvStatus diffinv_normal_noise(const struct DiffinvBackend *backend,
+                                        uint64_t seed,
+                                        uint32_t step,
+                                        void *dst,
+                                        size_t len,
+                                        uint32_t dtype);
+
+// Fill `out` with the official noiseless C-ΠGDM settings: 5 steps, w = 15,
+// λ = 0, t from 0.6 to 0.999, ε_num = 1e-6, σ_y = 0, β 0.1 … 20, τ =
+// ⌊999·t⌋, the pseudo-inverse start.
+//
+// # Safety
+// A non-null `out` points to writable memory for one `DiffinvGuidanceConfig`.
+enum DiffinvStatus diffinv_guidance_config_default(struct DiffinvGuidanceConfig *out);
+
+// Build the C-ΠGDM plan of `config` into `*out` (free with
+// `diffinv_guidance_plan_free`).
+//
+// # Safety
+// Non-null pointers are valid (`out` writable for one pointer).
+enum DiffinvStatus diffinv_guidance_plan_new(const struct DiffinvGuidanceConfig *config,
+                                             struct DiffinvGuidancePlan **out);
+
+// Free a guidance plan (null: nothing). Every run of it must be freed first.
+//
+// # Safety
+// `plan` is null or a handle from `diffinv_guidance_plan_new`, not yet freed.
+void diffinv_guidance_plan_free(struct DiffinvGuidancePlan *plan);
+
+// The number of network calls (steps) of a guidance plan, into `*out`.
+//
+// # Safety
+// Non-null pointers are valid (`plan` a live handle).
+enum DiffinvStatus diffinv_guidance_plan_steps(const struct DiffinvGuidancePlan *plan, size_t *out);
+
+// Start a guided run of `plan` with operator `op` on `backend` (the
+// operator's own) for `batch` samples of dtype `DIFFINV_DTYPE_*`:
+// measurements `y` (`y_len` = batch·y item elements, finite) and noise `z`
+// (`z_len` = batch·x item elements), both in the backend's memory (host
+// arrays on the CPU; device pointers on CUDA) and read during this call
+// only. Computes H⁺y and the first network input; free with
+// `diffinv_guided_run_free`.
+//
+// # Safety
+// Non-null pointers are valid for their lengths. `backend`, `plan` and `op`
+// stay alive (not freed) until the run is freed. On CUDA the inputs must be
+// ready on the backend's stream.
+enum DiffinvStatus diffinv_guided_run_new(const struct DiffinvBackend *backend,
+                                          const struct DiffinvGuidancePlan *plan,
+                                          const struct DiffinvOperator *op,
+                                          const void *y,
+                                          size_t y_len,
+                                          const void *z,
+                                          size_t z_len,
+                                          uint32_t dtype,
+                                          size_t batch,
+                                          struct DiffinvGuidedRun **out);
+
+// Free a guided run (null: nothing).
+//
+// # Safety
+// `run` is null or a handle from `diffinv_guided_run_new`, not yet freed.
+void diffinv_guided_run_free(struct DiffinvGuidedRun *run);
+
+// Where the next step calls the network, into `*out`; an error once every
+// step has run.
+//
+// # Safety
+// Non-null pointers are valid (`run` a live handle).
+enum DiffinvStatus diffinv_guided_run_point(const struct DiffinvGuidedRun *run,
+                                            struct DiffinvModelPoint *out);
+
+// Copy the run's x into `dst` (`len` = batch·x item elements, the run's
+// dtype): the next network input during the run, the sample after the last
+// step. On CUDA the copy is enqueued on the backend's stream.
+//
+// # Safety
+// `run` is a live handle; `dst` is valid for writes of `len` elements.
+enum DiffinvStatus diffinv_guided_run_read_x(const struct DiffinvGuidedRun *run,
+                                             void *dst,
+                                             size_t len);
+
+// For a Jacobian product: the residual m = H⁺y − P·x̂0 of the current step
+// for the network output `eps` (at the input `diffinv_guided_run_read_x`
+// gave), copied into `m`. The caller then computes g = J_εᵀ·m (or J_ε·m by a
+// forward difference) and passes it to `diffinv_guided_run_update`. All
+// buffers hold batch·x item elements of the run's dtype.
+//
+// # Safety
+// `run` is a live handle; `eps` readable and `m` writable for their lengths;
+// they do not overlap.
+enum DiffinvStatus diffinv_guided_run_residual(struct DiffinvGuidedRun *run,
+                                               const void *eps,
+                                               size_t eps_len,
+                                               void *m,
+                                               size_t m_len);
+
+// Advance one step with the network output `eps` and the Jacobian product
+// `g` (null: the Jacobian dropped, g = 0); writes the next network input
+// (the sample after the last step). Past the last step: an error.
+//
+// # Safety
+// `run` is a live handle; `eps` and a non-null `g` are readable for their
+// lengths (batch·x item elements of the run's dtype).
+enum DiffinvStatus diffinv_guided_run_update(struct DiffinvGuidedRun *run,
+                                             const void *eps,
+                                             size_t eps_len,
+                                             const void *g,
+                                             size_t g_len);
+
+// Inpainting of `[channels, height, width]` items: `mask` holds one entry
+// per item element (`mask_len` = channels·height·width), 1 = observed, 0 =
+// missing, nothing else, at least one 1. With `kept_entries` a measurement
+// is the list of observed values (y item: their count); otherwise it is the
+// masked image (y item = x item).
+//
+// # Safety
+// Non-null pointers are valid: `backend` a live handle, `mask` for
+// `mask_len` floats (read here only), `out` writable for one pointer.
+enum DiffinvStatus diffinv_operator_inpaint_new(const struct DiffinvBackend *backend,
+                                                size_t channels,
+                                                size_t height,
+                                                size_t width,
+                                                const float *mask,
+                                                size_t mask_len,
+                                                bool kept_entries,
+                                                struct DiffinvOperator **out);
+
+// Super-resolution by `factor`×`factor` average pooling (`factor` divides
+// height and width; y item `[channels, height/factor, width/factor]`).
+//
+// # Safety
+// Non-null pointers are valid (`backend` a live handle).
+enum DiffinvStatus diffinv_operator_avg_pool_new(const struct DiffinvBackend *backend,
+                                                 size_t channels,
+                                                 size_t height,
+                                                 size_t width,
+                                                 size_t factor,
+                                                 struct DiffinvOperator **out);
+
+// Colorization of 3-channel items: y = `r`·R + `g`·G + `b`·B per pixel (y
+// item `[1, height, width]`); the weights are finite, not all zero.
+//
+// # Safety
+// Non-null pointers are valid (`backend` a live handle).
+enum DiffinvStatus diffinv_operator_colorize_new(const struct DiffinvBackend *backend,
+                                                 size_t channels,
+                                                 size_t height,
+                                                 size_t width,
+                                                 double r,
+                                                 double g,
+                                                 double b,
+                                                 struct DiffinvOperator **out);
+
+// Separable zero-boundary blur with the 1-D kernel `taps[0..taps_len]`
+// along rows and columns (1 ≤ `taps_len` ≤ min(height, width)); y item =
+// x item.
+//
+// # Safety
+// Non-null pointers are valid: `backend` a live handle, `taps` for
+// `taps_len` doubles (read here only).
+enum DiffinvStatus diffinv_operator_blur_new(const struct DiffinvBackend *backend,
+                                             size_t channels,
+                                             size_t height,
+                                             size_t width,
+                                             const double *taps,
+                                             size_t taps_len,
+                                             struct DiffinvOperator **out);
+
+// [`diffinv_operator_blur_new`] with the normalised Gaussian kernel of
+// standard deviation `sigma` (> 0) and `2·radius + 1` taps.
+//
+// # Safety
+// Non-null pointers are valid (`backend` a live handle).
+enum DiffinvStatus diffinv_operator_gaussian_blur_new(const struct DiffinvBackend *backend,
+                                                      size_t channels,
+                                                      size_t height,
+                                                      size_t width,
+                                                      double sigma,
+                                                      size_t radius,
+                                                      struct DiffinvOperator **out);
+
+// Bicubic downsampling by `factor` (divides height and width).
+//
+// # Safety
+// Non-null pointers are valid (`backend` a live handle).
+enum DiffinvStatus diffinv_operator_bicubic_new(const struct DiffinvBackend *backend,
+                                                size_t channels,
+                                                size_t height,
+                                                size_t width,
+                                                size_t factor,
+                                                struct DiffinvOperator **out);
+
+// Free an operator (null: nothing). Every run using it must be freed first.
+//
+// # Safety
+// `op` is null or a handle from a `diffinv_operator_*_new`, not yet freed.
+void diffinv_operator_free(struct DiffinvOperator *op);
+
+// The element counts of one image item (x) and one measurement item (y)
+// into `*x_len` and `*y_len`: a run's x, z and ε hold batch·x_len elements,
+// its y batch·y_len.
+//
+// # Safety
+// Non-null pointers are valid (`op` a live handle).
+enum DiffinvStatus diffinv_operator_item_lens(const struct DiffinvOperator *op,
+                                              size_t *x_len,
+                                              size_t *y_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -4,6 +4,17 @@
 //! pointers on a CUDA backend (a device ordinal, or the caller's context and
 //! stream).
 //!
+//! The conditional samplers run step by step from C too, on the same kinds of
+//! memory: degradation operators (`operator`: inpainting, average-pool SR,
+//! colorization, blur, bicubic), C-ΠGDM (`guidance`: plan, run, per step the
+//! network input out and ε plus an optional Jacobian product in, with the
+//! residual the product is taken against handed out) and DDS (`dds`: plan,
+//! run, Tweedie, CG data consistency, re-noise, and the Philox noise of the
+//! Rust sampler). Runs copy y and z in when they start; each step's inputs
+//! are read during the call only. The C loop makes the Rust loop's calls in
+//! its order (`guided_sample`, `dds_sample`), so their samples agree bit for
+//! bit (`tests/c/guidance.c`).
+//!
 //! Conventions every function keeps:
 //! - it returns a [`DiffinvStatus`]; on failure the reason is in
 //!   [`diffinv_last_error`] (per thread, until the next failing call there);
@@ -12,7 +23,8 @@
 //! - null pointers, wrong lengths and unknown enumerator values are errors,
 //!   never undefined behaviour of the library's own;
 //! - handles are opaque; `*_free` accepts null. A run borrows its backend and
-//!   plan: free it first;
+//!   plan (a guided or DDS run its operator too): free it first; an operator
+//!   belongs to the backend handle it was made on and runs only with it;
 //! - threads: backends and plans may be shared by threads (calls only read
 //!   them); a run is used by one thread at a time (a step mutates its state).
 //!
@@ -39,6 +51,17 @@ use diffinv::{
 };
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+
+mod dds;
+mod guidance;
+mod memory;
+mod operator;
+mod run;
+
+pub use dds::*;
+pub use guidance::*;
+pub use operator::*;
+pub use run::{DiffinvModelPoint, DiffinvOperator};
 
 /// What a call returned.
 #[repr(C)]
@@ -185,7 +208,7 @@ fn status_of(e: &Error) -> DiffinvStatus {
 }
 
 /// Run one entry: its error (or panic) becomes a status and the last error.
-fn entry(f: impl FnOnce() -> Result<(), Error>) -> DiffinvStatus {
+pub(crate) fn entry(f: impl FnOnce() -> Result<(), Error>) -> DiffinvStatus {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => DiffinvStatus::Ok,
         Ok(Err(e)) => {
@@ -204,7 +227,7 @@ fn entry(f: impl FnOnce() -> Result<(), Error>) -> DiffinvStatus {
     }
 }
 
-fn invalid(name: &'static str, value: f64, reason: &'static str) -> Error {
+pub(crate) fn invalid(name: &'static str, value: f64, reason: &'static str) -> Error {
     Error::InvalidParameter {
         name,
         value,
@@ -212,7 +235,7 @@ fn invalid(name: &'static str, value: f64, reason: &'static str) -> Error {
     }
 }
 
-fn null(what: &'static str) -> Error {
+pub(crate) fn null(what: &'static str) -> Error {
     Error::NullPointer { what }
 }
 
@@ -220,7 +243,7 @@ fn null(what: &'static str) -> Error {
 ///
 /// # Safety
 /// A non-null `out` is valid for a write of `T`.
-unsafe fn write_out<T>(out: *mut T, what: &'static str, value: T) -> Result<(), Error> {
+pub(crate) unsafe fn write_out<T>(out: *mut T, what: &'static str, value: T) -> Result<(), Error> {
     if out.is_null() {
         return Err(null(what));
     }
@@ -229,7 +252,34 @@ unsafe fn write_out<T>(out: *mut T, what: &'static str, value: T) -> Result<(), 
     Ok(())
 }
 
-fn dtype_of(code: u32) -> Result<DType, Error> {
+/// `*out` = a new handle owning `value` (free it with [`free_handle`]).
+///
+/// # Safety
+/// A non-null `out` is valid for writing one pointer.
+pub(crate) unsafe fn write_handle<T>(out: *mut *mut T, value: T) -> Result<(), Error> {
+    if out.is_null() {
+        return Err(null("out"));
+    }
+    // SAFETY: non-null; validity is the caller's contract.
+    unsafe { out.write(Box::into_raw(Box::new(value))) };
+    Ok(())
+}
+
+/// Drop a handle made by [`write_handle`] (null: nothing).
+///
+/// # Safety
+/// `handle` is null or came from [`write_handle`] and is freed once.
+pub(crate) unsafe fn free_handle<T>(handle: *mut T) {
+    let _ = entry(|| {
+        if !handle.is_null() {
+            // SAFETY: made by Box::into_raw in write_handle, freed once.
+            drop(unsafe { Box::from_raw(handle) });
+        }
+        Ok(())
+    });
+}
+
+pub(crate) fn dtype_of(code: u32) -> Result<DType, Error> {
     match code {
         DIFFINV_DTYPE_F16 => Ok(DType::F16),
         DIFFINV_DTYPE_F32 => Ok(DType::F32),
@@ -465,7 +515,7 @@ fn plan_config(s: &DiffinvSolverConfig) -> Result<PlanConfig, Error> {
     })
 }
 
-fn schedule(s: &DiffinvScheduleConfig) -> Result<NoiseSchedule, Error> {
+pub(crate) fn schedule(s: &DiffinvScheduleConfig) -> Result<NoiseSchedule, Error> {
     let betas = match s.beta {
         DIFFINV_BETA_LINEAR => BetaSchedule::Linear {
             start: s.beta_start,
@@ -671,7 +721,7 @@ fn check_extent(
 /// # Safety
 /// `ptr` (checked non-null and aligned here) is valid for `len` elements of
 /// `dtype`, used only through the returned tensor while it lives.
-unsafe fn host_tensor(
+pub(crate) unsafe fn host_tensor(
     ptr: *mut c_void,
     len: usize,
     dtype: DType,
@@ -698,7 +748,7 @@ unsafe fn host_tensor(
 /// # Safety
 /// `ptr` addresses `len` elements of `dtype` in the backend's context, valid
 /// while the returned tensor lives.
-unsafe fn device_tensor(
+pub(crate) unsafe fn device_tensor(
     backend: &CudaBackend,
     ptr: *mut c_void,
     len: usize,

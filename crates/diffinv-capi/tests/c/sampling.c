@@ -3,7 +3,7 @@
  * compares with the Rust API's loop), then calls with bad arguments, each of
  * which must return an error status and a message. Exit status 0 iff every
  * call behaved as stated. */
-#include "diffinv.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,15 +15,6 @@
 #define N (BATCH * CHANNELS * SIDE * SIDE)
 
 static const size_t DIMS[4] = {BATCH, CHANNELS, SIDE, SIDE};
-
-static int failures = 0;
-
-static void check_ok(DiffinvStatus s, const char *what) {
-    if (s != DIFFINV_STATUS_OK) {
-        fprintf(stderr, "%s failed: status %d: %s\n", what, (int)s, diffinv_last_error());
-        exit(2);
-    }
-}
 
 /* The sample before the first step: the same formula as the Rust test. */
 static float x0(size_t i) { return (float)((i * 37) % 101) / 50.0f - 1.0f; }
@@ -80,18 +71,6 @@ static void sample(const DiffinvBackend *backend, int solver, uint32_t dtype) {
     printf("\n");
     diffinv_run_free(run);
     diffinv_plan_free(plan);
-}
-
-/* A call that must fail with `want` and leave a message. */
-static void expect(DiffinvStatus got, DiffinvStatus want, const char *what) {
-    const char *msg = diffinv_last_error();
-    if (got != want || msg == NULL || msg[0] == '\0') {
-        fprintf(stderr, "bad call %s: status %d (want %d), message \"%s\"\n", what, (int)got,
-                (int)want, msg ? msg : "(null)");
-        failures++;
-    } else {
-        printf("bad %s: %d %s\n", what, (int)got, msg);
-    }
 }
 
 static void bad_arguments(const DiffinvBackend *backend) {
