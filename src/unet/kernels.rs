@@ -224,8 +224,47 @@ pub fn scale<S: Store>(dst: &mut [S], s: f32) {
     });
 }
 
+/// e^x in f32 without a libm call: Cephes' range reduction to
+/// r ∈ [−½ ln 2, ½ ln 2] and its degree-6 polynomial (within 2 ulp of e^x;
+/// `tests` checks it against f64), branch-free so that loops over slices
+/// vectorise. On [−87, 88], where 2ⁿ stays a normal float; below it the
+/// result is 0 (e^x < 1.7e-38), above it +∞ (e^x > 1.6e38, within 2× of
+/// f32's overflow). NaN stays NaN.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    // ln 2 split in a part exact in f32 and the rest.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let c = x.clamp(-87.0, 88.0);
+    let n = (c * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = c - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
+        + 0.5;
+    let e = (p * r * r + r + 1.0) * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x > 88.0 {
+        f32::INFINITY
+    } else if x < -87.0 {
+        0.0
+    } else if x.is_nan() {
+        x
+    } else {
+        e
+    }
+}
+
 pub fn silu(v: f32) -> f32 {
-    v / (1.0 + (-v).exp())
+    v / (1.0 + exp_fast(-v))
+}
+
+/// `silu` of every element, in place (vectorised).
+pub fn silu_in_place(v: &mut [f32]) {
+    for x in v {
+        *x = silu(*x);
+    }
 }
 
 /// GroupNorm over (channels of a group × pixels of an item), then the affine
@@ -248,14 +287,27 @@ pub fn group_norm<S: Store>(
         .into_par_iter()
         .map(|i| {
             let (bi, g) = (i / groups, i % groups);
-            let (mut s, mut s2) = (0f64, 0f64);
+            // Eight independent partial sums (a fixed order, so the result
+            // is deterministic) let the loop vectorise.
+            let (mut s8, mut s28) = ([0f64; 8], [0f64; 8]);
+            let mut add = |lane: usize, v: f32| {
+                let v = f64::from(v);
+                s8[lane] += v;
+                s28[lane] += v * v;
+            };
             for ch in g * cg..(g + 1) * cg {
-                for v in &x.data[ch * n + bi * hw..ch * n + (bi + 1) * hw] {
-                    let v = f64::from(v.to_f32());
-                    s += v;
-                    s2 += v * v;
+                let seg = &x.data[ch * n + bi * hw..ch * n + (bi + 1) * hw];
+                let mut chunks = seg.chunks_exact(8);
+                for c in &mut chunks {
+                    for (lane, v) in c.iter().enumerate() {
+                        add(lane, v.to_f32());
+                    }
+                }
+                for (lane, v) in chunks.remainder().iter().enumerate() {
+                    add(lane, v.to_f32());
                 }
             }
+            let (s, s2): (f64, f64) = (s8.iter().sum(), s28.iter().sum());
             let count = (cg * hw) as f64;
             let mean = s / count;
             let var = (s2 / count - mean * mean).max(0.0);
@@ -270,9 +322,19 @@ pub fn group_norm<S: Store>(
             let a = rstd * gamma[ch];
             let o = beta[ch] - mean * a;
             let seg = bi * hw..(bi + 1) * hw;
-            for (d, s) in row[seg.clone()].iter_mut().zip(&src[seg]) {
-                let v = s.to_f32() * a + o;
-                *d = S::from_f32(if apply_silu { silu(v) } else { v });
+            // Through an f32 block so that the SiLU loop vectorises.
+            let mut block = [0f32; 64];
+            for (d, s) in row[seg.clone()].chunks_mut(64).zip(src[seg].chunks(64)) {
+                let t = &mut block[..d.len()];
+                for (t, s) in t.iter_mut().zip(s) {
+                    *t = s.to_f32() * a + o;
+                }
+                if apply_silu {
+                    silu_in_place(t);
+                }
+                for (d, t) in d.iter_mut().zip(t.iter()) {
+                    *d = S::from_f32(*t);
+                }
             }
         }
     });
@@ -283,7 +345,9 @@ pub fn softmax(row: &mut [f32]) {
     let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for v in row.iter_mut() {
-        *v = (*v - max).exp();
+        *v = exp_fast(*v - max);
+    }
+    for v in row.iter() {
         sum += *v;
     }
     let inv = sum.recip();
@@ -295,6 +359,27 @@ pub fn softmax(row: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// exp_fast within 2 ulp of e^x over the range the forward feeds it
+    /// (SiLU's −v, softmax's non-positive logits), and its edge cases.
+    #[test]
+    fn exp_fast_is_within_two_ulp() {
+        let mut worst = 0f64;
+        for i in 0..=2_000_000 {
+            let x = -87.0 + 175.0 * i as f32 / 2_000_000.0;
+            let want = f64::from(x).exp();
+            let got = f64::from(exp_fast(x));
+            let ulp = f64::from(f32::EPSILON) * want;
+            worst = worst.max((got - want).abs() / ulp);
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert_eq!(exp_fast(0.0), 1.0);
+        assert!(exp_fast(f32::NAN).is_nan());
+        assert_eq!(exp_fast(-1e30), 0.0);
+        assert_eq!(exp_fast(1e30), f32::INFINITY);
+        assert_eq!(silu(-1e30), -0.0);
+        assert!(silu(f32::NAN).is_nan());
+    }
 
     /// im2col + GEMM equals the direct definition of a padded, strided and
     /// upsampled 3×3 convolution.

@@ -11,7 +11,8 @@
 use rayon::prelude::*;
 
 use super::kernels::{
-    add_into, fill_bias, group_norm, im2col, matmul, scale, silu, softmax, Act, ConvGeom, Mat,
+    add_into, fill_bias, group_norm, im2col, matmul, scale, silu_in_place, softmax, Act, ConvGeom,
+    Mat,
 };
 use super::pool::{Arena, Store};
 use super::topology::{AttentionSpec, Widths};
@@ -494,9 +495,8 @@ impl<S: Store> Attention<S> {
 /// `silu(v)` for every element, into a new f32 scratch buffer.
 pub fn silu_all<S: Store>(v: &[f32], arena: &mut Arena<S>) -> Vec<f32> {
     let mut out = arena.take_f32(v.len());
-    for (o, x) in out.iter_mut().zip(v) {
-        *o = silu(*x);
-    }
+    out.copy_from_slice(v);
+    silu_in_place(&mut out);
     out
 }
 

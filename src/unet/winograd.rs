@@ -157,12 +157,24 @@ fn input_tile_lines<S: Store>(
         // (Bᵀ d) B along the rows: tile tx reads columns 2·tx … 2·tx + 3.
         let base = li * g.tw;
         for (r, col) in cols.chunks_exact(padded).enumerate() {
-            for c in 0..4 {
-                let plane = &mut v[(4 * r + c) * stride + base..][..g.tw];
-                for (tx, o) in plane.iter_mut().enumerate() {
-                    let q = &col[2 * tx..2 * tx + 4];
-                    *o = S::from_f32(bt(q[0], q[1], q[2], q[3])[c]);
-                }
+            // The four planes 4·r … 4·r + 3, each `stride` apart.
+            let (p0, rest) = v[4 * r * stride + base..].split_at_mut(stride);
+            let (p1, rest) = rest.split_at_mut(stride);
+            let (p2, p3) = rest.split_at_mut(stride);
+            let planes = p0[..g.tw]
+                .iter_mut()
+                .zip(&mut p1[..g.tw])
+                .zip(&mut p2[..g.tw])
+                .zip(&mut p3[..g.tw]);
+            for (tx, (((o0, o1), o2), o3)) in planes.enumerate() {
+                let q = &col[2 * tx..2 * tx + 4];
+                let [a, b, c, d] = bt(q[0], q[1], q[2], q[3]);
+                (*o0, *o1, *o2, *o3) = (
+                    S::from_f32(a),
+                    S::from_f32(b),
+                    S::from_f32(c),
+                    S::from_f32(d),
+                );
             }
         }
     }
