@@ -28,6 +28,26 @@ pub struct VendorGemm {
     pub beta: f32,
 }
 
+/// An f32 convolution a device may hand to a vendor library (cuDNN on a
+/// GPU): NCHW `x` (`batch × cin × h × w`), OIHW weights (`cout × cin × k ×
+/// k`), cross-correlation with stride `stride` and `pad` zeros on every side
+/// of both spatial axes, NCHW output `batch × cout × ho × wo`, where
+/// `ho = (h + 2·pad − k) / stride + 1` (and `wo` likewise) — the caller
+/// makes one only where that is its own output size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VendorConv {
+    pub batch: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
 /// The batch of one plain 2-D transform: `planes` contiguous `height × width`
 /// planes of interleaved f32 complex numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,6 +130,27 @@ pub trait CudaDevice: Send + Sync {
         _a: &Self::Mem,
         _b: &Self::Mem,
         _c: &mut Self::Mem,
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Run `conv` through a vendor convolution library when this device has
+    /// one (cuDNN on a GPU, if it loads) and it serves the shape: `Ok(true)`
+    /// when it ran — `out ← conv(x, w)`, plus `bias[co]` on every output of
+    /// channel `co` when given — in order on the device's stream;
+    /// `Ok(false)` when the caller must run its own kernel — this default,
+    /// for devices without one (the emulation harness).
+    ///
+    /// # Safety
+    /// `x` holds batch·cin·h·w f32, `w` cout·cin·k·k, `bias` (when given)
+    /// cout and `out` batch·cout·ho·wo.
+    unsafe fn vendor_conv(
+        &self,
+        _conv: &VendorConv,
+        _x: &Self::Mem,
+        _w: &Self::Mem,
+        _bias: Option<&Self::Mem>,
+        _out: &mut Self::Mem,
     ) -> Result<bool> {
         Ok(false)
     }
