@@ -1,8 +1,9 @@
 //! cuDNN for the nn family's conv2d on a GPU: an optional library, loaded at
-//! run time like cuBLAS (`blas.rs`). Without it — or on a device that is not
-//! a real GPU, such as the emulation harness — conv2d runs the crate's own
-//! implicit-GEMM kernel (kernels/nn.cu), and so does every call cuDNN does
-//! not serve: f16 storage, padding cuDNN cannot express, sizes beyond its
+//! run time like cuBLAS (`blas.rs`). Without it (or with a libcudnn other
+//! than version 9, whose status codes cudarc's bindings describe), or on a
+//! device that is not a real GPU such as the emulation harness, conv2d runs
+//! the crate's own implicit-GEMM kernel (kernels/nn.cu); so does every call
+//! cuDNN does not serve: f16 storage, padding cuDNN cannot express, sizes beyond its
 //! 32-bit arguments, and shapes cuDNN refuses when the plan is made.
 //!
 //! What it serves: f32 NCHW tensors, OIHW weights, cross-correlation with the
@@ -70,6 +71,16 @@ fn dnn_error(what: &str, e: impl std::fmt::Debug) -> Error {
 /// `present` (the probe for libcudnn) says it loads.
 fn wanted(disable_var: Option<&str>, present: impl FnOnce() -> bool) -> bool {
     disable_var.is_none_or(|v| v.trim() != "0") && present()
+}
+
+/// Whether the loaded library's `cudnnGetVersion()` is one cudarc's
+/// bindings (cuDNN 9) describe. cuDNN 9 renumbered its status codes (8's
+/// NOT_SUPPORTED, 9, is 3000 in 9), and the bindings read them as Rust
+/// enums: a cuDNN 8 status would be an invalid value, so cuDNN 8 is left
+/// unloaded. Versions are `major·10000 + minor·100 + patch` from 9 on,
+/// `major·1000 + …` before.
+fn bindings_match(version: usize) -> bool {
+    (90_000..100_000).contains(&version)
 }
 
 /// The 32-bit sizes of one convolution, as cuDNN's descriptors take them:
@@ -300,6 +311,9 @@ impl Dnn {
         // cudarc panics when the library lacks a symbol it resolves lazily
         // (one older than the version it was built for): no cuDNN then.
         std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if !bindings_match(result::get_version()) {
+                return None;
+            }
             let dnn = Dnn {
                 handle: result::create_handle().ok()?,
                 stream: Arc::clone(stream),
@@ -450,6 +464,14 @@ mod tests {
         assert!(wanted(Some("1"), || true));
         assert!(!wanted(None, || false), "library absent: the kernel");
         assert!(!wanted(Some(" 0 "), || panic!("probed although disabled")));
+    }
+
+    #[test]
+    fn only_cudnn_9_is_loaded() {
+        assert!(bindings_match(90_100), "9.1.0");
+        assert!(bindings_match(92_100), "9.21.0");
+        assert!(!bindings_match(8_907), "8.9.7: other status codes");
+        assert!(!bindings_match(100_000), "10.0.0: unknown");
     }
 
     /// The probe `open` starts with: on a machine without libcudnn it says
