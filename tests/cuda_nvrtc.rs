@@ -430,18 +430,8 @@ fn nn_conv2d_prefers_a_vendor_convolution_where_it_serves() {
         }
         assert_eq!(b.launch_count(), before + 3, "conv, conv + bias add");
         assert!(b.device().launches.lock().unwrap().is_empty());
-        let want = VendorConv {
-            batch: 2,
-            cin: 3,
-            h: 8,
-            w: 6,
-            cout: 4,
-            k: 3,
-            stride: 1,
-            pad: 1,
-            ho: 8,
-            wo: 6,
-        };
+        let want = VendorConv::new(&g).unwrap();
+        assert_eq!(*want.conv(), g);
         assert_eq!(convs(&b), [(want, false), (want, true)]);
 
         // Padding cuDNN cannot express: the kernel.

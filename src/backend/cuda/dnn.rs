@@ -96,23 +96,21 @@ struct Shape {
 }
 
 impl Shape {
-    fn of(c: &VendorConv) -> Option<Shape> {
+    fn of(conv: &VendorConv) -> Option<Shape> {
+        let c = conv.conv();
+        let (ho, wo) = c.out_size();
         let int = |v: usize| c_int::try_from(v).ok();
         // cuDNN's 4-D descriptors address elements with 32-bit strides.
-        for tensor in [
-            [c.batch, c.cin, c.h, c.w],
-            [c.cout, c.cin, c.k, c.k],
-            [c.batch, c.cout, c.ho, c.wo],
-        ] {
-            tensor
-                .iter()
-                .try_fold(1usize, |n, &d| n.checked_mul(d))
+        let dims = |d: [usize; 4]| -> Option<[c_int; 4]> {
+            d.iter()
+                .try_fold(1usize, |n, &v| n.checked_mul(v))
                 .and_then(int)?;
-        }
+            Some([int(d[0])?, int(d[1])?, int(d[2])?, int(d[3])?])
+        };
         Some(Shape {
-            x: [int(c.batch)?, int(c.cin)?, int(c.h)?, int(c.w)?],
-            filter: [int(c.cout)?, int(c.cin)?, int(c.k)?, int(c.k)?],
-            y: [int(c.batch)?, int(c.cout)?, int(c.ho)?, int(c.wo)?],
+            x: dims([c.batch, c.cin, c.h, c.w])?,
+            filter: dims([c.cout, c.cin, c.k, c.k])?,
+            y: dims([c.batch, c.cout, ho, wo])?,
             stride: int(c.stride)?,
             pad: int(c.pad)?,
         })
@@ -441,10 +439,11 @@ impl Drop for Dnn {
 mod tests {
     use super::*;
 
+    use crate::ops::nn::Conv2d;
     use sys::cudnnConvolutionFwdAlgo_t as A;
 
-    fn conv() -> VendorConv {
-        VendorConv {
+    fn conv() -> Conv2d {
+        Conv2d {
             batch: 2,
             cin: 3,
             h: 9,
@@ -453,9 +452,12 @@ mod tests {
             k: 3,
             stride: 2,
             pad: 1,
-            ho: 5,
-            wo: 4,
+            pad_after: 1,
         }
+    }
+
+    fn shape(g: Conv2d) -> Option<Shape> {
+        Shape::of(&VendorConv::new(&g).unwrap())
     }
 
     #[test]
@@ -485,23 +487,23 @@ mod tests {
 
     #[test]
     fn descriptor_sizes_follow_the_call_and_refuse_beyond_32_bits() {
-        let s = Shape::of(&conv()).unwrap();
+        let s = shape(conv()).unwrap();
         assert_eq!(s.x, [2, 3, 9, 7]);
         assert_eq!(s.filter, [5, 3, 3, 3]);
         assert_eq!(s.y, [2, 5, 5, 4]);
         assert_eq!((s.stride, s.pad), (2, 1));
         // Each size fits, the tensor's element count does not.
-        let wide = VendorConv {
+        let wide = Conv2d {
             batch: 1 << 16,
             cin: 1 << 16,
             ..conv()
         };
-        assert_eq!(Shape::of(&wide), None);
-        let huge = VendorConv {
+        assert_eq!(shape(wide), None);
+        let huge = Conv2d {
             cout: 1 << 31,
             ..conv()
         };
-        assert_eq!(Shape::of(&huge), None);
+        assert_eq!(shape(huge), None);
     }
 
     fn perf(

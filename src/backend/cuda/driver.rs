@@ -136,6 +136,21 @@ impl DriverDevice {
         &self.stream
     }
 
+    /// The vendor library in `cell`, opened on this device's stream at the
+    /// first call (`None` for good when it does not load), with the context
+    /// bound to this thread for the library's calls.
+    fn library<'a, T>(
+        &'a self,
+        cell: &'a OnceLock<Option<T>>,
+        open: impl FnOnce(&Arc<CudaStream>) -> Option<T>,
+    ) -> Result<Option<&'a T>> {
+        let Some(library) = cell.get_or_init(|| open(&self.stream)) else {
+            return Ok(None);
+        };
+        self.ctx.bind_to_thread().map_err(driver_error)?;
+        Ok(Some(library))
+    }
+
     /// The loaded function of `kernel`: compiled and loaded on first use, a
     /// plain index afterwards.
     fn function(&self, kernel: &'static Kernel) -> Result<&CudaFunction> {
@@ -343,10 +358,9 @@ impl CudaDevice for DriverDevice {
         b: &DriverMem,
         c: &mut DriverMem,
     ) -> Result<bool> {
-        let Some(blas) = self.blas.get_or_init(|| Blas::open(&self.stream)) else {
+        let Some(blas) = self.library(&self.blas, |s| Blas::open(s))? else {
             return Ok(false);
         };
-        self.ctx.bind_to_thread().map_err(driver_error)?;
         let stream = &self.stream;
         // As for a launch: the stream waits for the operands' last writes
         // (and c's reads); the records mark this GEMM when they drop.
@@ -368,10 +382,9 @@ impl CudaDevice for DriverDevice {
         bias: Option<&DriverMem>,
         out: &mut DriverMem,
     ) -> Result<bool> {
-        let Some(dnn) = self.dnn.get_or_init(|| Dnn::open(&self.stream)) else {
+        let Some(dnn) = self.library(&self.dnn, Dnn::open)? else {
             return Ok(false);
         };
-        self.ctx.bind_to_thread().map_err(driver_error)?;
         let stream = &self.stream;
         // As for a launch: the stream waits for the inputs' last writes and
         // the output's last reads; the records mark this call when they drop.

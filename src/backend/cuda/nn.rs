@@ -227,38 +227,10 @@ fn gemm_dims(dims: &[usize], dtype: DType) -> Result<()> {
 
 /// The call a vendor convolution library (cuDNN) would run for `g`, or
 /// `None` where only the crate's kernel serves it: f16 storage (the library
-/// path is f32 only, see `dnn.rs`), and padding the library cannot express.
-/// cuDNN pads every side alike; the kernel reads zeros for every tap outside
-/// the input and takes its output size from `pad + pad_after`, so the two
-/// agree exactly when `pad` on both sides gives the same output size — as
-/// with `pad_after == pad`, but not with diffusers' `(0, 1)` padding before
-/// a stride-2 downsampling conv (one more output row and column).
+/// path is f32 only, see `dnn.rs`), and padding the library cannot express
+/// (see [`VendorConv::new`]).
 fn vendor_conv(g: &Conv2d, dtype: DType) -> Option<VendorConv> {
-    if dtype != DType::F32 {
-        return None;
-    }
-    let (ho, wo) = g.out_size();
-    let symmetric = Conv2d {
-        pad_after: g.pad,
-        ..*g
-    };
-    // `ops::nn` checked that h, w + pad + pad_after ≥ k, not h, w + 2·pad.
-    let fits = |n: usize| n + 2 * g.pad >= g.k;
-    if !(fits(g.h) && fits(g.w)) || symmetric.out_size() != (ho, wo) {
-        return None;
-    }
-    Some(VendorConv {
-        batch: g.batch,
-        cin: g.cin,
-        h: g.h,
-        w: g.w,
-        cout: g.cout,
-        k: g.k,
-        stride: g.stride,
-        pad: g.pad,
-        ho,
-        wo,
-    })
+    (dtype == DType::F32).then(|| VendorConv::new(g)).flatten()
 }
 
 impl<D: CudaDevice> CudaBackend<D> {
@@ -595,12 +567,8 @@ mod tests {
             (conv(0, 0, 1), (14, 10)),
         ] {
             let v = vendor_conv(&g, DType::F32).unwrap();
-            assert_eq!((v.ho, v.wo), out);
-            assert_eq!((v.ho, v.wo), g.out_size());
-            assert_eq!(
-                (v.batch, v.cin, v.h, v.w, v.cout, v.k, v.stride, v.pad),
-                (g.batch, g.cin, g.h, g.w, g.cout, g.k, g.stride, g.pad)
-            );
+            assert_eq!(*v.conv(), g);
+            assert_eq!(v.conv().out_size(), out);
         }
     }
 
@@ -619,7 +587,7 @@ mod tests {
         };
         let g = odd(2);
         assert_eq!(odd(1).out_size(), g.out_size());
-        assert!(vendor_conv(&g, DType::F32).is_some());
+        assert_eq!(vendor_conv(&g, DType::F32).unwrap().conv(), &odd(1));
         // A kernel larger than the input plus the leading pad on both sides.
         let tall = Conv2d {
             h: 1,
