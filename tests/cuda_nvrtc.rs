@@ -18,8 +18,8 @@ use std::sync::Mutex;
 
 use diffinv::backend::cuda::{
     compile_cubin, compile_ptx, kernels, launch_config, Arg, CudaBackend, CudaDevice, Kernel,
-    KernelArgs, LaunchConfig, Param, VendorGemm, DEFAULT_BLOCK_SIZE, KERNELS, MAX_GRID_BLOCKS,
-    MODULES,
+    KernelArgs, LaunchConfig, Param, VendorConv, VendorGemm, DEFAULT_BLOCK_SIZE, KERNELS,
+    MAX_GRID_BLOCKS, MODULES,
 };
 use diffinv::backend::params::SolverStepParams;
 use diffinv::ops::solver_step_raw;
@@ -275,11 +275,13 @@ type Recorded = (&'static str, LaunchConfig, Vec<(Param, Vec<u8>, u64)>);
 
 /// A device that stores bytes in host memory and records launches without
 /// running them; with `vendor` set it also takes (and records) the GEMMs a
-/// vendor library would run.
+/// vendor library would run, and with `convs` the convolutions (whether
+/// each had a bias).
 #[derive(Default)]
 struct Recorder {
     launches: Mutex<Vec<Recorded>>,
     vendor: Option<Mutex<Vec<VendorGemm>>>,
+    convs: Option<Mutex<Vec<(VendorConv, bool)>>>,
 }
 
 impl CudaDevice for Recorder {
@@ -350,8 +352,102 @@ impl CudaDevice for Recorder {
         Ok(true)
     }
 
+    unsafe fn vendor_conv(
+        &self,
+        conv: &VendorConv,
+        _x: &Vec<u8>,
+        _w: &Vec<u8>,
+        bias: Option<&Vec<u8>>,
+        _out: &mut Vec<u8>,
+    ) -> diffinv::Result<bool> {
+        let Some(calls) = &self.convs else {
+            return Ok(false);
+        };
+        calls.lock().unwrap().push((*conv, bias.is_some()));
+        Ok(true)
+    }
+
     fn synchronize(&self) -> diffinv::Result<()> {
         Ok(())
+    }
+}
+
+/// An f32 conv2d goes to the device's convolution library when it has one
+/// (cuDNN on a GPU), counted as one launch plus one for the bias, unless
+/// the padding is one the library cannot express, the storage is f16, or
+/// `set_library_conv(false)` asks for the kernel; without a library (the
+/// recorder's default, like a GPU without libcudnn) the kernel runs.
+#[test]
+fn nn_conv2d_prefers_a_vendor_convolution_where_it_serves() {
+    use diffinv::ops::nn::{self, Conv2d};
+    let g = Conv2d {
+        batch: 2,
+        cin: 3,
+        h: 8,
+        w: 6,
+        cout: 4,
+        k: 3,
+        stride: 1,
+        pad: 1,
+        pad_after: 1,
+    };
+    // diffusers' stride-2 downsampling with padding (0, 1): 4×3 outputs,
+    // where cuDNN's (0, 0) would give 3×2.
+    let down = Conv2d {
+        stride: 2,
+        pad: 0,
+        ..g
+    };
+    let with_library = || Recorder {
+        convs: Some(Mutex::default()),
+        ..Recorder::default()
+    };
+    let last = |b: &CudaBackend<Recorder>| b.device().launches.lock().unwrap().pop();
+    let convs =
+        |b: &CudaBackend<Recorder>| b.device().convs.as_ref().unwrap().lock().unwrap().clone();
+
+    for library in [false, true] {
+        let mut b = CudaBackend::with_device(if library {
+            with_library()
+        } else {
+            Recorder::default()
+        });
+        let buf = |n, dtype| b.alloc(n, dtype).unwrap();
+        let (x, w, bias) = (
+            buf(2 * 3 * 48, DType::F32),
+            buf(4 * 27, DType::F32),
+            buf(4, DType::F32),
+        );
+        let mut out = buf(2 * 4 * 48, DType::F32);
+        let before = b.launch_count();
+        nn::conv2d(&b, g, &x, &w, None, &mut out).unwrap();
+        nn::conv2d(&b, g, &x, &w, Some(&bias), &mut out).unwrap();
+        if !library {
+            // No library: both calls launch the kernel.
+            assert_eq!(b.launch_count(), before + 2);
+            assert_eq!(b.device().launches.lock().unwrap().len(), 2);
+            continue;
+        }
+        assert_eq!(b.launch_count(), before + 3, "conv, conv + bias add");
+        assert!(b.device().launches.lock().unwrap().is_empty());
+        let want = VendorConv::new(&g).unwrap();
+        assert_eq!(*want.conv(), g);
+        assert_eq!(convs(&b), [(want, false), (want, true)]);
+
+        // Padding cuDNN cannot express: the kernel.
+        let mut small = buf(2 * 4 * 12, DType::F32);
+        nn::conv2d(&b, down, &x, &w, Some(&bias), &mut small).unwrap();
+        assert_eq!(last(&b).unwrap().0, "nn_conv2d_f32");
+        // f16 storage: the f16 kernel.
+        let h = |n| b.alloc(n, DType::F16).unwrap();
+        let (xh, wh, mut outh) = (h(2 * 3 * 48), h(4 * 27), h(2 * 4 * 48));
+        nn::conv2d(&b, g, &xh, &wh, None, &mut outh).unwrap();
+        assert_eq!(last(&b).unwrap().0, "nn_conv2d_f16");
+        // Switched off: the kernel, for the same call the library took.
+        b.set_library_conv(false);
+        nn::conv2d(&b, g, &x, &w, None, &mut out).unwrap();
+        assert_eq!(last(&b).unwrap().0, "nn_conv2d_f32");
+        assert_eq!(convs(&b).len(), 2);
     }
 }
 

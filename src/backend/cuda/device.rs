@@ -3,6 +3,7 @@
 
 use super::launch::{Kernel, KernelArgs};
 use crate::error::Result;
+use crate::ops::nn::Conv2d;
 
 /// Grid, block and dynamic shared memory of one launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +27,40 @@ pub struct VendorGemm {
     pub trans_b: bool,
     pub alpha: f32,
     pub beta: f32,
+}
+
+/// An f32 convolution a device may hand to a vendor library (cuDNN on a
+/// GPU): the nn family's [`Conv2d`] — NCHW input and output, OIHW weights,
+/// cross-correlation — with the same zero padding on every side
+/// (`pad_after == pad`, as such a library takes it). Only
+/// [`VendorConv::new`] makes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VendorConv(Conv2d);
+
+impl VendorConv {
+    /// `g` with `pad_after` set to `pad`, or `None` when that would change
+    /// its output size (or leave no output). The kernels read zeros for
+    /// every tap outside the input and take the output size from `pad +
+    /// pad_after`, so where the size agrees the two compute the same
+    /// values: always with `pad_after == pad`, never with diffusers' `(0,
+    /// 1)` padding before a stride-2 conv (one output row and column more).
+    pub fn new(g: &Conv2d) -> Option<VendorConv> {
+        let symmetric = Conv2d {
+            pad_after: g.pad,
+            ..*g
+        };
+        // `ops::nn` checked `n + pad + pad_after ≥ k`; with `pad` on both
+        // sides it must hold again, or there is no output (and `out_size`
+        // would underflow).
+        let fits = |n: usize| n + 2 * g.pad >= g.k;
+        (fits(g.h) && fits(g.w) && symmetric.out_size() == g.out_size())
+            .then_some(VendorConv(symmetric))
+    }
+
+    /// The convolution, with `pad_after == pad`.
+    pub fn conv(&self) -> &Conv2d {
+        &self.0
+    }
 }
 
 /// The batch of one plain 2-D transform: `planes` contiguous `height × width`
@@ -110,6 +145,27 @@ pub trait CudaDevice: Send + Sync {
         _a: &Self::Mem,
         _b: &Self::Mem,
         _c: &mut Self::Mem,
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Run `conv` through a vendor convolution library when this device has
+    /// one (cuDNN on a GPU, if it loads) and it serves the shape: `Ok(true)`
+    /// when it ran — `out ← conv(x, w)`, plus `bias[co]` on every output of
+    /// channel `co` when given — in order on the device's stream;
+    /// `Ok(false)` when the caller must run its own kernel — this default,
+    /// for devices without one (the emulation harness).
+    ///
+    /// # Safety
+    /// `x` holds batch·cin·h·w f32, `w` cout·cin·k·k, `bias` (when given)
+    /// cout and `out` batch·cout·ho·wo (`conv`'s output size).
+    unsafe fn vendor_conv(
+        &self,
+        _conv: &VendorConv,
+        _x: &Self::Mem,
+        _w: &Self::Mem,
+        _bias: Option<&Self::Mem>,
+        _out: &mut Self::Mem,
     ) -> Result<bool> {
         Ok(false)
     }

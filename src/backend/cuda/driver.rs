@@ -11,19 +11,23 @@ use cudarc::nvrtc::Ptx;
 
 use super::blas::Blas;
 use super::cufft::Cufft;
-use super::device::{CudaDevice, Fft2Batch, LaunchConfig, VendorGemm};
+use super::device::{CudaDevice, Fft2Batch, LaunchConfig, VendorConv, VendorGemm};
+use super::dnn::Dnn;
 use super::kernels::{self, KERNELS, MODULES};
 use super::launch::{kernel_params, Arg, Kernel, KernelArgs};
 use crate::error::{Error, Result};
 
-/// A GPU: one context and one explicit (non-default) stream that every kernel
-/// and cuFFT — and later cuBLAS and cuDNN — runs on; modules compiled by NVRTC
+/// A GPU: one context and one explicit (non-default) stream that every kernel,
+/// cuFFT, cuBLAS and cuDNN run on; modules compiled by NVRTC
 /// on first use; functions cached by kernel id.
 pub struct DriverDevice {
     /// cuBLAS, opened at the first matmul; `None` when it does not load.
     /// First: fields drop in order, and the handle goes before the stream
     /// and context it uses.
     blas: OnceLock<Option<Blas>>,
+    /// cuDNN, opened at the first f32 conv2d; `None` when it does not load
+    /// (or `DIFFINV_CUDNN=0`). Before the stream and context, like `blas`.
+    dnn: OnceLock<Option<Dnn>>,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     /// `sm_XY` of the device, the NVRTC target.
@@ -105,6 +109,7 @@ impl DriverDevice {
         let cufft = Cufft::load(&stream);
         Ok(DriverDevice {
             blas: OnceLock::new(),
+            dnn: OnceLock::new(),
             ctx,
             cufft,
             stream,
@@ -129,6 +134,21 @@ impl DriverDevice {
     /// The stream every operation of this device is ordered on.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// The vendor library in `cell`, opened on this device's stream at the
+    /// first call (`None` for good when it does not load), with the context
+    /// bound to this thread for the library's calls.
+    fn library<'a, T>(
+        &'a self,
+        cell: &'a OnceLock<Option<T>>,
+        open: impl FnOnce(&Arc<CudaStream>) -> Option<T>,
+    ) -> Result<Option<&'a T>> {
+        let Some(library) = cell.get_or_init(|| open(&self.stream)) else {
+            return Ok(None);
+        };
+        self.ctx.bind_to_thread().map_err(driver_error)?;
+        Ok(Some(library))
     }
 
     /// The loaded function of `kernel`: compiled and loaded on first use, a
@@ -338,10 +358,9 @@ impl CudaDevice for DriverDevice {
         b: &DriverMem,
         c: &mut DriverMem,
     ) -> Result<bool> {
-        let Some(blas) = self.blas.get_or_init(|| Blas::open(&self.stream)) else {
+        let Some(blas) = self.library(&self.blas, |s| Blas::open(s))? else {
             return Ok(false);
         };
-        self.ctx.bind_to_thread().map_err(driver_error)?;
         let stream = &self.stream;
         // As for a launch: the stream waits for the operands' last writes
         // (and c's reads); the records mark this GEMM when they drop.
@@ -352,6 +371,32 @@ impl CudaDevice for DriverDevice {
         // runs on `stream`, where the addresses were just taken.
         let ran = unsafe { blas.sgemm(gemm, a_ptr, b_ptr, c_ptr) };
         drop((a_record, b_record, c_record));
+        ran
+    }
+
+    unsafe fn vendor_conv(
+        &self,
+        conv: &VendorConv,
+        x: &DriverMem,
+        w: &DriverMem,
+        bias: Option<&DriverMem>,
+        out: &mut DriverMem,
+    ) -> Result<bool> {
+        let Some(dnn) = self.library(&self.dnn, Dnn::open)? else {
+            return Ok(false);
+        };
+        let stream = &self.stream;
+        // As for a launch: the stream waits for the inputs' last writes and
+        // the output's last reads; the records mark this call when they drop.
+        let (x_ptr, x_record) = x.device_ptr(stream);
+        let (w_ptr, w_record) = w.device_ptr(stream);
+        let (bias_ptr, bias_record) = bias.map(|b| b.device_ptr(stream)).unzip();
+        let (out_ptr, out_record) = out.device_ptr_mut(stream);
+        // SAFETY: the caller's contract on the buffer lengths (`out` is a
+        // `&mut`, so it aliases no input); the handle runs on `stream`,
+        // where the addresses were just taken.
+        let ran = unsafe { dnn.conv2d(conv, x_ptr, w_ptr, bias_ptr, out_ptr) };
+        drop((x_record, w_record, bias_record, out_record));
         ran
     }
 

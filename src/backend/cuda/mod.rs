@@ -9,6 +9,7 @@
 mod blas;
 mod cufft;
 pub mod device;
+mod dnn;
 mod driver;
 mod external;
 mod fft;
@@ -24,7 +25,8 @@ mod solver;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use cufft::DISABLE_VAR as CUFFT_DISABLE_VAR;
-pub use device::{CudaDevice, Fft2Batch, LaunchConfig, VendorGemm};
+pub use device::{CudaDevice, Fft2Batch, LaunchConfig, VendorConv, VendorGemm};
+pub use dnn::DISABLE_VAR as CUDNN_DISABLE_VAR;
 pub use driver::{driver_installed, DriverDevice, DriverMem};
 pub use external::required_alignment;
 pub use kernels::{compile_cubin, compile_ptx, KERNELS, MODULES};
@@ -53,6 +55,9 @@ pub struct CudaBackend<D: CudaDevice = DriverDevice> {
     max_blocks: u32,
     /// Whether 2-D FFTs use the device's library (cuFFT) when it has one.
     library_fft: bool,
+    /// Whether conv2d uses the device's convolution library (cuDNN) when it
+    /// has one and it serves the call.
+    library_conv: bool,
     pool: BufferPool<CudaBuffer<D::Mem>>,
 }
 
@@ -109,6 +114,7 @@ impl<D: CudaDevice> CudaBackend<D> {
             block_size: DEFAULT_BLOCK_SIZE,
             max_blocks: MAX_GRID_BLOCKS,
             library_fft: true,
+            library_conv: true,
             pool: BufferPool::default(),
         }
     }
@@ -163,6 +169,15 @@ impl<D: CudaDevice> CudaBackend<D> {
     /// [`crate::ops::FftOps::fft_path`] says which one runs.
     pub fn set_library_fft(&mut self, allowed: bool) {
         self.library_fft = allowed;
+    }
+
+    /// Whether f32 convolutions may run through the device's convolution
+    /// library (cuDNN on a GPU where libcudnn loads; the default) or always
+    /// on the crate's own kernel (`false`), e.g. to compare the two in one
+    /// process. `DIFFINV_CUDNN=0` ([`CUDNN_DISABLE_VAR`]) keeps cuDNN
+    /// unloaded altogether.
+    pub fn set_library_conv(&mut self, allowed: bool) {
+        self.library_conv = allowed;
     }
 
     /// The launch this backend issues for `work` items.

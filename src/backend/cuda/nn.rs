@@ -5,8 +5,10 @@
 //! even) once, as the CPU definition does; time_proj's timesteps are f32 in
 //! both. conv2d and matmul launch blocks of [`NN_GEMM_THREADS`] threads on a
 //! 3-D grid of 64×64 output tiles (batch in z) — an f32 matmul without bias
-//! goes to cuBLAS instead when the device has it (see `blas.rs`; that path is
-//! f32 only, so f16 matmuls always run the crate's kernel); GroupNorm one
+//! goes to cuBLAS instead when the device has it (see `blas.rs`), and an f32
+//! conv2d whose padding cuDNN can express to cuDNN (see `dnn.rs`); both
+//! vendor paths are f32 only, so f16 storage always runs the crate's
+//! kernels, and so does every call a library declines; GroupNorm one
 //! block per (item, group), softmax one per row; the element-wise ops one
 //! thread per output element.
 
@@ -14,7 +16,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::launch::{Kernel, KernelArgs, Module, Param};
 use super::{
-    too_large, unsupported, CudaBackend, CudaBuffer, CudaDevice, VendorGemm, MAX_LAUNCH_ELEMENTS,
+    too_large, unsupported, CudaBackend, CudaBuffer, CudaDevice, VendorConv, VendorGemm,
+    MAX_LAUNCH_ELEMENTS,
 };
 use crate::error::{Error, Result};
 use crate::ops::nn::{Concat, Conv2d, GroupNorm, Matmul, NnCall, NnOp, NnOps, Softmax, TimeProj};
@@ -222,6 +225,14 @@ fn gemm_dims(dims: &[usize], dtype: DType) -> Result<()> {
     }
 }
 
+/// The call a vendor convolution library (cuDNN) would run for `g`, or
+/// `None` where only the crate's kernel serves it: f16 storage (the library
+/// path is f32 only, see `dnn.rs`), and padding the library cannot express
+/// (see [`VendorConv::new`]).
+fn vendor_conv(g: &Conv2d, dtype: DType) -> Option<VendorConv> {
+    (dtype == DType::F32).then(|| VendorConv::new(g)).flatten()
+}
+
 impl<D: CudaDevice> CudaBackend<D> {
     /// A grid of `(x, y, z)` blocks, each dimension capped at the backend's
     /// block cap: the nn kernels stride over the rest.
@@ -242,6 +253,26 @@ impl<D: CudaDevice> CudaBackend<D> {
         let kernel = pick(dtype, &CONV2D_F32, &CONV2D_F16)?;
         let (ho, wo) = g.out_size();
         gemm_dims(&[g.cout, ho * wo, g.cin * g.k * g.k], dtype)?;
+        // cuDNN when the device has it and it serves the call; the crate's
+        // kernel otherwise, and always where there is none (the emulation
+        // harness) or `set_library_conv(false)` asks for the kernel.
+        if let Some(conv) = vendor_conv(g, dtype).filter(|_| self.library_conv) {
+            let bias_mem = has_bias.then_some(&bias.mem);
+            // SAFETY: the checked call guarantees x holds batch·cin·h·w f32
+            // (the dtype is f32 here), w cout·cin·k·k, bias cout when
+            // has_bias and out batch·cout·ho·wo, `conv`'s output size.
+            if unsafe {
+                self.device
+                    .vendor_conv(&conv, &x.mem, &w.mem, bias_mem, &mut out.mem)?
+            } {
+                // One library call, and one more to add the bias.
+                self.count_launch();
+                if has_bias {
+                    self.count_launch();
+                }
+                return Ok(());
+            }
+        }
         let p = ConvParams {
             batch: u(g.batch),
             cin: u(g.cin),
@@ -507,5 +538,64 @@ impl<D: CudaDevice> NnOps for CudaBackend<D> {
                 unsafe { self.elementwise(k, p, &[first, second], out) }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(pad: usize, pad_after: usize, stride: usize) -> Conv2d {
+        Conv2d {
+            batch: 2,
+            cin: 4,
+            h: 16,
+            w: 12,
+            cout: 8,
+            k: 3,
+            stride,
+            pad,
+            pad_after,
+        }
+    }
+
+    #[test]
+    fn symmetric_f32_convolutions_go_to_the_library_with_their_output_size() {
+        for (g, out) in [
+            (conv(1, 1, 1), (16, 12)),
+            (conv(1, 1, 2), (8, 6)),
+            (conv(0, 0, 1), (14, 10)),
+        ] {
+            let v = vendor_conv(&g, DType::F32).unwrap();
+            assert_eq!(*v.conv(), g);
+            assert_eq!(v.conv().out_size(), out);
+        }
+    }
+
+    #[test]
+    fn f16_and_padding_the_library_cannot_express_run_the_kernel() {
+        assert_eq!(vendor_conv(&conv(1, 1, 1), DType::F16), None);
+        // diffusers' Downsample2D with padding 0: (0, 1) before a stride-2
+        // conv, one output row and column more than (0, 0) gives.
+        assert_eq!(vendor_conv(&conv(0, 1, 2), DType::F32), None);
+        assert_eq!(vendor_conv(&conv(2, 0, 1), DType::F32), None);
+        // A trailing pad no tap reaches changes nothing: the library serves it.
+        let odd = |pad_after| Conv2d {
+            h: 15,
+            w: 11,
+            ..conv(1, pad_after, 2)
+        };
+        let g = odd(2);
+        assert_eq!(odd(1).out_size(), g.out_size());
+        assert_eq!(vendor_conv(&g, DType::F32).unwrap().conv(), &odd(1));
+        // A kernel larger than the input plus the leading pad on both sides.
+        let tall = Conv2d {
+            h: 1,
+            k: 4,
+            pad: 0,
+            pad_after: 3,
+            ..conv(0, 3, 1)
+        };
+        assert_eq!(vendor_conv(&tall, DType::F32), None);
     }
 }
