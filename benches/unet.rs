@@ -1,7 +1,9 @@
 //! UNet forward latency on the CPU: the tiny fixture model and the
 //! google/ddpm-cifar10-32 architecture (random weights), batch 1 and 8, f32
 //! and f16 storage. Throughput is in FLOPs computed from the config (2 per
-//! multiply-add), so criterion's "elem/s" reads as FLOP/s; beside it, a
+//! multiply-add of the direct convolutions), so criterion's "elem/s" reads
+//! as FLOP/s — effective FLOP/s on the CPU, whose Winograd 3×3 convolutions
+//! do 2.25× fewer multiplies than that count; beside it, a
 //! square f32 GEMM of the same `gemm` crate measures the ceiling this machine
 //! gives the forward's dominant operation, in the same run; each case prints
 //! its own median beside that ceiling timed just before and after it.
