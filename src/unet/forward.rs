@@ -9,7 +9,7 @@ use super::layers::{silu_all, Attention, Conv, Linear, Norm, Resnet};
 use super::pool::{Arena, Store};
 use super::topology::{LevelSpec, Resample, Topology};
 use super::weights::Source;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Receives intermediate tensors by diffusers module path, in `[B, C, H, W]`
 /// (or `[B, C]`) order as f32.
@@ -142,7 +142,7 @@ impl<S: Store> Model<S> {
         t: &[f32],
         out: &mut [S],
         mut probe: Option<Probe<'_>>,
-    ) {
+    ) -> Result<()> {
         let cin = self.config.in_channels;
         let hw = h * w;
         let n = b * hw;
@@ -235,9 +235,11 @@ impl<S: Store> Model<S> {
 
         for (i, level) in up.iter().enumerate() {
             for (j, resnet) in level.resnets.iter().enumerate() {
-                let Some(skip) = skips.pop() else {
-                    unreachable!("the config gives as many skips as up-block resnets")
-                };
+                // The topology gives as many skips as up-block resnets.
+                let skip = skips.pop().ok_or_else(|| Error::Device {
+                    backend: "unet",
+                    message: "an up-block resnet without its skip".into(),
+                })?;
                 let cat = concat(&hcur, &skip, arena);
                 arena.give(skip.data);
                 arena.give(std::mem::replace(&mut hcur, cat).data);
@@ -270,6 +272,7 @@ impl<S: Store> Model<S> {
         });
         emit(&mut probe, "conv_out", &result);
         arena.give(result.data);
+        Ok(())
     }
 
     /// FLOPs (2 per multiply-add) of one forward of a `b × in × h × w` batch.

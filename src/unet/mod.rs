@@ -380,13 +380,13 @@ impl UNet {
         Ok(match &mut self.net {
             Net::F32(m) => {
                 let mut out = vec![0f32; out_len];
-                m.forward(x, (b, h, w), times, &mut out, probe);
+                m.forward(x, (b, h, w), times, &mut out, probe)?;
                 out
             }
             Net::F16(m) => {
                 let xs: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
                 let mut out = vec![f16::ZERO; out_len];
-                m.forward(&xs, (b, h, w), times, &mut out, probe);
+                m.forward(&xs, (b, h, w), times, &mut out, probe)?;
                 out.iter().map(|v| v.to_f32()).collect()
             }
         })
@@ -414,11 +414,11 @@ impl<B: Backend> Denoiser<B> for UNet {
             // else would fall through to the host path below.
             match (&mut self.net, xs, os) {
                 (Net::F32(m), CpuBuffer::F32(xs), CpuBuffer::F32(os)) => {
-                    m.forward(&xs[..n_in], dims, times, &mut os[..n_out], None);
+                    m.forward(&xs[..n_in], dims, times, &mut os[..n_out], None)?;
                     return Ok(());
                 }
                 (Net::F16(m), CpuBuffer::F16(xs), CpuBuffer::F16(os)) => {
-                    m.forward(&xs[..n_in], dims, times, &mut os[..n_out], None);
+                    m.forward(&xs[..n_in], dims, times, &mut os[..n_out], None)?;
                     return Ok(());
                 }
                 _ => {}
@@ -430,7 +430,7 @@ impl<B: Backend> Denoiser<B> for UNet {
             (Net::F32(m), host) => {
                 let xs = host.into_f32();
                 let mut os = vec![0f32; n_out];
-                m.forward(&xs, dims, times, &mut os, None);
+                m.forward(&xs, dims, times, &mut os, None)?;
                 out.upload(backend, HostSlice::F32(&os))
             }
             (Net::F16(m), host) => {
@@ -439,7 +439,7 @@ impl<B: Backend> Denoiser<B> for UNet {
                     other => other.into_f32().into_iter().map(f16::from_f32).collect(),
                 };
                 let mut os = vec![f16::ZERO; n_out];
-                m.forward(&xs, dims, times, &mut os, None);
+                m.forward(&xs, dims, times, &mut os, None)?;
                 out.upload(backend, HostSlice::F16(&os))
             }
         }
