@@ -16,6 +16,7 @@
 //! lines (a tile line is one row of 2×2 tiles of one item) at a time, so the
 //! transformed buffers stay bounded whatever the image size.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -72,6 +73,22 @@ fn bt(a: f32, b: f32, c: f32, d: f32) -> [f32; 4] {
 #[inline(always)]
 fn at(a: f32, b: f32, c: f32, d: f32) -> [f32; 2] {
     [a + b + c, b - c - d]
+}
+
+/// Run `f` on this thread's scratch of at least `len` floats. The buffer
+/// only grows, so repeated forwards of one shape allocate nothing here (the
+/// arena's promise extends to the transforms' row buffers).
+fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len]);
+    });
 }
 
 /// The geometry of one Winograd convolution over an input read `up`× upsampled.
@@ -269,20 +286,12 @@ pub fn accumulate<S: Store>(
         v[..POINTS * cin * tiles]
             .par_chunks_mut(POINTS * tiles)
             .enumerate()
-            .for_each_init(
-                || vec![0f32; 8 * (2 * g.tw + 2)],
-                |rows, (ci, planes)| {
-                    input_tile_lines(
-                        &x.data[ci * in_n..(ci + 1) * in_n],
-                        g,
-                        (x.h, x.w),
-                        range.clone(),
-                        planes,
-                        tiles,
-                        rows,
-                    );
-                },
-            );
+            .for_each(|(ci, planes)| {
+                with_scratch(8 * (2 * g.tw + 2), |rows| {
+                    let src = &x.data[ci * in_n..(ci + 1) * in_n];
+                    input_tile_lines(src, g, (x.h, x.w), range.clone(), planes, tiles, rows);
+                });
+            });
         // The 16 GEMMs are independent: one per task, each single-threaded,
         // so the threads never synchronise inside a product.
         m[..POINTS * cout * tiles]
@@ -302,13 +311,12 @@ pub fn accumulate<S: Store>(
                     false,
                 );
             });
-        dst.par_chunks_mut(n_out).enumerate().for_each_init(
-            || vec![0f32; 8 * g.tw],
-            |scratch, (co, row)| {
+        dst.par_chunks_mut(n_out).enumerate().for_each(|(co, row)| {
+            with_scratch(8 * g.tw, |scratch| {
                 let m = &m[co * tiles..];
                 output_tile_lines(m, cout * tiles, g, range.clone(), row, scratch);
-            },
-        );
+            });
+        });
     }
     arena.give(v);
     arena.give(m);
