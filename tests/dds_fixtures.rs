@@ -377,7 +377,17 @@ fn the_warm_start_grid_and_weights() {
         ..DdsConfig::default()
     })
     .unwrap();
-    assert_eq!(one.steps[0].t, 0);
+    // One step goes from τ0 straight to the clean end.
+    assert_eq!((one.steps[0].t, one.steps[0].s), (400, -1));
+    // More steps than indices below τ0 would repeat an index.
+    assert!(matches!(
+        DdsPlan::new(DdsConfig {
+            steps: 6,
+            warm_start: Some(4),
+            ..DdsConfig::default()
+        }),
+        Err(Error::InvalidParameter { .. })
+    ));
     assert!(matches!(
         DdsPlan::new(DdsConfig {
             warm_start: Some(1000),

@@ -536,6 +536,7 @@ fn discrete_pgdm_reproduces_the_official_runs<B: Ops>(b: &B) {
             w: meta["run"]["w"].as_f64().unwrap(),
             eta: meta["run"]["eta"].as_f64().unwrap(),
             schedule: NoiseSchedule::ddpm_linear(),
+            warm_start: None,
         })
         .unwrap();
         let pairs: Vec<(i64, i64)> = plan.steps.iter().map(|s| (s.t, s.s)).collect();

@@ -18,6 +18,11 @@ pub struct PgdmDiscreteConfig {
     /// DDIM's η ≥ 0 (1: the official default).
     pub eta: f64,
     pub schedule: NoiseSchedule,
+    /// Start at training index τ0 (`α_τ0 H⁺y + σ_τ0 z`, as every ΠGDM run
+    /// starts from H⁺y) with the steps spread evenly from τ0 down to 0
+    /// ([`PgdmStep::warm_grid`]), instead of the grid from the top of the
+    /// schedule. Not in the official code.
+    pub warm_start: Option<usize>,
 }
 
 impl Default for PgdmDiscreteConfig {
@@ -28,6 +33,7 @@ impl Default for PgdmDiscreteConfig {
             w: 1.0,
             eta: 1.0,
             schedule: NoiseSchedule::ddpm_linear(),
+            warm_start: None,
         }
     }
 }
@@ -75,6 +81,19 @@ impl PgdmStep {
             .collect()
     }
 
+    /// `steps` training indices spread evenly from `top` down to 0 (the grid
+    /// of a warm start at τ0 = `top`; one step is just `top`); the caller
+    /// keeps `steps ≤ top + 1` so that no index repeats.
+    pub fn warm_grid(steps: usize, top: usize) -> Vec<i64> {
+        if steps == 1 {
+            return vec![top as i64];
+        }
+        (0..steps)
+            .rev()
+            .map(|i| (i * top / (steps - 1)) as i64)
+            .collect()
+    }
+
     /// DDIM(η)'s split of the step t → s into fresh noise and ε:
     /// `x_s = α_s x̂0 + c1·z + c2·ε` with `c1 = η·√((1 − ᾱ_t/ᾱ_s)(1 − ᾱ_s)/(1 − ᾱ_t))`,
     /// `c2 = √(1 − ᾱ_s − c1²)`; η = 1 is the DDPM ancestral step.
@@ -97,7 +116,9 @@ pub struct PgdmDiscretePlan {
 impl PgdmDiscretePlan {
     /// Validate (1 ≤ steps ≤ N_train, finite w ≥ 0, finite η ≥ 0) and lay out
     /// the pairs: t runs over `(0..steps)·⌊N_train/steps⌋` from the largest
-    /// down, each paired with the next, the last with −1.
+    /// down (or over [`PgdmStep::warm_grid`] below a warm start, which needs
+    /// τ0 < N_train and steps ≤ τ0 + 1), each paired with the next, the last
+    /// with −1.
     pub fn new(config: PgdmDiscreteConfig) -> Result<Self> {
         let n_train = config.schedule.train_steps();
         if config.steps == 0 || config.steps > n_train {
@@ -115,8 +136,22 @@ impl PgdmDiscretePlan {
                 });
             }
         }
-        let stride = (n_train / config.steps) as i64;
-        let ts: Vec<i64> = (0..config.steps as i64).rev().map(|i| i * stride).collect();
+        let ts: Vec<i64> = match config.warm_start {
+            None => {
+                let stride = (n_train / config.steps) as i64;
+                (0..config.steps as i64).rev().map(|i| i * stride).collect()
+            }
+            Some(top) if top < n_train && config.steps <= top + 1 => {
+                PgdmStep::warm_grid(config.steps, top)
+            }
+            Some(top) => {
+                return Err(Error::InvalidParameter {
+                    name: "ΠGDM warm start τ0",
+                    value: top as f64,
+                    reason: "must be below the schedule's training steps and ≥ steps − 1",
+                })
+            }
+        };
         let steps = PgdmStep::pairs(&config.schedule, &ts);
         Ok(PgdmDiscretePlan { config, steps })
     }
@@ -214,6 +249,30 @@ mod tests {
         assert!(!plan.step_noise(4) && plan.step_noise(0));
         let c = plan.update_coefficients(4, 1.0).unwrap();
         assert!(c[1] > 0.0 && c[9] == 0.0);
+    }
+
+    /// A warm start at τ0 spreads the steps from τ0 down to 0; it must stay
+    /// below the schedule and leave every step its own index.
+    #[test]
+    fn a_warm_start_grids_below_tau0() {
+        let warm = |steps, top| {
+            PgdmDiscretePlan::new(PgdmDiscreteConfig {
+                steps,
+                warm_start: Some(top),
+                ..Default::default()
+            })
+        };
+        let ts = |plan: PgdmDiscretePlan| plan.steps.iter().map(|s| s.t).collect::<Vec<_>>();
+        assert_eq!(ts(warm(5, 200).unwrap()), vec![200, 150, 100, 50, 0]);
+        assert_eq!(ts(warm(4, 10).unwrap()), vec![10, 6, 3, 0]);
+        assert_eq!(ts(warm(1, 300).unwrap()), vec![300]);
+        assert_eq!(ts(warm(3, 2).unwrap()), vec![2, 1, 0]);
+        for (steps, top) in [(4, 2), (5, 1000), (5, usize::MAX)] {
+            assert!(
+                matches!(warm(steps, top), Err(Error::InvalidParameter { .. })),
+                "{steps} steps from {top}"
+            );
+        }
     }
 
     /// w = 0: the update is DDIM(η) on x (x̂0 and ε recombined).

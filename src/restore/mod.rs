@@ -27,7 +27,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::guidance::ModelPoint;
 use crate::guidance::{CpgdmConfig, CpgdmPlan, PgdmDiscreteConfig, PgdmDiscretePlan};
-use crate::ops::{Mode, Ops};
+use crate::ops::{Mode, Operator, Ops};
 use crate::rng;
 use crate::sampler::{
     dds_sample, dps_sample, guided_sample, DdsConfig, DdsPlan, DpsConfig, DpsPlan, GuidedDenoiser,
@@ -37,33 +37,54 @@ use crate::tensor::{DType, HostSlice, Shape, Tensor};
 pub use quality::{psnr, ssim};
 pub use task::Task;
 
-/// Where `restore` starts DPS and DDS: τ = 400, from H⁺y (not the official
-/// pure noise; `DpsConfig::warm_start`, `DdsConfig::warm_start`).
-pub const WARM_START: usize = 400;
+/// [`RestoreConfig::start`]'s default, τ0 = 400 (C-ΠGDM's official t = 0.4):
+/// a sweep of τ0 ∈ {50 … 400} on the bundled photos at 5 steps (BENCHMARKS.md)
+/// found no task that a lower start serves better for most methods.
+pub const DEFAULT_START: usize = 400;
 
 /// DPS's step size in `restore`: with 5–20 steps the official ζ = 0.5 (for
 /// 1000 steps) leaves the sample unguided. Chosen by a small sweep on the
 /// bundled astronaut (ζ ∈ {0.5, 5, 20, 60} × τ0 ∈ {100, 200, 400} at 5
-/// steps, ζ ∈ {5, 20} at 20; BENCHMARKS.md): with τ0 = 400 (shared with
-/// DDS), ζ = 20 keeps SR, both inpaintings and colorization within 0.2 dB
+/// steps, ζ ∈ {5, 20} at 20; BENCHMARKS.md; before the final projection):
+/// with τ0 = 400, ζ = 20 keeps SR, both inpaintings and colorization within 0.2 dB
 /// of H⁺y or above at 5 steps and gains most on random inpainting; no
 /// setting brings deblurring up to H⁺y with the demo model.
 pub const DPS_ZETA: f64 = 20.0;
 
-/// The warm start `a·x_init + b·z` for start weights `(a, b)`.
+/// `a·u + b·v` (same shapes), through the host in f64: once per restore, for
+/// the warm start `a·x_init + b·z` and the final projection.
 fn mix<B: Backend>(
     backend: &B,
     (a, b): (f64, f64),
-    x_init: &Tensor<B>,
-    z: &Tensor<B>,
+    u: &Tensor<B>,
+    v: &Tensor<B>,
 ) -> Result<Tensor<B>> {
-    let start: Vec<f64> = x_init
+    let sum: Vec<f64> = u
         .to_f64(backend)?
         .iter()
-        .zip(z.to_f64(backend)?)
-        .map(|(x, n)| a * x + b * n)
+        .zip(v.to_f64(backend)?)
+        .map(|(u, v)| a * u + b * v)
         .collect();
-    Tensor::from_host(backend, z.shape(), z.dtype(), HostSlice::F64(&start))
+    Tensor::from_host(backend, v.shape(), v.dtype(), HostSlice::F64(&sum))
+}
+
+/// `x + H⁺(y − Hx)`: x moved onto the measurements' consistent set (exactly
+/// for inpainting, SR and colorization; within the truncated SVD for
+/// deblurring), keeping x's component in H's null space — what the prior
+/// filled in. A few steps leave the samplers' output slightly inconsistent
+/// with y; the exact posterior of a noiseless measurement is not.
+fn project<B: Ops>(
+    backend: &B,
+    op: &Operator<B>,
+    y: &Tensor<B>,
+    x: &Tensor<B>,
+) -> Result<Tensor<B>> {
+    let mut hx = Tensor::zeros(backend, y.shape(), y.dtype())?;
+    op.apply(backend, Mode::Forward, x, &mut hx)?;
+    let residual = mix(backend, (1.0, -1.0), y, &hx)?;
+    let mut correction = Tensor::zeros(backend, x.shape(), x.dtype())?;
+    op.apply(backend, Mode::PseudoInverse, &residual, &mut correction)?;
+    mix(backend, (1.0, 1.0), x, &correction)
 }
 
 /// An RGB image, channel-major (`[3, height, width]`), values in [0, 1].
@@ -143,6 +164,14 @@ pub struct RestoreConfig {
     pub dtype: DType,
     /// Seeds the start noise, every step's noise and the random mask.
     pub seed: u64,
+    /// The training index τ0 (2…999) where every method starts, from
+    /// `√ᾱ_τ0·H⁺y + √(1 − ᾱ_τ0)·z` (not the official pure noise: a few
+    /// steps from pure noise need a far stronger prior than the demo model).
+    pub start: usize,
+    /// End with `x + H⁺(y − Hx)`, the sample moved onto the measurements'
+    /// consistent set. Right for noiseless y; with noise it copies y's noise
+    /// into the result.
+    pub project: bool,
 }
 
 impl Default for RestoreConfig {
@@ -156,6 +185,8 @@ impl Default for RestoreConfig {
             jacobian: Jacobian::Dropped,
             dtype: DType::F32,
             seed: 0,
+            start: DEFAULT_START,
+            project: true,
         }
     }
 }
@@ -244,6 +275,14 @@ where
             reason: "must be finite and ≥ 0",
         });
     }
+    let start = config.start;
+    if !(2..=999).contains(&start) {
+        return Err(Error::InvalidParameter {
+            name: "start τ0",
+            value: start as f64,
+            reason: "must be a training index in 2…999",
+        });
+    }
     let (h, w, dtype) = (clean.height, clean.width, config.dtype);
     let item = Shape::from_dims(&[3, h, w])?;
     let op = config.task.operator(backend, item, config.seed)?;
@@ -286,6 +325,8 @@ where
         Method::Cpgdm => {
             let plan = CpgdmPlan::new(CpgdmConfig {
                 steps: config.steps,
+                // Reverse time: τ0 = 400 is t = 0.6.
+                t_start: 1.0 - start as f64 / 1000.0,
                 sigma_y: config.noise,
                 lambda: if config.noise > 0.0 { -0.15 } else { 0.0 },
                 w: if config.noise > 0.0 { 2.0 } else { 15.0 },
@@ -296,6 +337,7 @@ where
         Method::Pgdm => {
             let plan = PgdmDiscretePlan::new(PgdmDiscreteConfig {
                 steps: config.steps,
+                warm_start: Some(start),
                 ..PgdmDiscreteConfig::default()
             })?;
             guided_sample(backend, &plan, &op, &y, &z, net, options, &mut progress)?
@@ -304,7 +346,7 @@ where
             let plan = DpsPlan::new(DpsConfig {
                 steps: config.steps,
                 zeta: DPS_ZETA,
-                warm_start: Some(WARM_START),
+                warm_start: Some(start),
                 ..DpsConfig::default()
             })?;
             let start = mix(backend, plan.start_weights(), &baseline, &z)?;
@@ -318,11 +360,9 @@ where
             out
         }
         Method::Dds => {
-            // Warm-started from H⁺y at τ = 400 (C-ΠGDM's t = 0.4): a few steps
-            // from pure noise need a far stronger prior than the demo model.
             let plan = DdsPlan::new(DdsConfig {
                 steps: config.steps,
-                warm_start: Some(WARM_START),
+                warm_start: Some(start),
                 ..DdsConfig::default()
             })?;
             let start = mix(backend, plan.start_weights(), &baseline, &z)?;
@@ -337,6 +377,11 @@ where
                 &mut progress,
             )?
         }
+    };
+    let x = if config.project {
+        project(backend, &op, &y, &x)?
+    } else {
+        x
     };
     backend.synchronize()?;
     let seconds = started.elapsed().as_secs_f64();

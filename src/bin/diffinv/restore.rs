@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use diffinv::backend::{select, AnyBackend, BackendFn, BackendKind};
-use diffinv::restore::{restore, Image, Method, RestoreConfig, Restored, Task};
+use diffinv::restore::{restore, Image, Method, RestoreConfig, Restored, Task, DEFAULT_START};
 use diffinv::sampler::{Jacobian, Progress};
 use diffinv::unet::{DeviceUNet, UNet};
 use diffinv::{DType, Ops};
@@ -49,6 +49,14 @@ pub struct RestoreArgs {
     /// Seeds the start noise, every step's noise and the random mask.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The training index τ0 (2…999) where the sampler starts from noised
+    /// H⁺y.
+    #[arg(long, default_value_t = DEFAULT_START)]
+    start: usize,
+    /// End with x + H⁺(y − Hx), the sample made consistent with y: auto (when
+    /// --noise is 0), on or off.
+    #[arg(long, default_value = "auto")]
+    project: String,
     /// A diffusers UNet2DModel folder; default: the bundled demo model.
     #[arg(long)]
     model: Option<PathBuf>,
@@ -114,6 +122,14 @@ fn config(args: &RestoreArgs) -> CliResult<RestoreConfig> {
     if !(args.noise.is_finite() && args.noise >= 0.0) {
         return fail!("--noise must be a finite σ ≥ 0, not {}", args.noise);
     }
+    if !(2..=999).contains(&args.start) || args.steps > args.start + 1 {
+        return fail!(
+            "--start must be a training index in 2…999 and at least --steps − 1, not {}",
+            args.start
+        );
+    }
+    let noiseless = args.noise == 0.0;
+    let projections = [("auto", noiseless), ("on", true), ("off", false)];
     Ok(RestoreConfig {
         task: parse("task", &args.task, &tasks)?,
         noise: args.noise,
@@ -122,6 +138,8 @@ fn config(args: &RestoreArgs) -> CliResult<RestoreConfig> {
         jacobian: parse("jacobian", &args.jacobian, &jacobians)?,
         dtype: parse("dtype", &args.dtype, &dtypes)?,
         seed: args.seed,
+        start: args.start,
+        project: parse("project", &args.project, &projections)?,
     })
 }
 
@@ -256,6 +274,8 @@ pub fn run(args: RestoreArgs) -> CliResult<()> {
             "jacobian": args.jacobian,
             "dtype": args.dtype,
             "seed": config.seed,
+            "start": config.start,
+            "project": config.project,
             "backend": backend_name,
             "device": device,
             "network_on": network,
