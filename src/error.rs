@@ -58,6 +58,14 @@ pub enum Error {
         limit: u64,
     },
 
+    /// One launch over more work items than the backend's kernels can index.
+    #[error("backend `{backend}` cannot index {items} work items in one launch (limit {limit})")]
+    TooManyWorkItems {
+        backend: &'static str,
+        items: u64,
+        limit: u64,
+    },
+
     /// A shape with a zero-sized dimension or too many elements for a kernel index.
     #[error("invalid shape {shape}: {reason}")]
     InvalidShape { shape: Shape, reason: &'static str },

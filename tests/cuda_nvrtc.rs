@@ -367,6 +367,10 @@ impl CudaDevice for Recorder {
         Ok(true)
     }
 
+    fn has_library_conv(&self) -> bool {
+        self.convs.is_some()
+    }
+
     fn synchronize(&self) -> diffinv::Result<()> {
         Ok(())
     }
@@ -379,7 +383,7 @@ impl CudaDevice for Recorder {
 /// recorder's default, like a GPU without libcudnn) the kernel runs.
 #[test]
 fn nn_conv2d_prefers_a_vendor_convolution_where_it_serves() {
-    use diffinv::ops::nn::{self, Conv2d};
+    use diffinv::ops::nn::{self, Conv2d, ConvPath, NnOps};
     let g = Conv2d {
         batch: 2,
         cin: 3,
@@ -422,6 +426,12 @@ fn nn_conv2d_prefers_a_vendor_convolution_where_it_serves() {
         let before = b.launch_count();
         nn::conv2d(&b, g, &x, &w, None, &mut out).unwrap();
         nn::conv2d(&b, g, &x, &w, Some(&bias), &mut out).unwrap();
+        let path = if library {
+            ConvPath::Cudnn
+        } else {
+            ConvPath::Kernels
+        };
+        assert_eq!(b.conv_path(), path);
         if !library {
             // No library: both calls launch the kernel.
             assert_eq!(b.launch_count(), before + 2);
@@ -445,6 +455,7 @@ fn nn_conv2d_prefers_a_vendor_convolution_where_it_serves() {
         assert_eq!(last(&b).unwrap().0, "nn_conv2d_f16");
         // Switched off: the kernel, for the same call the library took.
         b.set_library_conv(false);
+        assert_eq!(b.conv_path(), ConvPath::Kernels);
         nn::conv2d(&b, g, &x, &w, None, &mut out).unwrap();
         assert_eq!(last(&b).unwrap().0, "nn_conv2d_f32");
         assert_eq!(convs(&b).len(), 2);

@@ -24,6 +24,38 @@ pub trait NnOps: Backend {
 
     /// Launch one op whose buffers the entry points of this module checked.
     fn nn_checked(&self, call: NnCall<'_, Self>) -> Result<()>;
+
+    /// What runs this backend's f32 convolutions ([`conv2d`]).
+    fn conv_path(&self) -> ConvPath;
+}
+
+/// What runs a backend's convolutions, for `diffinv info` and for comparing
+/// a vendor library with the crate's kernels on one GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    /// The CPU backend's plain loops, the definition of the op.
+    Reference,
+    /// The crate's own implicit-GEMM kernels (`kernels/nn.cu`, `shaders/nn*.wgsl`).
+    Kernels,
+    /// NVIDIA's cuDNN for f32 (and the crate's kernels for f16 and for the
+    /// paddings cuDNN cannot express).
+    Cudnn,
+}
+
+impl ConvPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPath::Reference => "reference loops",
+            ConvPath::Kernels => "own kernels",
+            ConvPath::Cudnn => "cuDNN",
+        }
+    }
+}
+
+impl std::fmt::Display for ConvPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A 2-D convolution: input `[batch, cin, h, w]`, weights `[cout, cin, k, k]`,

@@ -199,9 +199,10 @@ fn status_of(e: &Error) -> DiffinvStatus {
             DiffinvStatus::UnsupportedDtype
         }
         Error::BackendUnavailable { .. } => DiffinvStatus::Unavailable,
-        Error::Device { .. } | Error::TooLarge { .. } | Error::MissingBufferUsage { .. } => {
-            DiffinvStatus::Device
-        }
+        Error::Device { .. }
+        | Error::TooLarge { .. }
+        | Error::TooManyWorkItems { .. }
+        | Error::MissingBufferUsage { .. } => DiffinvStatus::Device,
         // Everything else is a value the caller chose out of range.
         _ => DiffinvStatus::InvalidArgument,
     }

@@ -11,7 +11,9 @@ use half::f16;
 
 use super::{CpuBackend, CpuBuffer, Element};
 use crate::error::{Error, Result};
-use crate::ops::nn::{Concat, Conv2d, GroupNorm, Matmul, NnCall, NnOp, NnOps, Softmax, TimeProj};
+use crate::ops::nn::{
+    Concat, Conv2d, ConvPath, GroupNorm, Matmul, NnCall, NnOp, NnOps, Softmax, TimeProj,
+};
 use crate::tensor::DType;
 
 fn unsupported(dtype: DType) -> Error {
@@ -239,6 +241,10 @@ fn run(op: NnOp, inputs: &[Option<Cow<'_, [f32]>>; 3], out: &mut [f32]) -> Resul
 impl NnOps for CpuBackend {
     fn nn_supports(&self, dtype: DType) -> bool {
         matches!(dtype, DType::F32 | DType::F16)
+    }
+
+    fn conv_path(&self) -> ConvPath {
+        ConvPath::Reference
     }
 
     fn nn_checked(&self, call: NnCall<'_, Self>) -> Result<()> {

@@ -170,6 +170,13 @@ pub trait CudaDevice: Send + Sync {
         Ok(false)
     }
 
+    /// Whether [`CudaDevice::vendor_conv`] can run here (a vendor convolution
+    /// library loads; asking may load it). Devices without one keep this
+    /// default.
+    fn has_library_conv(&self) -> bool {
+        false
+    }
+
     /// Whether [`CudaDevice::library_fft2`] runs here (a vendor FFT library
     /// was loaded). Devices without one keep this default.
     fn has_library_fft(&self) -> bool {

@@ -400,6 +400,10 @@ impl CudaDevice for DriverDevice {
         ran
     }
 
+    fn has_library_conv(&self) -> bool {
+        matches!(self.library(&self.dnn, Dnn::open), Ok(Some(_)))
+    }
+
     fn has_library_fft(&self) -> bool {
         self.cufft.is_some()
     }

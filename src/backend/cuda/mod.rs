@@ -199,9 +199,9 @@ impl<D: CudaDevice> CudaBackend<D> {
     ) -> Result<()> {
         args.check(kernel)?;
         if work > MAX_LAUNCH_ELEMENTS {
-            return Err(Error::TooLarge {
+            return Err(Error::TooManyWorkItems {
                 backend: "cuda",
-                bytes: work as u64,
+                items: work as u64,
                 limit: MAX_LAUNCH_ELEMENTS as u64,
             });
         }

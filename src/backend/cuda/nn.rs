@@ -20,7 +20,9 @@ use super::{
     MAX_LAUNCH_ELEMENTS,
 };
 use crate::error::{Error, Result};
-use crate::ops::nn::{Concat, Conv2d, GroupNorm, Matmul, NnCall, NnOp, NnOps, Softmax, TimeProj};
+use crate::ops::nn::{
+    Concat, Conv2d, ConvPath, GroupNorm, Matmul, NnCall, NnOp, NnOps, Softmax, TimeProj,
+};
 use crate::tensor::DType;
 
 /// `kernels/nn.cu`: compiled with FMA contraction (a GEMM family: its parity
@@ -466,6 +468,14 @@ fn time_proj_params(g: &TimeProj) -> ElementParams {
 impl<D: CudaDevice> NnOps for CudaBackend<D> {
     fn nn_supports(&self, dtype: DType) -> bool {
         matches!(dtype, DType::F32 | DType::F16)
+    }
+
+    fn conv_path(&self) -> ConvPath {
+        if self.library_conv && self.device.has_library_conv() {
+            ConvPath::Cudnn
+        } else {
+            ConvPath::Kernels
+        }
     }
 
     fn nn_checked(&self, call: NnCall<'_, Self>) -> Result<()> {

@@ -8,7 +8,7 @@
 use super::kernels::{Access, Family, Kernel};
 use super::{ShaderVariant, WgpuBackend};
 use crate::error::{Error, Result};
-use crate::ops::nn::{NnCall, NnOp, NnOps};
+use crate::ops::nn::{ConvPath, NnCall, NnOp, NnOps};
 use crate::tensor::DType;
 
 pub const FAMILY: Family = Family {
@@ -80,6 +80,10 @@ fn u(v: usize) -> u32 {
 impl NnOps for WgpuBackend {
     fn nn_supports(&self, dtype: DType) -> bool {
         dtype == DType::F32 || (dtype == DType::F16 && self.native_f16)
+    }
+
+    fn conv_path(&self) -> ConvPath {
+        ConvPath::Kernels
     }
 
     fn nn_checked(&self, call: NnCall<'_, Self>) -> Result<()> {
