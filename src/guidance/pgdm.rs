@@ -20,7 +20,7 @@ pub struct PgdmDiscreteConfig {
     pub schedule: NoiseSchedule,
     /// Start at training index τ0 (`α_τ0 H⁺y + σ_τ0 z`, as every ΠGDM run
     /// starts from H⁺y) with the steps spread evenly from τ0 down to 0
-    /// ([`PgdmStep::warm_grid`]), instead of the grid from the top of the
+    /// ([`PgdmStep::grid`]), instead of the grid from the top of the
     /// schedule. Not in the official code.
     pub warm_start: Option<usize>,
 }
@@ -81,17 +81,34 @@ impl PgdmStep {
             .collect()
     }
 
-    /// `steps` training indices spread evenly from `top` down to 0 (the grid
-    /// of a warm start at τ0 = `top`; one step is just `top`); the caller
-    /// keeps `steps ≤ top + 1` so that no index repeats.
-    pub fn warm_grid(steps: usize, top: usize) -> Vec<i64> {
-        if steps == 1 {
-            return vec![top as i64];
+    /// The descending training indices of a ΠGDM or DDS run of `steps`
+    /// (1…N_train, checked by the caller) on a schedule of `n_train` steps:
+    /// without a warm start `(0..steps)·⌊n_train/steps⌋` (the official grid);
+    /// with one at τ0, the steps spread evenly from τ0 down to 0 (one step is
+    /// just τ0), which needs τ0 < n_train and steps ≤ τ0 + 1 so that no index
+    /// repeats — else an `InvalidParameter` named `name`.
+    pub fn grid(
+        steps: usize,
+        n_train: usize,
+        warm_start: Option<usize>,
+        name: &'static str,
+    ) -> Result<Vec<i64>> {
+        match warm_start {
+            None => Ok((0..steps)
+                .rev()
+                .map(|i| (i * (n_train / steps)) as i64)
+                .collect()),
+            Some(top) if steps == 1 && top < n_train => Ok(vec![top as i64]),
+            Some(top) if top < n_train && steps <= top + 1 => Ok((0..steps)
+                .rev()
+                .map(|i| (i * top / (steps - 1)) as i64)
+                .collect()),
+            Some(top) => Err(Error::InvalidParameter {
+                name,
+                value: top as f64,
+                reason: "must be below the schedule's training steps and ≥ steps − 1",
+            }),
         }
-        (0..steps)
-            .rev()
-            .map(|i| (i * top / (steps - 1)) as i64)
-            .collect()
     }
 
     /// DDIM(η)'s split of the step t → s into fresh noise and ε:
@@ -116,8 +133,7 @@ pub struct PgdmDiscretePlan {
 impl PgdmDiscretePlan {
     /// Validate (1 ≤ steps ≤ N_train, finite w ≥ 0, finite η ≥ 0) and lay out
     /// the pairs: t runs over `(0..steps)·⌊N_train/steps⌋` from the largest
-    /// down (or over [`PgdmStep::warm_grid`] below a warm start, which needs
-    /// τ0 < N_train and steps ≤ τ0 + 1), each paired with the next, the last
+    /// down (or evenly below a warm start, [`PgdmStep::grid`]), each paired with the next, the last
     /// with −1.
     pub fn new(config: PgdmDiscreteConfig) -> Result<Self> {
         let n_train = config.schedule.train_steps();
@@ -136,22 +152,12 @@ impl PgdmDiscretePlan {
                 });
             }
         }
-        let ts: Vec<i64> = match config.warm_start {
-            None => {
-                let stride = (n_train / config.steps) as i64;
-                (0..config.steps as i64).rev().map(|i| i * stride).collect()
-            }
-            Some(top) if top < n_train && config.steps <= top + 1 => {
-                PgdmStep::warm_grid(config.steps, top)
-            }
-            Some(top) => {
-                return Err(Error::InvalidParameter {
-                    name: "ΠGDM warm start τ0",
-                    value: top as f64,
-                    reason: "must be below the schedule's training steps and ≥ steps − 1",
-                })
-            }
-        };
+        let ts = PgdmStep::grid(
+            config.steps,
+            n_train,
+            config.warm_start,
+            "ΠGDM warm start τ0",
+        )?;
         let steps = PgdmStep::pairs(&config.schedule, &ts);
         Ok(PgdmDiscretePlan { config, steps })
     }

@@ -276,11 +276,11 @@ where
         });
     }
     let start = config.start;
-    if !(2..=999).contains(&start) {
+    if !(2..=999).contains(&start) || config.steps > start + 1 {
         return Err(Error::InvalidParameter {
             name: "start τ0",
             value: start as f64,
-            reason: "must be a training index in 2…999",
+            reason: "must be a training index in 2…999 and ≥ steps − 1",
         });
     }
     let (h, w, dtype) = (clean.height, clean.width, config.dtype);

@@ -114,18 +114,12 @@ impl DdsPlan {
                 reason: "must be ≥ 1",
             });
         }
-        let n = config.steps;
-        let ts: Vec<i64> = match config.warm_start {
-            None => (0..n).rev().map(|i| (i * (n_train / n)) as i64).collect(),
-            Some(top) if top < n_train && n <= top + 1 => PgdmStep::warm_grid(n, top),
-            Some(top) => {
-                return Err(Error::InvalidParameter {
-                    name: "DDS warm start τ0",
-                    value: top as f64,
-                    reason: "must be below the schedule's training steps and ≥ steps − 1",
-                })
-            }
-        };
+        let ts = PgdmStep::grid(
+            config.steps,
+            n_train,
+            config.warm_start,
+            "DDS warm start τ0",
+        )?;
         let steps = PgdmStep::pairs(&config.schedule, &ts);
         Ok(DdsPlan { config, steps })
     }

@@ -122,12 +122,6 @@ fn config(args: &RestoreArgs) -> CliResult<RestoreConfig> {
     if !(args.noise.is_finite() && args.noise >= 0.0) {
         return fail!("--noise must be a finite σ ≥ 0, not {}", args.noise);
     }
-    if !(2..=999).contains(&args.start) || args.steps > args.start + 1 {
-        return fail!(
-            "--start must be a training index in 2…999 and at least --steps − 1, not {}",
-            args.start
-        );
-    }
     let noiseless = args.noise == 0.0;
     let projections = [("auto", noiseless), ("on", true), ("off", false)];
     Ok(RestoreConfig {
