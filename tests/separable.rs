@@ -6,9 +6,9 @@ mod common;
 
 use common::{compare, values};
 use diffinv::backend::cpu::CpuBackend;
-use diffinv::guidance::{CpgdmConfig, CpgdmPlan};
+use diffinv::guidance::{CpgdmConfig, CpgdmPlan, PgdmDiscreteConfig, PgdmDiscretePlan};
 use diffinv::ops::operator::separable::{gaussian_taps, uniform_taps, DEFAULT_TRUNCATION};
-use diffinv::ops::{CpgdmSampler, Mode, Operator};
+use diffinv::ops::{CpgdmSampler, GuidedSampler, Mode, Operator};
 use diffinv::{DType, Error, HostSlice, Shape, Tensor};
 
 const C: usize = 2;
@@ -138,22 +138,36 @@ fn bicubic_preserves_constants() {
     }
 }
 
-/// Noisy C-ΠGDM needs `H⁺(H⁺)ᵀ = q·P`; a separable operator has no such q.
+/// Noisy C-ΠGDM and noisy ΠGDM need `H⁺(H⁺)ᵀ = q·P`; a separable operator
+/// has no such q. Noiseless, both take it.
 #[test]
-fn noisy_cpgdm_refuses_separable_operators() {
+fn noisy_guidance_refuses_separable_operators() {
     let b = CpuBackend::new();
     let item = Shape::from_dims(&[3, 8, 8]).unwrap();
     let op = Operator::bicubic(&b, item, 4).unwrap();
-    let plan = CpgdmPlan::new(CpgdmConfig {
-        sigma_y: 0.05,
-        ..CpgdmConfig::default()
-    })
-    .unwrap();
     let y = Tensor::zeros(&b, Shape::new(1, 3, 2, 2), DType::F32).unwrap();
-    assert!(matches!(
-        CpgdmSampler::new(&b, &plan, &op, &y),
-        Err(Error::UnsupportedOperator { .. })
-    ));
+    for sigma_y in [0.0, 0.05] {
+        let cpgdm = CpgdmPlan::new(CpgdmConfig {
+            sigma_y,
+            ..CpgdmConfig::default()
+        })
+        .unwrap();
+        let pigdm = PgdmDiscretePlan::new(PgdmDiscreteConfig {
+            sigma_y,
+            ..PgdmDiscreteConfig::default()
+        })
+        .unwrap();
+        let results = [
+            GuidedSampler::new(&b, &cpgdm, &op, &y).err(),
+            GuidedSampler::new(&b, &pigdm, &op, &y).err(),
+        ];
+        for e in results {
+            match (sigma_y > 0.0, e) {
+                (false, None) | (true, Some(Error::UnsupportedOperator { .. })) => {}
+                (_, e) => panic!("σ_y = {sigma_y}: {e:?}"),
+            }
+        }
+    }
 }
 
 /// s×s average pooling is separable (each 1-D factor averages s neighbours),

@@ -23,6 +23,14 @@ pub struct PgdmDiscreteConfig {
     /// ([`PgdmStep::grid`]), instead of the grid from the top of the
     /// schedule. Not in the official code.
     pub warm_start: Option<usize>,
+    /// Measurement noise σ_y in [0, 1] image units (y carries 2σ_y·n in the
+    /// network's [−1, 1] units, as C-ΠGDM's `sigma_y` states it); 0 is the
+    /// official noiseless method. Noisy, the guidance is the paper's
+    /// `Hᵀ(r_t²HHᵀ + (2σ_y)²I)⁻¹(y − Hx̂0)`, which for operators with
+    /// `H⁺(H⁺)ᵀ = q·P` is the noiseless guidance times
+    /// `r_t²/(r_t² + q(2σ_y)²)`, r_t² = 1 − ᾱ_t ([`PgdmStep::noise_factor`]).
+    /// Not in the official code, whose ΠGDM is noiseless.
+    pub sigma_y: f64,
 }
 
 impl Default for PgdmDiscreteConfig {
@@ -34,6 +42,7 @@ impl Default for PgdmDiscreteConfig {
             eta: 1.0,
             schedule: NoiseSchedule::ddpm_linear(),
             warm_start: None,
+            sigma_y: 0.0,
         }
     }
 }
@@ -111,6 +120,20 @@ impl PgdmStep {
         }
     }
 
+    /// The noisy ΠGDM's weight on the guidance at this step, `r²/(r² + q·σ²)`
+    /// with r² = 1 − ᾱ_t (the paper's variance of x0 given x_t, for data of
+    /// unit variance) and σ = 2σ_y the noise std in [−1, 1] units: how much
+    /// of the residual `m` is still signal rather than noise. 1 when
+    /// noiseless — exactly, so the noiseless coefficients are unchanged.
+    pub fn noise_factor(&self, q: f64, sigma_y: f64) -> f64 {
+        if sigma_y == 0.0 {
+            return 1.0;
+        }
+        let r2 = 1.0 - self.abar_t;
+        let noise = 2.0 * sigma_y;
+        r2 / (r2 + q * noise * noise)
+    }
+
     /// DDIM(η)'s split of the step t → s into fresh noise and ε:
     /// `x_s = α_s x̂0 + c1·z + c2·ε` with `c1 = η·√((1 − ᾱ_t/ᾱ_s)(1 − ᾱ_s)/(1 − ᾱ_t))`,
     /// `c2 = √(1 − ᾱ_s − c1²)`; η = 1 is the DDPM ancestral step.
@@ -143,7 +166,11 @@ impl PgdmDiscretePlan {
                 train_steps: n_train,
             });
         }
-        for (name, v) in [("w", config.w), ("eta", config.eta)] {
+        for (name, v) in [
+            ("w", config.w),
+            ("eta", config.eta),
+            ("sigma_y", config.sigma_y),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(Error::InvalidParameter {
                     name,
@@ -208,13 +235,15 @@ impl GuidancePlan for PgdmDiscretePlan {
 
     /// `x_s = α_s x̂0 + c1·z + c2·ε + w α_t α_s·J_x̂0ᵀm` with
     /// `x̂0 = (x − σ_t ε)/α_t`, `J_x̂0ᵀm = (m − σ_t g)/α_t` and m as in the
-    /// residual, split into u = P x and v.
-    fn update_coefficients(&self, n: usize, _q: f64) -> Result<PassCoefficients> {
+    /// residual, split into u = P x and v; noisy, the guidance term is
+    /// scaled by [`PgdmStep::noise_factor`].
+    fn update_coefficients(&self, n: usize, q: f64) -> Result<PassCoefficients> {
         let p = self.model_point(n)?;
         let (at, st) = (p.a, p.b);
-        let a_s = self.steps[n].abar_s.sqrt();
+        let step = self.steps[n];
+        let a_s = step.abar_s.sqrt();
         let (c1, c2) = self.ddim(n);
-        let coeff = self.config.w * at * a_s;
+        let coeff = self.config.w * at * a_s * step.noise_factor(q, self.config.sigma_y);
         let on_eps = c2 - a_s * st / at;
         let on_g = -coeff * st / at;
         Ok([
@@ -235,6 +264,10 @@ impl GuidancePlan for PgdmDiscretePlan {
 
     fn step_noise(&self, n: usize) -> bool {
         n < self.steps.len() && self.ddim(n).0 != 0.0
+    }
+
+    fn uses_gram_scale(&self) -> bool {
+        self.config.sigma_y > 0.0
     }
 }
 
@@ -296,6 +329,44 @@ mod tests {
         }
     }
 
+    /// Noisy ΠGDM scales the guidance by r²/(r² + q(2σ_y)²), r² = 1 − ᾱ_t,
+    /// and leaves everything else as the noiseless update.
+    #[test]
+    fn noise_scales_the_guidance_by_the_signal_share() {
+        let plan = |sigma_y| {
+            PgdmDiscretePlan::new(PgdmDiscreteConfig {
+                sigma_y,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let (clean, noisy) = (plan(0.0), plan(0.05));
+        assert!(!clean.uses_gram_scale() && noisy.uses_gram_scale());
+        let q = 16.0;
+        for n in 0..noisy.len() {
+            let step = noisy.steps[n];
+            let r2 = 1.0 - step.abar_t;
+            let share = r2 / (r2 + q * 0.1 * 0.1);
+            assert!((step.noise_factor(q, 0.05) - share).abs() <= 1e-15 * share);
+            assert_eq!(step.noise_factor(q, 0.0), 1.0);
+            let (c, d) = (
+                clean.update_coefficients(n, q).unwrap(),
+                noisy.update_coefficients(n, q).unwrap(),
+            );
+            // c[1] = coeff/α_t and c[3] = −coeff·σ_t/α_t carry the guidance alone.
+            for i in [1, 3, 5] {
+                assert!((d[i] - share * c[i]).abs() <= 1e-12 * c[i].abs(), "{n} {i}");
+            }
+            // The fresh noise and the x̂0 path of v do not depend on it.
+            assert_eq!((d[8], d[9]), (c[8], c[9]));
+        }
+        // The last step (t = 0, r² = 1e-4) almost ignores a residual that is
+        // mostly noise; the first (t = 800) keeps most of it.
+        let last = noisy.steps[noisy.len() - 1].noise_factor(q, 0.05);
+        let first = noisy.steps[0].noise_factor(q, 0.05);
+        assert!(last < 1e-3 && first > 0.5, "{first} {last}");
+    }
+
     #[test]
     fn bad_settings_are_typed_errors() {
         let plan = PgdmDiscretePlan::new(PgdmDiscreteConfig::default()).unwrap();
@@ -331,8 +402,23 @@ mod tests {
             Err(Error::InvalidParameter { name: "w", .. })
         ));
         assert!(matches!(
-            PgdmDiscretePlan::new(PgdmDiscreteConfig { eta: f64::NAN, ..d }),
+            PgdmDiscretePlan::new(PgdmDiscreteConfig {
+                eta: f64::NAN,
+                ..d.clone()
+            }),
             Err(Error::InvalidParameter { name: "eta", .. })
         ));
+        for sigma_y in [-0.1, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                PgdmDiscretePlan::new(PgdmDiscreteConfig {
+                    sigma_y,
+                    ..d.clone()
+                }),
+                Err(Error::InvalidParameter {
+                    name: "sigma_y",
+                    ..
+                })
+            ));
+        }
     }
 }

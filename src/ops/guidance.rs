@@ -131,8 +131,8 @@ impl<'r, B: GuidanceOps, P: GuidancePlan> GuidedSampler<'r, B, P> {
         let mask = op.spectral_mask_operator(backend)?;
         if mask.is_some() && plan.uses_gram_scale() {
             return Err(Error::UnsupportedOperator {
-                operator: format!("{:?}", op.kind()),
-                reason: "noisy C-ΠGDM needs H⁺(H⁺)ᵀ = q·P, which a separable operator lacks",
+                operator: op.kind().to_string(),
+                reason: "noisy ΠGDM and C-ΠGDM need H⁺(H⁺)ᵀ = q·P, which a separable operator lacks (DPS and DDS take noisy separable measurements)",
             });
         }
         check_measurements(backend, y)?;

@@ -126,7 +126,7 @@ impl Image {
 pub enum Method {
     /// C-ΠGDM (noisy C-ΠGDM when the task has noise).
     Cpgdm,
-    /// Discrete ΠGDM (DDIM, η = 1).
+    /// Discrete ΠGDM (DDIM, η = 1; noisy ΠGDM when the task has noise).
     Pgdm,
     /// Diffusion posterior sampling.
     Dps,
@@ -285,7 +285,9 @@ where
     }
     let (h, w, dtype) = (clean.height, clean.width, config.dtype);
     let item = Shape::from_dims(&[3, h, w])?;
-    let op = config.task.operator(backend, item, config.seed)?;
+    let op = config
+        .task
+        .operator(backend, item, config.noise, config.seed)?;
     let x_shape = Shape::new(1, 3, h, w);
     let y_shape = Shape::from_dims(&[&[1][..], op.y_item().dims()].concat())?;
     let to_model: Vec<f64> = clean
@@ -338,6 +340,7 @@ where
             let plan = PgdmDiscretePlan::new(PgdmDiscreteConfig {
                 steps: config.steps,
                 warm_start: Some(start),
+                sigma_y: config.noise,
                 ..PgdmDiscreteConfig::default()
             })?;
             guided_sample(backend, &plan, &op, &y, &z, net, options, &mut progress)?

@@ -2,7 +2,7 @@
 //! measurement looks as a picture.
 
 use crate::error::{Error, Result};
-use crate::ops::operator::separable::gaussian_taps;
+use crate::ops::operator::separable::{gaussian_taps, DEFAULT_TRUNCATION};
 use crate::ops::{Operator, OperatorOps};
 use crate::rng;
 use crate::tensor::Shape;
@@ -20,7 +20,8 @@ pub enum Task {
     InpaintRandom,
     /// Colorization from the mean of the channels.
     Colorize,
-    /// Gaussian deblurring, σ = 2 px, 9 taps, SVD truncated at 3e-2.
+    /// Gaussian deblurring, σ = 2 px, 9 taps; each axis's SVD truncated at
+    /// [`blur_truncation`] (3e-2 without noise).
     Deblur,
 }
 
@@ -29,6 +30,17 @@ pub const RANDOM_MISSING: f64 = 0.7;
 /// σ and radius of [`Task::Deblur`]'s kernel.
 pub const BLUR_SIGMA: f64 = 2.0;
 pub const BLUR_RADIUS: usize = 4;
+/// The per-axis SVD truncation of [`Task::Deblur`] for measurement noise σ
+/// (image units; 2σ in the network's [−1, 1] units): the larger of
+/// the operators' default 3e-2 (DDRM's) and √(2σ). The blur's 2-D singular values are
+/// products sᵢsⱼ of the axes' values, so with every kept axis value
+/// ≥ √(2σ) each kept component amplifies the noise 2σ by at most 1/(2σ) —
+/// to at most 1, half the image's range. With the noiseless truncation,
+/// σ = 0.05 would come back up to 1/9e-4 ≈ 1100 times larger, and H⁺y —
+/// the baseline and every method's start — would be noise.
+pub fn blur_truncation(noise: f64) -> f64 {
+    DEFAULT_TRUNCATION.max((2.0 * noise).sqrt())
+}
 
 impl Task {
     pub const ALL: [Task; 5] = [
@@ -68,11 +80,14 @@ impl Task {
         }
     }
 
-    /// The operator on images `item` = `[3, H, W]`; `seed` draws the random mask.
+    /// The operator on images `item` = `[3, H, W]` for measurements with
+    /// noise σ = `noise` (image units; it sets the deblurring's truncation);
+    /// `seed` draws the random mask.
     pub fn operator<B: OperatorOps>(
         self,
         backend: &B,
         item: Shape,
+        noise: f64,
         seed: u64,
     ) -> Result<Operator<B>> {
         let (h, w) = match *item.dims() {
@@ -104,7 +119,12 @@ impl Task {
             Task::Colorize => {
                 Operator::colorize(backend, item, Operator::<B>::OFFICIAL_COLOR_WEIGHTS)
             }
-            Task::Deblur => Operator::blur(backend, item, &gaussian_taps(BLUR_SIGMA, BLUR_RADIUS)),
+            Task::Deblur => Operator::blur_with_truncation(
+                backend,
+                item,
+                &gaussian_taps(BLUR_SIGMA, BLUR_RADIUS),
+                blur_truncation(noise),
+            ),
         }
     }
 
@@ -133,4 +153,44 @@ fn pixel_mask(h: usize, w: usize, kept: impl Fn(usize, usize) -> bool) -> Vec<f3
         .map(|p| if kept(p / w, p % w) { 1.0 } else { 0.0 })
         .collect();
     [&plane[..], &plane[..], &plane[..]].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::ops::Mode;
+    use crate::tensor::{DType, HostSlice, Tensor};
+
+    /// RMS of H⁺n for white noise n of std 2σ (the noise `restore` adds to y).
+    fn pinv_noise_rms(op: &Operator<CpuBackend>, b: &CpuBackend, sigma: f64) -> f64 {
+        let y_shape = Shape::from_dims(&[&[1][..], op.y_item().dims()].concat()).unwrap();
+        let n: Vec<f64> = (0..y_shape.checked_len().unwrap())
+            .map(|i| 2.0 * sigma * rng::normal_f64(7, 0, i as u32))
+            .collect();
+        let y = Tensor::from_host(b, y_shape, DType::F64, HostSlice::F64(&n)).unwrap();
+        let x_shape = Shape::from_dims(&[&[1][..], op.x_item().dims()].concat()).unwrap();
+        let mut x = Tensor::zeros(b, x_shape, DType::F64).unwrap();
+        op.apply(b, Mode::PseudoInverse, &y, &mut x).unwrap();
+        let x = x.to_f64(b).unwrap();
+        (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64).sqrt()
+    }
+
+    /// With noise, deblurring's truncation keeps every component's noise
+    /// gain ≤ 1/(2σ), so H⁺ of the noise stays below 1 (half the image
+    /// range); the noiseless truncation would blow it up.
+    #[test]
+    fn the_deblur_truncation_bounds_the_noise_in_h_pinv_y() {
+        let b = CpuBackend::new();
+        let item = Shape::from_dims(&[3, 32, 32]).unwrap();
+        assert_eq!(blur_truncation(0.0), DEFAULT_TRUNCATION);
+        for sigma in [0.01, 0.05, 0.2] {
+            let op = Task::Deblur.operator(&b, item, sigma, 0).unwrap();
+            let rms = pinv_noise_rms(&op, &b, sigma);
+            assert!(rms <= 1.0, "σ = {sigma}: H⁺n has RMS {rms}");
+            let fixed = Task::Deblur.operator(&b, item, 0.0, 0).unwrap();
+            let blown = pinv_noise_rms(&fixed, &b, sigma);
+            assert!(blown > 4.0 * rms, "σ = {sigma}: {blown} vs {rms}");
+        }
+    }
 }

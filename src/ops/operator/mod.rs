@@ -112,6 +112,23 @@ pub enum OperatorKind {
     },
 }
 
+/// A one-line name for messages (the blur's taps stay out of them).
+impl std::fmt::Display for OperatorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OperatorKind::InpaintKept => write!(f, "inpainting (kept entries)"),
+            OperatorKind::InpaintMasked => write!(f, "inpainting (masked image)"),
+            OperatorKind::AvgPool { factor } => write!(f, "{factor}×{factor} average pooling"),
+            OperatorKind::Colorize { .. } => write!(f, "colorization"),
+            OperatorKind::Blur { taps, .. } => write!(f, "separable blur ({} taps)", taps.len()),
+            OperatorKind::Bicubic { factor, .. } => write!(f, "bicubic ×{factor} down-sampling"),
+            OperatorKind::Separable { rows, cols, .. } => {
+                write!(f, "separable operator ({rows}×{cols} measurements)")
+            }
+        }
+    }
+}
+
 impl OperatorKind {
     /// Whether P is elementwise or block-local, so other families' kernels
     /// (the guidance passes) can apply it inline.
@@ -518,7 +535,7 @@ impl<B: OperatorOps> Operator<B> {
             .separable
             .as_ref()
             .ok_or_else(|| Error::UnsupportedOperator {
-                operator: format!("{:?}", self.kind),
+                operator: self.kind.to_string(),
                 reason: "only separable operators have a singular basis",
             })?;
         let n = self.x_item.checked_len()?;
