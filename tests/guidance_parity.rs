@@ -537,6 +537,8 @@ fn discrete_pgdm_reproduces_the_official_runs<B: Ops>(b: &B) {
             eta: meta["run"]["eta"].as_f64().unwrap(),
             schedule: NoiseSchedule::ddpm_linear(),
             warm_start: None,
+            // The official ΠGDM's guidance is noiseless whatever the run's σ_y.
+            sigma_y: 0.0,
         })
         .unwrap();
         let pairs: Vec<(i64, i64)> = plan.steps.iter().map(|s| (s.t, s.s)).collect();
