@@ -285,9 +285,12 @@ where
     }
     let (h, w, dtype) = (clean.height, clean.width, config.dtype);
     let item = Shape::from_dims(&[3, h, w])?;
+    // y comes from the task's operator; the baseline and the samplers invert
+    // one whose truncation suits the noise (the same one when noiseless).
+    let measure = config.task.operator(backend, item, config.seed)?;
     let op = config
         .task
-        .operator(backend, item, config.noise, config.seed)?;
+        .inverse_operator(backend, item, config.noise, config.seed)?;
     let x_shape = Shape::new(1, 3, h, w);
     let y_shape = Shape::from_dims(&[&[1][..], op.y_item().dims()].concat())?;
     let to_model: Vec<f64> = clean
@@ -298,7 +301,7 @@ where
     let x = Tensor::from_host(backend, x_shape, dtype, HostSlice::F64(&to_model))?;
     // y = H x in the run's dtype, plus seeded noise.
     let mut y = Tensor::zeros(backend, y_shape, x.dtype())?;
-    op.apply(backend, Mode::Forward, &x, &mut y)?;
+    measure.apply(backend, Mode::Forward, &x, &mut y)?;
     let noisy: Vec<f64> = y
         .to_f64(backend)?
         .iter()

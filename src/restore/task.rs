@@ -20,8 +20,8 @@ pub enum Task {
     InpaintRandom,
     /// Colorization from the mean of the channels.
     Colorize,
-    /// Gaussian deblurring, σ = 2 px, 9 taps; each axis's SVD truncated at
-    /// [`blur_truncation`] (3e-2 without noise).
+    /// Gaussian deblurring, σ = 2 px, 9 taps, SVD truncated at 3e-2 (inverted
+    /// with the truncation [`blur_truncation`] when y is noisy).
     Deblur,
 }
 
@@ -80,14 +80,36 @@ impl Task {
         }
     }
 
-    /// The operator on images `item` = `[3, H, W]` for measurements with
-    /// noise σ = `noise` (image units; it sets the deblurring's truncation);
-    /// `seed` draws the random mask.
+    /// The operator that measures images `item` = `[3, H, W]`; `seed` draws
+    /// the random mask.
     pub fn operator<B: OperatorOps>(
         self,
         backend: &B,
         item: Shape,
+        seed: u64,
+    ) -> Result<Operator<B>> {
+        self.operator_truncated(backend, item, DEFAULT_TRUNCATION, seed)
+    }
+
+    /// The operator the baseline and the samplers invert for measurements
+    /// with noise σ = `noise` (image units): [`Task::operator`], except that
+    /// deblurring's SVD truncation grows with σ ([`blur_truncation`]), which
+    /// leaves the measured components the noise would swamp out of H⁺ and P.
+    pub fn inverse_operator<B: OperatorOps>(
+        self,
+        backend: &B,
+        item: Shape,
         noise: f64,
+        seed: u64,
+    ) -> Result<Operator<B>> {
+        self.operator_truncated(backend, item, blur_truncation(noise), seed)
+    }
+
+    fn operator_truncated<B: OperatorOps>(
+        self,
+        backend: &B,
+        item: Shape,
+        truncation: f64,
         seed: u64,
     ) -> Result<Operator<B>> {
         let (h, w) = match *item.dims() {
@@ -123,7 +145,7 @@ impl Task {
                 backend,
                 item,
                 &gaussian_taps(BLUR_SIGMA, BLUR_RADIUS),
-                blur_truncation(noise),
+                truncation,
             ),
         }
     }
@@ -185,10 +207,10 @@ mod tests {
         let item = Shape::from_dims(&[3, 32, 32]).unwrap();
         assert_eq!(blur_truncation(0.0), DEFAULT_TRUNCATION);
         for sigma in [0.01, 0.05, 0.2] {
-            let op = Task::Deblur.operator(&b, item, sigma, 0).unwrap();
+            let op = Task::Deblur.inverse_operator(&b, item, sigma, 0).unwrap();
             let rms = pinv_noise_rms(&op, &b, sigma);
             assert!(rms <= 1.0, "σ = {sigma}: H⁺n has RMS {rms}");
-            let fixed = Task::Deblur.operator(&b, item, 0.0, 0).unwrap();
+            let fixed = Task::Deblur.operator(&b, item, 0).unwrap();
             let blown = pinv_noise_rms(&fixed, &b, sigma);
             assert!(blown > 4.0 * rms, "σ = {sigma}: {blown} vs {rms}");
         }
