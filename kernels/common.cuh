@@ -75,7 +75,8 @@ struct CgParams {
     unsigned int chunks;
     unsigned int batch;
     unsigned int gram_from_t;
-    unsigned int pad[2];
+    float stall2;
+    unsigned int pad;
     float identity;
     float gram;
     float rhs_x;

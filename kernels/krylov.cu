@@ -41,12 +41,13 @@ extern "C" __global__ void cg_pass_f32(const CgParams p, float* x, float* r, flo
     const unsigned int g = blockIdx.x, b = blockIdx.y, k = p.iteration;
     const unsigned int base = b * p.item + g * CG_CHUNK;
     const unsigned int len = min(CG_CHUNK, p.item - g * CG_CHUNK);
-    // The sum in `slot` (0, 1: ⟨r, r⟩ ping-pong; 2: ⟨p, q⟩) of this sample.
+    // The sum in `slot` (0, 1: ⟨r, r⟩ ping-pong; 2: ⟨p, q⟩; 3: ⟨b, b⟩) of this sample.
     auto slot_sum = [&](unsigned int slot) {
         const float* part = partials + (slot * p.batch + b) * p.chunks;
         return lane_sum(lanes, p.chunks, [&](unsigned int i) { return part[i]; });
     };
     float total = 0.0f;
+    float rhs_total = 0.0f;
     unsigned int out_slot = 0u;
     bool counted = false;
     if (p.pass == CG_RESIDUAL) {
@@ -56,6 +57,11 @@ extern "C" __global__ void cg_pass_f32(const CgParams p, float* x, float* r, flo
             const float kx = p.identity * x[o] + p.gram * gram_at(p, x, t, table, o);
             r[o] = rhs - kx;
             return r[o] * r[o];
+        });
+        rhs_total = lane_sum(lanes, len, [&](unsigned int i) {
+            const unsigned int o = base + i;
+            const float rhs = p.rhs_x * x[o] + p.rhs_d * d[o];
+            return rhs * rhs;
         });
     } else if (p.pass == CG_DIRECTION) {
         float beta = 0.0f;
@@ -80,7 +86,9 @@ extern "C" __global__ void cg_pass_f32(const CgParams p, float* x, float* r, flo
     } else if (p.pass == CG_UPDATE) {
         const float rr = slot_sum(k % 2u);
         const float pq = slot_sum(2u);
-        const bool stopped = k >= 1u && p.tolerance2 >= 0.0f && rr < p.tolerance2;
+        // The tolerance, or the stall rule: a residual down to the rounding
+        // of b leaves p rounding noise, and α noise over noise.
+        const bool stopped = (k >= 1u && p.tolerance2 >= 0.0f && rr < p.tolerance2) || rr <= p.stall2 * slot_sum(3u);
         counted = !stopped && pq != 0.0f;
         const float alpha = counted ? rr / pq : 0.0f;
         total = lane_sum(lanes, len, [&](unsigned int i) {
@@ -98,6 +106,9 @@ extern "C" __global__ void cg_pass_f32(const CgParams p, float* x, float* r, flo
     }
     if (threadIdx.x == 0u) {
         partials[(out_slot * p.batch + b) * p.chunks + g] = total;
+        if (p.pass == CG_RESIDUAL) {
+            partials[(3u * p.batch + b) * p.chunks + g] = rhs_total;
+        }
         if (g == 0u && p.pass == CG_RESIDUAL) {
             iterations[b] = 0u;
         }

@@ -39,7 +39,7 @@ struct Params {
     chunks: u32,
     batch: u32,
     gram_from_t: u32,
-    pad4: u32,
+    stall2: f32,
     pad5: u32,
     identity: f32,
     gram: f32,
@@ -164,7 +164,7 @@ fn fold_lanes(lid: u32) -> f32 {
     return total;
 }
 
-// This sample's sum in `slot` (0, 1: ⟨r, r⟩ ping-pong; 2: ⟨p, q⟩).
+// This sample's sum in `slot` (0, 1: ⟨r, r⟩ ping-pong; 2: ⟨p, q⟩; 3: ⟨b, b⟩).
 fn slot_sum(lid: u32, slot: u32, b: u32) -> f32 {
     let start = (slot * p.batch + b) * p.chunks;
     for (var l = lid; l < LANES; l += WORKGROUP_SIZE) {
@@ -232,7 +232,10 @@ fn cg_pass(@builtin(local_invocation_id) local: vec3<u32>, @builtin(workgroup_id
         out_slot = (k + 1u) % 2u;
         let rr = slot_sum(lid, k % 2u, b);
         let pq = slot_sum(lid, 2u, b);
-        let stopped = k >= 1u && p.tolerance2 >= 0.0 && rr < p.tolerance2;
+        // The tolerance, or the stall rule: a residual down to the rounding
+        // of b leaves p rounding noise, and α noise over noise.
+        let bb = slot_sum(lid, 3u, b);
+        let stopped = (k >= 1u && p.tolerance2 >= 0.0 && rr < p.tolerance2) || rr <= p.stall2 * bb;
         counted = !stopped && pq != 0.0;
         if (counted) {
             alpha = rr / pq;
@@ -246,8 +249,24 @@ fn cg_pass(@builtin(local_invocation_id) local: vec3<u32>, @builtin(workgroup_id
         lanes[l] = acc;
     }
     let total = fold_lanes(lid);
+    // ⟨b, b⟩ of the right-hand side, summed like ⟨r, r⟩, for the stall rule.
+    var rhs_total = 0.0;
+    if (p.stage == RESIDUAL) {
+        for (var l = lid; l < LANES; l += WORKGROUP_SIZE) {
+            var acc = 0.0;
+            for (var i = l; i < len; i += LANES) {
+                let rhs = p.rhs_x * xs[base + i] + p.rhs_d * ds[base + i];
+                acc = acc + rhs * rhs;
+            }
+            lanes[l] = acc;
+        }
+        rhs_total = fold_lanes(lid);
+    }
     if (lid == 0u) {
         partials[(out_slot * p.batch + b) * p.chunks + g] = total;
+        if (p.stage == RESIDUAL) {
+            partials[(3u * p.batch + b) * p.chunks + g] = rhs_total;
+        }
         if (g == 0u && p.stage == RESIDUAL) {
             iterations[b] = 0u;
         }

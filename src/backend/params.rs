@@ -227,12 +227,14 @@ pub const CG_CHUNK: usize = 4 * CG_LANES;
 /// operator's Project program, or read from the `t` buffer (`gram_from_t`),
 /// which the operator's own kernels filled with AᵀA v.
 pub mod cg_pass {
-    /// `r = rhs_x·x + rhs_d·d − K x`; ⟨r, r⟩ into rr slot 0; iterations = 0.
+    /// `r = rhs_x·x + rhs_d·d − K x`; ⟨r, r⟩ into rr slot 0, ⟨b, b⟩ of the
+    /// right-hand side `b = rhs_x·x + rhs_d·d` into slot 3; iterations = 0.
     pub const RESIDUAL: u32 = 0;
     /// β = rr_k / rr_{k−1} (0 at k = 0 or when rr_{k−1} = 0), `p = r + β·p`,
     /// `q = K r + β·q` (= K p); ⟨p, q⟩ into the pq slot.
     pub const DIRECTION: u32 = 1;
-    /// α = rr_k / ⟨p, q⟩ (0 when ⟨p, q⟩ = 0 or the sample has stopped),
+    /// α = rr_k / ⟨p, q⟩ (0 when ⟨p, q⟩ = 0 or the sample has stopped: by
+    /// the tolerance, or by the stall rule rr_k ≤ stall2·⟨b, b⟩),
     /// `x += α·p`, `r −= α·q`; ⟨r, r⟩ into rr slot (k + 1) mod 2.
     pub const UPDATE: u32 = 2;
     /// ⟨d, t⟩ into the pq slot, nothing else (the unfused baseline's dot).
@@ -267,7 +269,12 @@ pub struct CgParams {
     pub batch: u32,
     /// 1 when G v comes from the `t` buffer, 0 when P v is computed inline.
     pub gram_from_t: u32,
-    pub _pad: [u32; 2],
+    /// A sample stops (α = 0) at every k once rr_k ≤ stall2·⟨b, b⟩: its
+    /// residual is down to the rounding of the right-hand side, where p is
+    /// rounding noise and α = rr/⟨p, q⟩ would be noise over noise — for a
+    /// singular K (the normal equations) an arbitrarily large step.
+    pub stall2: f32,
+    pub _pad: u32,
     pub identity: f32,
     pub gram: f32,
     pub rhs_x: f32,

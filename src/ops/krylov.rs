@@ -50,7 +50,22 @@ pub struct CgScalars {
     pub rhs_d: f64,
     /// Squared tolerance; negative: none.
     pub tolerance2: f64,
+    /// The stall rule's squared relative residual ([`stall2`]).
+    pub stall2: f64,
     pub c: [f64; 3],
+}
+
+/// The stall rule of CG in state `dtype`: a sample stops once
+/// ‖r‖ ≤ 8ε‖b‖ (ε the state's unit round-off, b the right-hand side), i.e.
+/// once its residual is rounding — what a fixed M would otherwise iterate on.
+/// Returns (8ε)²: 2⁻⁴⁰ for f32 state, 2⁻⁹⁸ for f64.
+pub fn stall2(dtype: DType) -> f64 {
+    let eps = if dtype == DType::F64 {
+        f64::EPSILON / 2.0
+    } else {
+        f64::from(f32::EPSILON) / 2.0
+    };
+    (8.0 * eps).powi(2)
 }
 
 impl CgScalars {
@@ -61,6 +76,7 @@ impl CgScalars {
         rhs_x: 0.0,
         rhs_d: 0.0,
         tolerance2: -1.0,
+        stall2: -1.0,
         c: [0.0; 3],
     };
 
@@ -83,7 +99,8 @@ impl CgScalars {
             chunks: item.div_ceil(CG_CHUNK) as u32,
             batch: batch as u32,
             gram_from_t: u32::from(gram_from_t),
-            _pad: [0; 2],
+            stall2: self.stall2 as f32,
+            _pad: 0,
             identity: self.identity as f32,
             gram: self.gram as f32,
             rhs_x: self.rhs_x as f32,
@@ -102,7 +119,7 @@ const NO_OPERATOR: OperatorScalars = OperatorScalars {
 };
 
 /// One validated CG pass: x, r, p, q, d, t hold `batch·item` elements of
-/// `dtype`, `partials` `3·batch·chunks` (rr slots 0 and 1, then pq),
+/// `dtype`, `partials` `4·batch·chunks` (rr slots 0 and 1, pq, ⟨b, b⟩),
 /// `iterations` `batch` u32, and `table` every index P reads. Only
 /// [`ConjugateGradient`] makes one.
 pub struct CgCall<'a, B: Backend> {
@@ -380,7 +397,7 @@ impl<'o, B: KrylovOps> ConjugateGradient<'o, B> {
             q: zeros()?,
             t: zeros()?,
             inline: normal.inline_gram().is_some(),
-            partials: Tensor::zeros(backend, Shape::flat(3 * batch * chunks), dtype)?,
+            partials: Tensor::zeros(backend, Shape::flat(4 * batch * chunks), dtype)?,
             iterations: Tensor::zeros(backend, Shape::flat(batch), DType::U32)?,
         })
     }
@@ -549,6 +566,7 @@ impl<'o, B: KrylovOps> ConjugateGradient<'o, B> {
             rhs_x,
             rhs_d,
             tolerance2: self.options.tolerance.map_or(-1.0, |t| t * t),
+            stall2: stall2(self.dtype),
             c: [0.0; 3],
         };
         let params = scalars.params(op, pass, k, self.shape, inline.is_none());

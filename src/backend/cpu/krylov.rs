@@ -75,7 +75,8 @@ struct Sums<'a, M> {
 }
 
 impl<M: Math> Sums<'_, M> {
-    /// The sum in `slot` (0, 1: ⟨r, r⟩ ping-pong; 2: ⟨p, q⟩) of sample `b`.
+    /// The sum in `slot` (0, 1: ⟨r, r⟩ ping-pong; 2: ⟨p, q⟩; 3: ⟨b, b⟩) of
+    /// sample `b`.
     fn get(&self, slot: usize, b: usize) -> M {
         let start = (slot * self.batch + b) * self.chunks;
         lane_sum(self.chunks, |g| self.partials[start + g])
@@ -96,10 +97,14 @@ fn beta<M: Math>(sums: &Sums<'_, M>, k: usize, b: usize) -> M {
 }
 
 /// α of UPDATE k, or `None` where the sample has stopped (tolerance reached,
-/// or ⟨p, q⟩ exactly 0: nothing left to do).
-fn alpha<M: Math>(sums: &Sums<'_, M>, k: usize, b: usize, tolerance2: M) -> Option<M> {
+/// residual down to rounding by the stall rule, or ⟨p, q⟩ exactly 0: nothing
+/// left to do).
+fn alpha<M: Math>(sums: &Sums<'_, M>, k: usize, b: usize, c: &Scalars<M>) -> Option<M> {
     let rr = sums.get(k % 2, b);
-    if k >= 1 && tolerance2 >= M::ZERO && rr < tolerance2 {
+    if k >= 1 && c.tolerance2 >= M::ZERO && rr < c.tolerance2 {
+        return None;
+    }
+    if rr <= c.stall2 * sums.get(3, b) {
         return None;
     }
     let pq = sums.get(2, b);
@@ -139,7 +144,7 @@ fn cg<M: Element<M = M> + Math>(backend: &CpuBackend, call: CgCall<'_, CpuBacken
         }
         _ => return None,
     };
-    let old_partials = M::slice(call.partials)?[..3 * batch * chunks].to_vec();
+    let old_partials = M::slice(call.partials)?[..4 * batch * chunks].to_vec();
     let sums = Sums {
         partials: &old_partials,
         batch,
@@ -154,6 +159,8 @@ fn cg<M: Element<M = M> + Math>(backend: &CpuBackend, call: CgCall<'_, CpuBacken
         return None;
     };
     let mut fresh = vec![M::ZERO; batch * chunks];
+    // ⟨b, b⟩ of the RESIDUAL pass, for slot 3.
+    let mut rhs_sums = vec![M::ZERO; batch * chunks];
     for b in 0..batch {
         let span = b * item..(b + 1) * item;
         let partial = &mut fresh[b * chunks..(b + 1) * chunks];
@@ -176,6 +183,11 @@ fn cg<M: Element<M = M> + Math>(backend: &CpuBackend, call: CgCall<'_, CpuBacken
                     }
                     lane_sum(r.len(), |i| r[i] * r[i])
                 });
+                let (x, d) = (&*x, d);
+                chunked_sum(&mut rhs_sums[b * chunks..(b + 1) * chunks], item, |o| {
+                    let rhs = c.rhs_x * x[o] + c.rhs_d * d[o];
+                    rhs * rhs
+                });
                 iterations[b] = 0;
             }
             cg_pass::DIRECTION => {
@@ -197,7 +209,7 @@ fn cg<M: Element<M = M> + Math>(backend: &CpuBackend, call: CgCall<'_, CpuBacken
                     lane_sum(pv.len(), |i| pv[i] * q[i])
                 });
             }
-            cg_pass::UPDATE => match alpha(&sums, k, b, c.tolerance2) {
+            cg_pass::UPDATE => match alpha(&sums, k, b, &c) {
                 Some(alpha) => {
                     let (pv, q) = (&*pv, &*q);
                     chunks2(x, r, partial, |base, x, r| {
@@ -225,6 +237,9 @@ fn cg<M: Element<M = M> + Math>(backend: &CpuBackend, call: CgCall<'_, CpuBacken
     };
     let partials = M::slice_mut(call.partials)?;
     partials[slot * batch * chunks..(slot + 1) * batch * chunks].copy_from_slice(&fresh);
+    if p.pass == cg_pass::RESIDUAL {
+        partials[3 * batch * chunks..4 * batch * chunks].copy_from_slice(&rhs_sums);
+    }
     if let Some(buf) = scratch {
         backend.pool().give_back(n, M::DTYPE, buf);
     }
@@ -271,6 +286,7 @@ struct Scalars<M> {
     rhs_x: M,
     rhs_d: M,
     tolerance2: M,
+    stall2: M,
 }
 
 fn scalars<M: Math>(s: &CgScalars) -> Scalars<M> {
@@ -280,6 +296,7 @@ fn scalars<M: Math>(s: &CgScalars) -> Scalars<M> {
         rhs_x: M::from_f64(s.rhs_x),
         rhs_d: M::from_f64(s.rhs_d),
         tolerance2: M::from_f64(s.tolerance2),
+        stall2: M::from_f64(s.stall2),
     }
 }
 
