@@ -30,8 +30,8 @@ use crate::guidance::{CpgdmConfig, CpgdmPlan, PgdmDiscreteConfig, PgdmDiscretePl
 use crate::ops::{Mode, Operator, Ops};
 use crate::rng;
 use crate::sampler::{
-    dds_sample, dps_sample, guided_sample, DdsConfig, DdsPlan, DpsConfig, DpsPlan, GuidedDenoiser,
-    GuidedOptions, Jacobian, Progress,
+    dds_sample, dps_sample, guided_sample, DataConsistency, DdsConfig, DdsPlan, DpsConfig, DpsPlan,
+    GuidedDenoiser, GuidedOptions, Jacobian, Progress,
 };
 use crate::tensor::{DType, HostSlice, Shape, Tensor};
 pub use quality::{psnr, ssim};
@@ -130,7 +130,8 @@ pub enum Method {
     Pgdm,
     /// Diffusion posterior sampling.
     Dps,
-    /// The decomposed diffusion sampler (CG data consistency).
+    /// The decomposed diffusion sampler (CG data consistency: the normal
+    /// equations for noiseless y, Tikhonov with γ = 1 for noisy y).
     Dds,
 }
 
@@ -369,6 +370,14 @@ where
             let plan = DdsPlan::new(DdsConfig {
                 steps: config.steps,
                 warm_start: Some(start),
+                // The official branches: the normal equations for noiseless
+                // y (since the CG stall rule, safe at a fixed M), Tikhonov
+                // with γ = 1 for noisy y.
+                consistency: if config.noise > 0.0 {
+                    DataConsistency::Tikhonov { gamma: 1.0 }
+                } else {
+                    DataConsistency::NormalEquations
+                },
                 ..DdsConfig::default()
             })?;
             let start = mix(backend, plan.start_weights(), &baseline, &z)?;
