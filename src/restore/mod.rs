@@ -87,6 +87,19 @@ fn project<B: Ops>(
     mix(backend, (1.0, 1.0), x, &correction)
 }
 
+/// DDS's noisy γ for `op`: the official γ = 1 is for an MRI mask, whose
+/// AᵀA has norm 1; an operator with AᵀA = P/q (SR's 4×4 pooling: q = 16,
+/// colorization: q = 3) gets γ = q, so that `I + γAᵀA = I + P` weighs its
+/// measurements as the mask's. The blur's AᵀA has norm ≈ 1 already.
+fn unit_gram_gamma<B: Ops>(op: &Operator<B>) -> f64 {
+    let q = op.pinv_gram_scale();
+    if q.is_finite() {
+        q
+    } else {
+        1.0
+    }
+}
+
 /// An RGB image, channel-major (`[3, height, width]`), values in [0, 1].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Image {
@@ -131,7 +144,8 @@ pub enum Method {
     /// Diffusion posterior sampling.
     Dps,
     /// The decomposed diffusion sampler (CG data consistency: the normal
-    /// equations for noiseless y, Tikhonov with γ = 1 for noisy y).
+    /// equations for noiseless y, Tikhonov for noisy y with γ = 1 per unit
+    /// of ‖AᵀA‖).
     Dds,
 }
 
@@ -372,9 +386,11 @@ where
                 warm_start: Some(start),
                 // The official branches: the normal equations for noiseless
                 // y (since the CG stall rule, safe at a fixed M), Tikhonov
-                // with γ = 1 for noisy y.
+                // for noisy y — the official γ = 1 per unit of ‖AᵀA‖.
                 consistency: if config.noise > 0.0 {
-                    DataConsistency::Tikhonov { gamma: 1.0 }
+                    DataConsistency::Tikhonov {
+                        gamma: unit_gram_gamma(&op),
+                    }
                 } else {
                     DataConsistency::NormalEquations
                 },
