@@ -376,9 +376,9 @@ impl CudaDevice for Recorder {
     }
 }
 
-/// An f32 conv2d goes to the device's convolution library when it has one
-/// (cuDNN on a GPU), counted as one launch plus one for the bias, unless
-/// the padding is one the library cannot express, the storage is f16, or
+/// A conv2d, f32 or f16, goes to the device's convolution library when it
+/// has one (cuDNN on a GPU), counted as one launch plus one for the bias,
+/// unless the padding is one the library cannot express or
 /// `set_library_conv(false)` asks for the kernel; without a library (the
 /// recorder's default, like a GPU without libcudnn) the kernel runs.
 #[test]
@@ -440,25 +440,31 @@ fn nn_conv2d_prefers_a_vendor_convolution_where_it_serves() {
         }
         assert_eq!(b.launch_count(), before + 3, "conv, conv + bias add");
         assert!(b.device().launches.lock().unwrap().is_empty());
-        let want = VendorConv::new(&g).unwrap();
-        assert_eq!(*want.conv(), g);
+        let want = VendorConv::new(&g, DType::F32).unwrap();
+        assert_eq!((*want.conv(), want.f16()), (g, false));
         assert_eq!(convs(&b), [(want, false), (want, true)]);
 
         // Padding cuDNN cannot express: the kernel.
         let mut small = buf(2 * 4 * 12, DType::F32);
         nn::conv2d(&b, down, &x, &w, Some(&bias), &mut small).unwrap();
         assert_eq!(last(&b).unwrap().0, "nn_conv2d_f32");
-        // f16 storage: the f16 kernel.
+        // f16 storage: the library too, told so; with padding it cannot
+        // express, the f16 kernel.
         let h = |n| b.alloc(n, DType::F16).unwrap();
         let (xh, wh, mut outh) = (h(2 * 3 * 48), h(4 * 27), h(2 * 4 * 48));
         nn::conv2d(&b, g, &xh, &wh, None, &mut outh).unwrap();
+        let half = VendorConv::new(&g, DType::F16).unwrap();
+        assert!(half.f16());
+        assert_eq!(convs(&b)[2], (half, false));
+        let mut small_h = h(2 * 4 * 12);
+        nn::conv2d(&b, down, &xh, &wh, None, &mut small_h).unwrap();
         assert_eq!(last(&b).unwrap().0, "nn_conv2d_f16");
         // Switched off: the kernel, for the same call the library took.
         b.set_library_conv(false);
         assert_eq!(b.conv_path(), ConvPath::Kernels);
         nn::conv2d(&b, g, &x, &w, None, &mut out).unwrap();
         assert_eq!(last(&b).unwrap().0, "nn_conv2d_f32");
-        assert_eq!(convs(&b).len(), 2);
+        assert_eq!(convs(&b).len(), 3);
     }
 }
 
@@ -466,7 +472,7 @@ fn nn_conv2d_prefers_a_vendor_convolution_where_it_serves() {
 /// size, on a grid capped per dimension; a matmul without bias goes to the
 /// device's vendor GEMM when it has one (β = 1 when accumulating), counted as
 /// one launch, and with a bias — or without a vendor GEMM — to the kernel;
-/// f16 storage always runs the f16 kernels.
+/// f16 storage likewise, the vendor GEMM told it is f16.
 #[test]
 fn nn_gemms_launch_fixed_blocks_and_prefer_a_vendor_gemm_without_bias() {
     use diffinv::ops::nn::{self, Conv2d, Matmul};
@@ -540,6 +546,7 @@ fn nn_gemms_launch_fixed_blocks_and_prefer_a_vendor_gemm_without_bias() {
         trans_b: false,
         alpha: 0.5,
         beta: 1.0,
+        f16: false,
     };
     assert_eq!(calls, [want, VendorGemm { beta: 0.0, ..want }]);
     // A bias: the kernel, which adds it.
@@ -547,17 +554,18 @@ fn nn_gemms_launch_fixed_blocks_and_prefer_a_vendor_gemm_without_bias() {
     assert_eq!(last(&v).unwrap().0, "nn_matmul_f32");
     assert_eq!(v.device().vendor.as_ref().unwrap().lock().unwrap().len(), 2);
 
-    // f16 storage: the f16 kernels, and never the vendor GEMM (f32 only),
-    // bias or not.
+    // f16 storage: the vendor GEMM too, told so (f16 in, f32 compute);
+    // with a bias the f16 kernel.
     let h = |n| v.alloc(n, DType::F16).unwrap();
     let (a, bm, bias, mut c) = (h(30), h(40), h(4), h(24));
     let before = v.launch_count();
     nn::matmul(&v, mm, &a, &bm, None, &mut c).unwrap();
-    assert_eq!(last(&v).unwrap().0, "nn_matmul_f16");
+    let calls = v.device().vendor.as_ref().unwrap().lock().unwrap().clone();
+    assert_eq!(calls[2], VendorGemm { f16: true, ..want });
     nn::matmul(&v, mm, &a, &bm, Some(&bias), &mut c).unwrap();
     assert_eq!(last(&v).unwrap().0, "nn_matmul_f16");
     assert_eq!(v.launch_count(), before + 2);
-    assert_eq!(v.device().vendor.as_ref().unwrap().lock().unwrap().len(), 2);
+    assert_eq!(v.device().vendor.as_ref().unwrap().lock().unwrap().len(), 3);
     let (x, w, mut out) = (h(5 * 2 * 400), h(70 * 18), h(5 * 70 * 400));
     nn::conv2d(&v, g, &x, &w, None, &mut out).unwrap();
     let (kernel, cfg, _) = last(&v).unwrap();

@@ -31,16 +31,23 @@ pub const RANDOM_MISSING: f64 = 0.7;
 pub const BLUR_SIGMA: f64 = 2.0;
 pub const BLUR_RADIUS: usize = 4;
 /// The per-axis SVD truncation of [`Task::Deblur`] for measurement noise σ
-/// (image units; 2σ in the network's [−1, 1] units): the larger of
-/// the operators' default 3e-2 (DDRM's) and √(2σ). The blur's 2-D singular values are
-/// products sᵢsⱼ of the axes' values, so with every kept axis value
-/// ≥ √(2σ) each kept component amplifies the noise 2σ by at most 1/(2σ) —
-/// to at most 1, half the image's range. With the noiseless truncation,
-/// σ = 0.05 would come back up to 1/9e-4 ≈ 1100 times larger, and H⁺y —
-/// the baseline and every method's start — would be noise.
+/// (image units; 2σ in the network's [−1, 1] units): √(2σ), between the
+/// operators' default 3e-2 (DDRM's) and [`MAX_BLUR_TRUNCATION`]. The blur's
+/// 2-D singular values are products sᵢsⱼ of the axes' values, so with every
+/// kept axis value ≥ √(2σ) each kept component amplifies the noise 2σ by at
+/// most 1/(2σ) — to at most 1, half the image's range. With the noiseless
+/// truncation, σ = 0.05 would come back up to 1/9e-4 ≈ 1100 times larger,
+/// and H⁺y — the baseline and every method's start — would be noise.
 pub fn blur_truncation(noise: f64) -> f64 {
-    DEFAULT_TRUNCATION.max((2.0 * noise).sqrt())
+    (2.0 * noise)
+        .sqrt()
+        .clamp(DEFAULT_TRUNCATION, MAX_BLUR_TRUNCATION)
 }
+
+/// The most [`blur_truncation`] drops: from σ = 0.125 on it stays here, so
+/// that the blur's strongest components (singular values up to 1) are
+/// always inverted, however noisy y is.
+pub const MAX_BLUR_TRUNCATION: f64 = 0.5;
 
 impl Task {
     pub const ALL: [Task; 5] = [
@@ -206,6 +213,11 @@ mod tests {
         let b = CpuBackend::new();
         let item = Shape::from_dims(&[3, 32, 32]).unwrap();
         assert_eq!(blur_truncation(0.0), DEFAULT_TRUNCATION);
+        // Past σ = 0.125 the strongest components are still inverted.
+        for sigma in [0.125, 1.0, 1e300, f64::INFINITY] {
+            assert_eq!(blur_truncation(sigma), MAX_BLUR_TRUNCATION, "σ = {sigma}");
+            Task::Deblur.inverse_operator(&b, item, sigma, 0).unwrap();
+        }
         for sigma in [0.01, 0.05, 0.2] {
             let op = Task::Deblur.inverse_operator(&b, item, sigma, 0).unwrap();
             let rms = pinv_noise_rms(&op, &b, sigma);

@@ -71,6 +71,15 @@ fn column_major(g: &VendorGemm) -> Option<ColumnMajor> {
     })
 }
 
+/// cuBLAS's type for A, B and C of `g`.
+fn storage_type(g: &VendorGemm) -> sys::cudaDataType {
+    if g.f16 {
+        sys::cudaDataType::CUDA_R_16F
+    } else {
+        sys::cudaDataType::CUDA_R_32F
+    }
+}
+
 fn op(transposed: bool) -> sys::cublasOperation_t {
     if transposed {
         sys::cublasOperation_t::CUBLAS_OP_T
@@ -102,19 +111,23 @@ impl Blas {
         .flatten()
     }
 
-    /// `g` on device addresses `a`, `b`, `c` with f32 inputs, outputs and
-    /// accumulation (CUBLAS_COMPUTE_32F: no TF32, whose 10-bit mantissa would
-    /// miss the family's tolerance). `Ok(false)` when a size exceeds cuBLAS's
-    /// 32-bit arguments, so the caller runs its own kernel.
+    /// `g` on device addresses `a`, `b`, `c`, stored in f32 or (`g.f16`)
+    /// f16, with f32 products and accumulation either way
+    /// (CUBLAS_COMPUTE_32F): for f32 that rules out TF32, whose 10-bit
+    /// mantissa would miss the family's tolerance; for f16 — whose products
+    /// are exact in f32 — it runs on tensor cores, each output rounded to
+    /// f16 once, as the kernel does. α and β are f32 host values for both.
+    /// `Ok(false)` when a size exceeds cuBLAS's 32-bit arguments, so the
+    /// caller runs its own kernel.
     ///
     /// # Safety
-    /// `a` holds batch·m·k f32, `b` batch·k·n and `c` batch·m·n, live on the
-    /// handle's stream.
-    pub(super) unsafe fn sgemm(&self, g: &VendorGemm, a: u64, b: u64, c: u64) -> Result<bool> {
+    /// `a` holds batch·m·k elements of the storage type, `b` batch·k·n and
+    /// `c` batch·m·n, live on the handle's stream.
+    pub(super) unsafe fn gemm(&self, g: &VendorGemm, a: u64, b: u64, c: u64) -> Result<bool> {
         let Some(cm) = column_major(g) else {
             return Ok(false);
         };
-        let f32_type = sys::cudaDataType::CUDA_R_32F;
+        let storage = storage_type(g);
         // SAFETY: the caller's contract on a, b, c; alpha and beta are host
         // values that outlive the call (cuBLAS's default host pointer mode).
         unsafe {
@@ -127,16 +140,16 @@ impl Blas {
                 cm.depth,
                 (&g.alpha as *const f32).cast::<c_void>(),
                 b as *const c_void,
-                f32_type,
+                storage,
                 cm.ldb,
                 cm.stride_b,
                 a as *const c_void,
-                f32_type,
+                storage,
                 cm.lda,
                 cm.stride_a,
                 (&g.beta as *const f32).cast::<c_void>(),
                 c as *mut c_void,
-                f32_type,
+                storage,
                 cm.ldc,
                 cm.stride_c,
                 cm.batch,
@@ -215,6 +228,7 @@ mod tests {
                 trans_b: flags & 2 != 0,
                 alpha: 0.5,
                 beta: 1.0,
+                f16: false,
             };
             let cm = column_major(&g).unwrap();
             let mut got = c0.clone();
@@ -261,7 +275,30 @@ mod tests {
             trans_b: false,
             alpha: 1.0,
             beta: 0.0,
+            f16: false,
         };
         assert_eq!(column_major(&g), None);
+    }
+
+    /// f16 storage hands cuBLAS f16 operands (with f32 compute, set in
+    /// `gemm`); everything else stays f32.
+    #[test]
+    fn the_storage_type_follows_the_call() {
+        let g = VendorGemm {
+            batch: 1,
+            m: 2,
+            n: 3,
+            k: 4,
+            trans_a: false,
+            trans_b: true,
+            alpha: 1.0,
+            beta: 0.0,
+            f16: false,
+        };
+        assert_eq!(storage_type(&g), sys::cudaDataType::CUDA_R_32F);
+        let h = VendorGemm { f16: true, ..g };
+        assert_eq!(storage_type(&h), sys::cudaDataType::CUDA_R_16F);
+        // The layout mapping does not depend on the storage.
+        assert_eq!(column_major(&g), column_major(&h));
     }
 }

@@ -4,6 +4,7 @@
 use super::launch::{Kernel, KernelArgs};
 use crate::error::Result;
 use crate::ops::nn::Conv2d;
+use crate::tensor::DType;
 
 /// Grid, block and dynamic shared memory of one launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,10 +14,11 @@ pub struct LaunchConfig {
     pub shared_bytes: u32,
 }
 
-/// A row-major, strided-batched f32 GEMM that a device may hand to a vendor
+/// A row-major, strided-batched GEMM that a device may hand to a vendor
 /// library: `c[z] = α·op(a[z])·op(b[z]) + β·c[z]` for `z < batch`, `op(a[z])`
 /// m×k (stored k×m when `trans_a`), `op(b[z])` k×n (stored n×k when
-/// `trans_b`), `c[z]` m×n.
+/// `trans_b`), `c[z]` m×n; a, b and c in f32, or in f16 when `f16` — the
+/// products and sums in f32 either way, c rounded once.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct VendorGemm {
     pub batch: usize,
@@ -27,15 +29,19 @@ pub struct VendorGemm {
     pub trans_b: bool,
     pub alpha: f32,
     pub beta: f32,
+    pub f16: bool,
 }
 
-/// An f32 convolution a device may hand to a vendor library (cuDNN on a
-/// GPU): the nn family's [`Conv2d`] — NCHW input and output, OIHW weights,
+/// An f32 or f16 convolution a device may hand to a vendor library (cuDNN on
+/// a GPU): the nn family's [`Conv2d`] — NCHW input and output, OIHW weights,
 /// cross-correlation — with the same zero padding on every side
 /// (`pad_after == pad`, as such a library takes it). Only
 /// [`VendorConv::new`] makes one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VendorConv(Conv2d);
+pub struct VendorConv {
+    conv: Conv2d,
+    f16: bool,
+}
 
 impl VendorConv {
     /// `g` with `pad_after` set to `pad`, or `None` when that would change
@@ -44,7 +50,15 @@ impl VendorConv {
     /// pad_after`, so where the size agrees the two compute the same
     /// values: always with `pad_after == pad`, never with diffusers' `(0,
     /// 1)` padding before a stride-2 conv (one output row and column more).
-    pub fn new(g: &Conv2d) -> Option<VendorConv> {
+    ///
+    /// Storage is `dtype`'s: f32, or f16 (`None` for any other) — with f32
+    /// products and sums either way, each output rounded once.
+    pub fn new(g: &Conv2d, dtype: DType) -> Option<VendorConv> {
+        let f16 = match dtype {
+            DType::F32 => false,
+            DType::F16 => true,
+            _ => return None,
+        };
         let symmetric = Conv2d {
             pad_after: g.pad,
             ..*g
@@ -53,13 +67,20 @@ impl VendorConv {
         // sides it must hold again, or there is no output (and `out_size`
         // would underflow).
         let fits = |n: usize| n + 2 * g.pad >= g.k;
-        (fits(g.h) && fits(g.w) && symmetric.out_size() == g.out_size())
-            .then_some(VendorConv(symmetric))
+        (fits(g.h) && fits(g.w) && symmetric.out_size() == g.out_size()).then_some(VendorConv {
+            conv: symmetric,
+            f16,
+        })
     }
 
     /// The convolution, with `pad_after == pad`.
     pub fn conv(&self) -> &Conv2d {
-        &self.0
+        &self.conv
+    }
+
+    /// Whether x, w, the bias and the output are f16 (else f32).
+    pub fn f16(&self) -> bool {
+        self.f16
     }
 }
 
@@ -138,7 +159,8 @@ pub trait CudaDevice: Send + Sync {
     /// this default, for devices without one (the emulation harness).
     ///
     /// # Safety
-    /// `a` holds batch·m·k f32, `b` batch·k·n and `c` batch·m·n.
+    /// `a` holds batch·m·k elements (f16 when `gemm.f16`, else f32), `b`
+    /// batch·k·n and `c` batch·m·n.
     unsafe fn vendor_gemm(
         &self,
         _gemm: &VendorGemm,
@@ -157,8 +179,9 @@ pub trait CudaDevice: Send + Sync {
     /// for devices without one (the emulation harness).
     ///
     /// # Safety
-    /// `x` holds batch·cin·h·w f32, `w` cout·cin·k·k, `bias` (when given)
-    /// cout and `out` batch·cout·ho·wo (`conv`'s output size).
+    /// `x` holds batch·cin·h·w elements (f16 when `conv.f16()`, else f32),
+    /// `w` cout·cin·k·k, `bias` (when given) cout and `out` batch·cout·ho·wo
+    /// (`conv`'s output size).
     unsafe fn vendor_conv(
         &self,
         _conv: &VendorConv,

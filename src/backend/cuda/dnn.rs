@@ -3,30 +3,35 @@
 //! than version 9, whose status codes cudarc's bindings describe), or on a
 //! device that is not a real GPU such as the emulation harness, conv2d runs
 //! the crate's own implicit-GEMM kernel (kernels/nn.cu); so does every call
-//! cuDNN does not serve: f16 storage, padding cuDNN cannot express, sizes beyond its
+//! cuDNN does not serve: padding cuDNN cannot express, sizes beyond its
 //! 32-bit arguments, and shapes cuDNN refuses when the plan is made.
 //!
-//! What it serves: f32 NCHW tensors, OIHW weights, cross-correlation with the
-//! same zero padding on every side, one square stride. The bias, when there
-//! is one, is added afterwards by `cudnnAddTensor` in place — the kernel
-//! also adds it once to the finished f32 sum, so both round the same way.
+//! What it serves: NCHW tensors in f32 or f16 storage, OIHW weights,
+//! cross-correlation with the same zero padding on every side, one square
+//! stride. The bias, when there is one, is added afterwards by
+//! `cudnnAddTensor` in place — the kernel also adds it once to the finished
+//! f32 sum, so in f32 both round the same way; in f16 cuDNN rounds the sum
+//! to f16 before adding the bias, one rounding more than the kernel (half
+//! an f16 ulp, far inside the f16 tolerance of 3e-2).
 //!
-//! Numerical contract: f32 products with f32 accumulation (CUDNN_FMA_MATH,
-//! so no TF32, whose 10-bit mantissa would miss the family's tolerance), and
-//! only GEMM-family algorithms (implicit GEMM, precomputed implicit GEMM,
-//! explicit GEMM): each output is the same `cin·k·k`-term dot product as
-//! the kernel's, summed in another order, so the two differ by rounding
-//! alone and the kernel's parity tolerance with the CPU (1e-6 normalised,
-//! 1e-5 absolute in `tests/nn_parity.rs`) is the one we expect of cuDNN.
-//! FFT and Winograd algorithms are excluded: they transform the operands and
-//! their error does not follow that bound.
+//! Numerical contract: f32 products with f32 accumulation — for f32 storage
+//! CUDNN_FMA_MATH, so no TF32, whose 10-bit mantissa would miss the family's
+//! tolerance; for f16 storage CUDNN_TENSOR_OP_MATH with an f32 compute type,
+//! tensor cores whose f16 products are exact in f32 — and only GEMM-family
+//! algorithms (implicit GEMM, precomputed implicit GEMM, explicit GEMM):
+//! each output is the same `cin·k·k`-term dot product as the kernel's,
+//! summed in another order, so the two differ by rounding alone and the
+//! kernel's parity tolerance with the CPU (1e-6 normalised, 1e-5 absolute
+//! in `tests/nn_parity.rs` for f32) is the one we expect of cuDNN. FFT and
+//! Winograd algorithms are excluded: they transform the operands and their
+//! error does not follow that bound.
 //!
 //! Layout: NCHW because every tensor of the crate is NCHW. For f32 with FMA
-//! math cuDNN uses no tensor cores, so the layout costs nothing there; an
-//! f16 path on tensor cores would want NHWC activations and weights (channels
-//! a multiple of 8) — with NCHW cuDNN transposes around its tensor-core
-//! kernels — and `cudnnConvolutionBiasActivationForward` to round the biased
-//! sum to f16 once, as the kernel does. Not done: f16 runs the kernel.
+//! math cuDNN uses no tensor cores, so the layout costs nothing there; for
+//! f16 its tensor-core kernels prefer NHWC (channels a multiple of 8), and
+//! with NCHW cuDNN transposes around them — the price of one layout for
+//! every backend and op, which an NHWC network would pay in every other
+//! kernel instead.
 //!
 //! cudarc's safe `cudnn` types are not used: `Cudnn::new` unwraps binding the
 //! context, every descriptor's `Drop` unwraps its destroy call, the handle
@@ -93,6 +98,8 @@ struct Shape {
     y: [c_int; 4],
     stride: c_int,
     pad: c_int,
+    /// f16 storage (else f32).
+    f16: bool,
 }
 
 impl Shape {
@@ -113,7 +120,27 @@ impl Shape {
             y: dims([c.batch, c.cout, ho, wo])?,
             stride: int(c.stride)?,
             pad: int(c.pad)?,
+            f16: conv.f16(),
         })
+    }
+
+    /// cuDNN's type for the tensors and filter.
+    fn storage(&self) -> sys::cudnnDataType_t {
+        if self.f16 {
+            sys::cudnnDataType_t::CUDNN_DATA_HALF
+        } else {
+            sys::cudnnDataType_t::CUDNN_DATA_FLOAT
+        }
+    }
+
+    /// The math the contract allows: tensor cores for f16 (exact products,
+    /// f32 sums), FMA for f32 (no TF32).
+    fn math(&self) -> sys::cudnnMathType_t {
+        if self.f16 {
+            sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH
+        } else {
+            sys::cudnnMathType_t::CUDNN_FMA_MATH
+        }
     }
 }
 
@@ -183,6 +210,7 @@ impl Plan {
     ) -> std::result::Result<Plan, result::CudnnError> {
         use sys::cudnnDataType_t::CUDNN_DATA_FLOAT as F32;
         use sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW as NCHW;
+        let storage = s.storage();
         let mut plan = Plan {
             x: std::ptr::null_mut(),
             y: std::ptr::null_mut(),
@@ -200,10 +228,10 @@ impl Plan {
         // SAFETY: every descriptor was just created and is live; the output
         // pointers of the queries are locals that outlive the calls.
         unsafe {
-            result::set_tensor4d_descriptor(plan.x, NCHW, F32, s.x)?;
-            result::set_tensor4d_descriptor(plan.y, NCHW, F32, s.y)?;
-            result::set_tensor4d_descriptor(plan.bias, NCHW, F32, [1, s.y[1], 1, 1])?;
-            result::set_filter4d_descriptor(plan.filter, F32, NCHW, s.filter)?;
+            result::set_tensor4d_descriptor(plan.x, NCHW, storage, s.x)?;
+            result::set_tensor4d_descriptor(plan.y, NCHW, storage, s.y)?;
+            result::set_tensor4d_descriptor(plan.bias, NCHW, storage, [1, s.y[1], 1, 1])?;
+            result::set_filter4d_descriptor(plan.filter, storage, NCHW, s.filter)?;
             result::set_convolution2d_descriptor(
                 plan.conv,
                 s.pad,
@@ -213,11 +241,12 @@ impl Plan {
                 1,
                 1,
                 sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+                // The compute type: f32 sums for both storages.
                 F32,
             )?;
             // Set before the queries: cuDNN's forward call honours the
-            // descriptor's math type, and FMA rules out TF32.
-            result::set_convolution_math_type(plan.conv, sys::cudnnMathType_t::CUDNN_FMA_MATH)?;
+            // descriptor's math type (FMA rules out TF32).
+            result::set_convolution_math_type(plan.conv, s.math())?;
             // The caller derived y's size from its own padding; cuDNN must
             // agree, or it would read or write past what the call checked.
             let mut dims = [0 as c_int; 4];
@@ -332,8 +361,9 @@ impl Dnn {
     /// runs its own kernel; an error when a planned call fails.
     ///
     /// # Safety
-    /// `x` holds batch·cin·h·w f32, `w` cout·cin·k·k, `bias` (when given)
-    /// cout and `out` batch·cout·ho·wo, all of this stream's context and
+    /// `x` holds batch·cin·h·w elements (f16 when `c.f16()`, else f32), `w`
+    /// cout·cin·k·k, `bias` (when given) cout and `out` batch·cout·ho·wo, all
+    /// of this stream's context and
     /// live until the stream has run the call; `out` overlaps no input.
     pub(super) unsafe fn conv2d(
         &self,
@@ -440,6 +470,7 @@ mod tests {
     use super::*;
 
     use crate::ops::nn::Conv2d;
+    use crate::tensor::DType;
     use sys::cudnnConvolutionFwdAlgo_t as A;
 
     fn conv() -> Conv2d {
@@ -457,7 +488,7 @@ mod tests {
     }
 
     fn shape(g: Conv2d) -> Option<Shape> {
-        Shape::of(&VendorConv::new(&g).unwrap())
+        Shape::of(&VendorConv::new(&g, DType::F32).unwrap())
     }
 
     #[test]
@@ -504,6 +535,25 @@ mod tests {
             ..conv()
         };
         assert_eq!(shape(huge), None);
+    }
+
+    /// f16 storage plans apart from f32 (its own descriptors), with HALF
+    /// tensors on tensor cores; f32 keeps FLOAT and FMA; other dtypes are
+    /// the kernel's.
+    #[test]
+    fn f16_storage_plans_half_tensors_on_tensor_cores() {
+        let g = conv();
+        let single = Shape::of(&VendorConv::new(&g, DType::F32).unwrap()).unwrap();
+        let half = Shape::of(&VendorConv::new(&g, DType::F16).unwrap()).unwrap();
+        assert_ne!(single, half, "one cache key for both storages");
+        assert_eq!(Shape { f16: false, ..half }, single);
+        assert_eq!(single.storage(), sys::cudnnDataType_t::CUDNN_DATA_FLOAT);
+        assert_eq!(single.math(), sys::cudnnMathType_t::CUDNN_FMA_MATH);
+        assert_eq!(half.storage(), sys::cudnnDataType_t::CUDNN_DATA_HALF);
+        assert_eq!(half.math(), sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH);
+        for other in [DType::F64, DType::U32] {
+            assert_eq!(VendorConv::new(&g, other), None, "{other:?}");
+        }
     }
 
     fn perf(

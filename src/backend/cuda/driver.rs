@@ -369,7 +369,7 @@ impl CudaDevice for DriverDevice {
         let (c_ptr, c_record) = c.device_ptr_mut(stream);
         // SAFETY: the caller's contract on the buffer lengths; the handle
         // runs on `stream`, where the addresses were just taken.
-        let ran = unsafe { blas.sgemm(gemm, a_ptr, b_ptr, c_ptr) };
+        let ran = unsafe { blas.gemm(gemm, a_ptr, b_ptr, c_ptr) };
         drop((a_record, b_record, c_record));
         ran
     }

@@ -4,11 +4,11 @@
 //! f16 values are widened on load and each output is rounded to f16 (nearest
 //! even) once, as the CPU definition does; time_proj's timesteps are f32 in
 //! both. conv2d and matmul launch blocks of [`NN_GEMM_THREADS`] threads on a
-//! 3-D grid of 64×64 output tiles (batch in z) — an f32 matmul without bias
-//! goes to cuBLAS instead when the device has it (see `blas.rs`), and an f32
-//! conv2d whose padding cuDNN can express to cuDNN (see `dnn.rs`); both
-//! vendor paths are f32 only, so f16 storage always runs the crate's
-//! kernels, and so does every call a library declines; GroupNorm one
+//! 3-D grid of 64×64 output tiles (batch in z) — a matmul without bias goes
+//! to cuBLAS instead when the device has it (see `blas.rs`), and a conv2d
+//! whose padding cuDNN can express to cuDNN (see `dnn.rs`), in f32 or f16
+//! storage with f32 math (tensor cores for f16); every call a library
+//! declines runs the crate's kernels; GroupNorm one
 //! block per (item, group), softmax one per row; the element-wise ops one
 //! thread per output element.
 
@@ -227,14 +227,6 @@ fn gemm_dims(dims: &[usize], dtype: DType) -> Result<()> {
     }
 }
 
-/// The call a vendor convolution library (cuDNN) would run for `g`, or
-/// `None` where only the crate's kernel serves it: f16 storage (the library
-/// path is f32 only, see `dnn.rs`), and padding the library cannot express
-/// (see [`VendorConv::new`]).
-fn vendor_conv(g: &Conv2d, dtype: DType) -> Option<VendorConv> {
-    (dtype == DType::F32).then(|| VendorConv::new(g)).flatten()
-}
-
 impl<D: CudaDevice> CudaBackend<D> {
     /// A grid of `(x, y, z)` blocks, each dimension capped at the backend's
     /// block cap: the nn kernels stride over the rest.
@@ -255,14 +247,16 @@ impl<D: CudaDevice> CudaBackend<D> {
         let kernel = pick(dtype, &CONV2D_F32, &CONV2D_F16)?;
         let (ho, wo) = g.out_size();
         gemm_dims(&[g.cout, ho * wo, g.cin * g.k * g.k], dtype)?;
-        // cuDNN when the device has it and it serves the call; the crate's
-        // kernel otherwise, and always where there is none (the emulation
-        // harness) or `set_library_conv(false)` asks for the kernel.
-        if let Some(conv) = vendor_conv(g, dtype).filter(|_| self.library_conv) {
+        // cuDNN when the device has it and it serves the call (padding it
+        // can express: `VendorConv::new`); the crate's kernel otherwise, and
+        // always where there is none (the emulation harness) or
+        // `set_library_conv(false)` asks for the kernel.
+        if let Some(conv) = VendorConv::new(g, dtype).filter(|_| self.library_conv) {
             let bias_mem = has_bias.then_some(&bias.mem);
-            // SAFETY: the checked call guarantees x holds batch·cin·h·w f32
-            // (the dtype is f32 here), w cout·cin·k·k, bias cout when
-            // has_bias and out batch·cout·ho·wo, `conv`'s output size.
+            // SAFETY: the checked call guarantees x holds batch·cin·h·w
+            // elements of `dtype` (`conv.f16()` says which), w cout·cin·k·k,
+            // bias cout when has_bias and out batch·cout·ho·wo, `conv`'s
+            // output size.
             if unsafe {
                 self.device
                     .vendor_conv(&conv, &x.mem, &w.mem, bias_mem, &mut out.mem)?
@@ -314,12 +308,11 @@ impl<D: CudaDevice> CudaBackend<D> {
     ) -> Result<()> {
         let kernel = pick(dtype, &MATMUL_F32, &MATMUL_F16)?;
         gemm_dims(&[g.m, g.n, g.k], dtype)?;
-        // A vendor GEMM (cuBLAS on a GPU, when it loads) for an f32 product
-        // without bias — C = α·A·B + β·C covers accumulate with β = 1; the
-        // crate's kernel otherwise, and always where there is none (the
-        // emulation harness). The vendor path is f32 only (VendorGemm has no
-        // dtype), so f16 storage always runs the kernel.
-        if !has_bias && dtype == DType::F32 {
+        // A vendor GEMM (cuBLAS on a GPU, when it loads) for a product
+        // without bias, f32 or f16 storage — C = α·A·B + β·C covers
+        // accumulate with β = 1; the crate's kernel otherwise, and always
+        // where there is none (the emulation harness).
+        if !has_bias && matches!(dtype, DType::F32 | DType::F16) {
             let gemm = VendorGemm {
                 batch: g.batch,
                 m: g.m,
@@ -329,9 +322,11 @@ impl<D: CudaDevice> CudaBackend<D> {
                 trans_b: g.trans_b,
                 alpha: g.alpha,
                 beta: if g.accumulate { 1.0 } else { 0.0 },
+                f16: dtype == DType::F16,
             };
-            // SAFETY: the checked call guarantees A holds batch·m·k f32, B
-            // batch·k·n and out batch·m·n.
+            // SAFETY: the checked call guarantees A holds batch·m·k elements
+            // of `dtype` (`gemm.f16` says which), B batch·k·n and out
+            // batch·m·n.
             if unsafe {
                 self.device
                     .vendor_gemm(&gemm, &a.mem, &b.mem, &mut out.mem)?
@@ -570,25 +565,27 @@ mod tests {
     }
 
     #[test]
-    fn symmetric_f32_convolutions_go_to_the_library_with_their_output_size() {
+    fn symmetric_convolutions_go_to_the_library_with_their_output_size() {
         for (g, out) in [
             (conv(1, 1, 1), (16, 12)),
             (conv(1, 1, 2), (8, 6)),
             (conv(0, 0, 1), (14, 10)),
         ] {
-            let v = vendor_conv(&g, DType::F32).unwrap();
-            assert_eq!(*v.conv(), g);
-            assert_eq!(v.conv().out_size(), out);
+            for dtype in [DType::F32, DType::F16] {
+                let v = VendorConv::new(&g, dtype).unwrap();
+                assert_eq!(*v.conv(), g);
+                assert_eq!(v.conv().out_size(), out);
+                assert_eq!(v.f16(), dtype == DType::F16);
+            }
         }
     }
 
     #[test]
-    fn f16_and_padding_the_library_cannot_express_run_the_kernel() {
-        assert_eq!(vendor_conv(&conv(1, 1, 1), DType::F16), None);
+    fn padding_the_library_cannot_express_runs_the_kernel() {
         // diffusers' Downsample2D with padding 0: (0, 1) before a stride-2
         // conv, one output row and column more than (0, 0) gives.
-        assert_eq!(vendor_conv(&conv(0, 1, 2), DType::F32), None);
-        assert_eq!(vendor_conv(&conv(2, 0, 1), DType::F32), None);
+        assert_eq!(VendorConv::new(&conv(0, 1, 2), DType::F32), None);
+        assert_eq!(VendorConv::new(&conv(2, 0, 1), DType::F32), None);
         // A trailing pad no tap reaches changes nothing: the library serves it.
         let odd = |pad_after| Conv2d {
             h: 15,
@@ -597,7 +594,7 @@ mod tests {
         };
         let g = odd(2);
         assert_eq!(odd(1).out_size(), g.out_size());
-        assert_eq!(vendor_conv(&g, DType::F32).unwrap().conv(), &odd(1));
+        assert_eq!(VendorConv::new(&g, DType::F32).unwrap().conv(), &odd(1));
         // A kernel larger than the input plus the leading pad on both sides.
         let tall = Conv2d {
             h: 1,
@@ -606,6 +603,6 @@ mod tests {
             pad_after: 3,
             ..conv(0, 3, 1)
         };
-        assert_eq!(vendor_conv(&tall, DType::F32), None);
+        assert_eq!(VendorConv::new(&tall, DType::F32), None);
     }
 }
