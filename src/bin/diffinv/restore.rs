@@ -24,7 +24,9 @@ pub struct RestoreArgs {
     /// sr4, inpaint-box, inpaint-random, colorize or deblur.
     #[arg(long, default_value = "sr4")]
     task: String,
-    /// Measurement noise σ in image units ([0, 1]).
+    /// Measurement noise σ in image units ([0, 1]). With noise, cpigdm,
+    /// pigdm and dds weigh y by it, deblurring inverts a blur truncated at
+    /// √(2σ), and cpigdm and pigdm refuse deblurring (use dps or dds).
     #[arg(long, default_value_t = 0.0)]
     noise: f64,
     /// cpigdm, pigdm, dps or dds.
