@@ -86,9 +86,12 @@ extern "C" __global__ void cg_pass_f32(const CgParams p, float* x, float* r, flo
     } else if (p.pass == CG_UPDATE) {
         const float rr = slot_sum(k % 2u);
         const float pq = slot_sum(2u);
+        // Summed before the test, not inside it: slot_sum synchronises the
+        // block, so every thread must reach it whatever the tolerance says.
+        const float bb = slot_sum(3u);
         // The tolerance, or the stall rule: a residual down to the rounding
         // of b leaves p rounding noise, and α noise over noise.
-        const bool stopped = (k >= 1u && p.tolerance2 >= 0.0f && rr < p.tolerance2) || rr <= p.stall2 * slot_sum(3u);
+        const bool stopped = (k >= 1u && p.tolerance2 >= 0.0f && rr < p.tolerance2) || rr <= p.stall2 * bb;
         counted = !stopped && pq != 0.0f;
         const float alpha = counted ? rr / pq : 0.0f;
         total = lane_sum(lanes, len, [&](unsigned int i) {
