@@ -440,6 +440,14 @@ fn singular_normal_equations_stay_put<B: Ops>(b: &B) {
     }
 }
 
+/// The stall rule's threshold is (8ε)² of the state's unit round-off.
+#[test]
+fn the_stall_threshold_is_eight_roundings() {
+    use diffinv::ops::krylov::stall2;
+    assert_eq!(stall2(DType::F32), 2f64.powi(-42));
+    assert_eq!(stall2(DType::F64), 2f64.powi(-100));
+}
+
 mod normal_equations {
     crate::for_each_backend!(super::singular_normal_equations_stay_put);
 }

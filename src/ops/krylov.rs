@@ -58,7 +58,7 @@ pub struct CgScalars {
 /// The stall rule of CG in state `dtype`: a sample stops once
 /// ‖r‖ ≤ 8ε‖b‖ (ε the state's unit round-off, b the right-hand side), i.e.
 /// once its residual is rounding — what a fixed M would otherwise iterate on.
-/// Returns (8ε)²: 2⁻⁴⁰ for f32 state, 2⁻⁹⁸ for f64.
+/// Returns (8ε)²: 2⁻⁴² for f32 state (ε = 2⁻²⁴), 2⁻¹⁰⁰ for f64 (ε = 2⁻⁵³).
 pub fn stall2(dtype: DType) -> f64 {
     let eps = if dtype == DType::F64 {
         f64::EPSILON / 2.0
