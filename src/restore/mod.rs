@@ -51,6 +51,10 @@ pub const DEFAULT_START: usize = 400;
 /// setting brings deblurring up to H⁺y with the demo model.
 pub const DPS_ZETA: f64 = 20.0;
 
+/// The most posterior samples [`RestoreConfig::samples`] may average: they
+/// run as one batch, so memory grows with the count.
+pub const MAX_SAMPLES: usize = 64;
+
 /// `a·u + b·v` (same shapes), through the host in f64: once per restore, for
 /// the warm start `a·x_init + b·z` and the final projection.
 fn mix<B: Backend>(
@@ -85,6 +89,15 @@ fn project<B: Ops>(
     let mut correction = Tensor::zeros(backend, x.shape(), x.dtype())?;
     op.apply(backend, Mode::PseudoInverse, &residual, &mut correction)?;
     mix(backend, (1.0, 1.0), x, &correction)
+}
+
+/// The mean over the batch of `samples` equal-sized items stored one after
+/// another.
+fn batch_mean(values: &[f64], samples: usize) -> Vec<f64> {
+    let len = values.len() / samples;
+    (0..len)
+        .map(|i| (0..samples).map(|k| values[k * len + i]).sum::<f64>() / samples as f64)
+        .collect()
 }
 
 /// DDS's noisy γ for `op`: the official γ = 1 is for an MRI mask, whose
@@ -187,6 +200,14 @@ pub struct RestoreConfig {
     /// consistent set. Right for noiseless y; with noise it copies y's noise
     /// into the result.
     pub project: bool,
+    /// Posterior samples drawn (as one batch, 1…[`MAX_SAMPLES`]); the
+    /// restoration is their mean. One sample is what the samplers are made
+    /// for; the mean of several estimates the posterior mean, which is what
+    /// PSNR rewards: a single sample's squared error is the posterior
+    /// mean's plus the posterior's spread, so where the prior knows little
+    /// (deblurring's fine detail) one sample can score below H⁺y while the
+    /// mean scores above it.
+    pub samples: usize,
 }
 
 impl Default for RestoreConfig {
@@ -202,6 +223,7 @@ impl Default for RestoreConfig {
             seed: 0,
             start: DEFAULT_START,
             project: true,
+            samples: 1,
         }
     }
 }
@@ -213,12 +235,13 @@ pub struct Restored {
     pub degraded: Image,
     /// H⁺y.
     pub baseline: Image,
+    /// The mean of the [`RestoreConfig::samples`] posterior samples.
     pub restored: Image,
     pub baseline_psnr: f64,
     pub restored_psnr: f64,
     pub baseline_ssim: f64,
     pub restored_ssim: f64,
-    /// Network calls.
+    /// Network calls (each on the whole batch of samples).
     pub nfe: usize,
     /// Wall time of the sampler (network calls included).
     pub seconds: f64,
@@ -298,6 +321,14 @@ where
             reason: "must be a training index in 2…999 and ≥ steps − 1",
         });
     }
+    let samples = config.samples;
+    if !(1..=MAX_SAMPLES).contains(&samples) {
+        return Err(Error::InvalidParameter {
+            name: "samples",
+            value: samples as f64,
+            reason: "must be 1…64 (they run as one batch)",
+        });
+    }
     let (h, w, dtype) = (clean.height, clean.width, config.dtype);
     let item = Shape::from_dims(&[3, h, w])?;
     // y comes from the task's operator; the baseline and the samplers invert
@@ -306,26 +337,32 @@ where
     let op = config
         .task
         .inverse_operator(backend, item, config.noise, config.seed)?;
-    let x_shape = Shape::new(1, 3, h, w);
-    let y_shape = Shape::from_dims(&[&[1][..], op.y_item().dims()].concat())?;
-    let to_model: Vec<f64> = clean
-        .data
-        .iter()
-        .map(|&v| 2.0 * f64::from(v) - 1.0)
+    // Every sample of the batch sees the same clean image and the same y.
+    let x_shape = Shape::new(samples, 3, h, w);
+    let y_shape = Shape::from_dims(&[&[samples][..], op.y_item().dims()].concat())?;
+    let to_model: Vec<f64> = (0..samples)
+        .flat_map(|_| clean.data.iter().map(|&v| 2.0 * f64::from(v) - 1.0))
         .collect();
     let x = Tensor::from_host(backend, x_shape, dtype, HostSlice::F64(&to_model))?;
-    // y = H x in the run's dtype, plus seeded noise.
+    // y = H x in the run's dtype, plus seeded noise (indexed within one
+    // measurement, so that the batch's copies of y are equal).
     let mut y = Tensor::zeros(backend, y_shape, x.dtype())?;
     measure.apply(backend, Mode::Forward, &x, &mut y)?;
+    let y_len = op.y_item().checked_len()?;
     let noisy: Vec<f64> = y
         .to_f64(backend)?
         .iter()
         .enumerate()
-        .map(|(i, v)| v + 2.0 * config.noise * rng::normal_f64(config.seed, 1_000_001, i as u32))
+        .map(|(i, v)| {
+            let n = rng::normal_f64(config.seed, 1_000_001, (i % y_len) as u32);
+            v + 2.0 * config.noise * n
+        })
         .collect();
     let y = Tensor::from_host(backend, y_shape, dtype, HostSlice::F64(&noisy))?;
     let mut baseline = Tensor::zeros(backend, x_shape, dtype)?;
     op.apply(backend, Mode::PseudoInverse, &y, &mut baseline)?;
+    // The first sample's noise is a single-sample run's: `samples = 1`
+    // reproduces it exactly.
     let z: Vec<f64> = (0..x_shape.checked_len()?)
         .map(|i| rng::normal_f64(config.seed, 1_000_000, i as u32))
         .collect();
@@ -418,17 +455,19 @@ where
     let seconds = started.elapsed().as_secs_f64();
     let network_seconds = net.seconds;
 
-    let picture = |t: &Tensor<B>| -> Result<Image> {
-        let data = t
-            .to_f64(backend)?
-            .iter()
-            .map(|v| (0.5 * (v + 1.0)) as f32)
-            .collect();
+    let x_len = item.checked_len()?;
+    let picture = |values: Vec<f64>| -> Result<Image> {
+        let data = values.iter().map(|v| (0.5 * (v + 1.0)) as f32).collect();
         Ok(Image::new(h, w, data)?.clamped())
     };
-    let baseline = picture(&baseline)?;
-    let restored = picture(&x)?;
-    let degraded = config.task.picture(&y.to_f64(backend)?, h, w)?;
+    let first = |t: &Tensor<B>, len: usize| -> Result<Vec<f64>> {
+        let mut values = t.to_f64(backend)?;
+        values.truncate(len);
+        Ok(values)
+    };
+    let baseline = picture(first(&baseline, x_len)?)?;
+    let restored = picture(batch_mean(&x.to_f64(backend)?, samples))?;
+    let degraded = config.task.picture(&first(&y, y_len)?, h, w)?;
     Ok(Restored {
         baseline_psnr: psnr(&baseline, clean)?,
         restored_psnr: psnr(&restored, clean)?,
