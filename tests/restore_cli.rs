@@ -42,6 +42,11 @@ fn png_size(path: &Path) -> (u32, u32) {
 
 /// Run a restore of the crop with `--json`; returns the report and the
 /// output folder.
+/// A report's PSNR gain of the restoration over H⁺y, in dB.
+fn gain_over_baseline(report: &serde_json::Value) -> f64 {
+    report["psnr_restored"].as_f64().unwrap() - report["psnr_baseline"].as_f64().unwrap()
+}
+
 fn restore(name: &str, extra: &[&str]) -> (serde_json::Value, PathBuf) {
     restore_image(name, CROP, extra)
 }
@@ -103,7 +108,7 @@ fn the_device_network_restores_in_f16_on_wgpu() {
         (r["network_on"].as_str(), r["dtype"].as_str()),
         (Some("wgpu"), Some("f16"))
     );
-    let gain = r["psnr_restored"].as_f64().unwrap() - r["psnr_baseline"].as_f64().unwrap();
+    let gain = gain_over_baseline(&r);
     assert!(gain > 0.5, "gains only {gain:.2} dB over H⁺y");
     let _ = std::fs::remove_dir_all(out);
 }
@@ -155,7 +160,7 @@ fn every_task_and_method_writes_its_images(backend: &str) {
                 (3 * 32 + 8, 32),
                 "{name}"
             );
-            let gain = r["psnr_restored"].as_f64().unwrap() - r["psnr_baseline"].as_f64().unwrap();
+            let gain = gain_over_baseline(&r);
             if let Some(least) = least_gain(task, method) {
                 assert!(gain > least, "{name}: gains only {gain:.2} dB over H⁺y");
             }
@@ -192,7 +197,7 @@ fn the_mean_of_samples_beats_h_pinv_y_where_one_sample_does_not() {
     for method in METHODS {
         let args = ["--task", "deblur", "--method", method, "--samples", "8"];
         let (r, out) = restore(&format!("mean-deblur-{method}"), &args);
-        let gain = r["psnr_restored"].as_f64().unwrap() - r["psnr_baseline"].as_f64().unwrap();
+        let gain = gain_over_baseline(&r);
         assert!(gain > 0.05, "deblur {method}, mean of 8: {gain:+.2} dB");
         assert_eq!(r["samples"], 8);
         assert_eq!(r["nfe"], 5, "deblur {method}: the batch counts as one call");
@@ -225,7 +230,7 @@ fn the_mean_of_samples_beats_h_pinv_y_where_one_sample_does_not() {
         "200",
     ];
     let (r, out) = restore("mean-colorize-cpigdm", &args);
-    let gain = r["psnr_restored"].as_f64().unwrap() - r["psnr_baseline"].as_f64().unwrap();
+    let gain = gain_over_baseline(&r);
     assert!(
         gain > 0.05,
         "colorize cpigdm, mean of 8 from τ0 = 200: {gain:+.2} dB"
@@ -259,7 +264,7 @@ fn noisy_measurements_restore_or_refuse_in_one_line() {
     ] {
         let args = [&["--task", task, "--method", "pigdm"][..], &noisy[..]].concat();
         let (r, out) = restore(&format!("noisy-{task}"), &args);
-        let gain = r["psnr_restored"].as_f64().unwrap() - r["psnr_baseline"].as_f64().unwrap();
+        let gain = gain_over_baseline(&r);
         assert!(gain >= least, "noisy {task}: {gain:+.2} dB");
         assert_eq!(r["project"], false, "noisy {task}: projected");
         let _ = std::fs::remove_dir_all(out);

@@ -326,7 +326,7 @@ where
         return Err(Error::InvalidParameter {
             name: "samples",
             value: samples as f64,
-            reason: "must be 1…64 (they run as one batch)",
+            reason: "must be at least 1 and at most restore::MAX_SAMPLES (they run as one batch)",
         });
     }
     let (h, w, dtype) = (clean.height, clean.width, config.dtype);
